@@ -1,0 +1,3 @@
+from rtmbotd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""The `rtmbotd` command: the only place that turns errors into exit codes."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rtmbotd import __version__
+from rtmbotd.config import DEFAULT_CONFIG_PATH, Config, load_config
+from rtmbotd.errors import ConfigError, PluginLoadError, RtmbotdError, StoreError
+
+log = logging.getLogger("rtmbotd")
+
+EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_CANTCREAT, EX_CONFIG = 0, 64, 69, 70, 73, 78
+
+DESCRIPTION = """\
+Run python-rtmbot style Slack bot plugins as a service.
+
+Plugins live in BASE_PATH/plugins/<name>/*.py (BASE_PATH defaults to the config
+file's folder). With SLACK_APP_TOKEN set the bot uses Socket Mode, else the RTM API.
+With no token configured, an interactive run (stdin is a terminal) starts the
+console on a built-in fake Slack; a service run waits for a token and a reload.
+
+signals: HUP reloads config and plugins (a bad config keeps the old one running),
+TERM/INT stop gracefully (a second INT forces), USR1 reopens LOGFILE.
+exit status: 0 ok, 64 usage, 69 already running (pidfile), 73 cannot create
+pidfile/log, 78 configuration error.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtmbotd", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH, metavar="PATH",
+                        help=f"YAML config file (default {DEFAULT_CONFIG_PATH})")
+    parser.add_argument("--base-path", metavar="DIR", help="override BASE_PATH (plugins load from DIR/plugins)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="load the config and import the plugins without connecting; exit 0 when good")
+    parser.add_argument("--daemon", action="store_true",
+                        help="detach into the background (never under systemd); also DAEMON: true")
+    parser.add_argument("--pidfile", metavar="PATH", help="with --daemon: write and lock this pidfile")
+    parser.add_argument("--debug", action="store_true", help="log at debug level (also DEBUG: true)")
+    parser.add_argument("--version", action="version", version=f"rtmbotd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="run the bot (the default)")
+    console = sub.add_parser("console", help="chat with the bot's plugins on a built-in fake Slack")
+    console.add_argument("--channel", default="D1ALICE",
+                         help="channel your lines go to (default D1ALICE, a DM; try C1GENERAL)")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    changes = {}
+    if args.base_path:
+        base = Path(args.base_path).resolve()
+        if not base.is_dir():
+            raise ConfigError(f"--base-path: {base} is not a directory")
+        changes["base_path"] = base
+    if args.debug:
+        changes["debug"] = True
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    out = {}
+    if args.base_path:
+        out["base_path"] = Path(args.base_path).resolve()
+    if args.debug:
+        out["debug"] = True
+    return out
+
+
+def check_config(config: Config) -> int:
+    from rtmbotd.plugins import PluginEnv, build_plugin_set
+    plugins = build_plugin_set(config, PluginEnv())
+    if plugins.errors:
+        raise PluginLoadError(plugins.errors)
+    names = ", ".join(sorted(plugins.plugins)) or "none"
+    token = "no token (the service will wait for one)" if not config.has_token else config.connection
+    print(f"{config.path}: OK ({token}; plugins: {names})")
+    return EX_OK
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    from rtmbotd.daemon import Daemon
+    from rtmbotd.daemonize import daemon_context
+    from rtmbotd.logsetup import Logging
+
+    under_systemd = bool(os.environ.get("NOTIFY_SOCKET") or os.environ.get("INVOCATION_ID"))
+    detach = (args.daemon or config.daemon) and not under_systemd
+    pidfile = args.pidfile or config.pidfile
+    with daemon_context(detach, pidfile):
+        logs = Logging()
+        logs.configure(debug=config.debug, logfile=config.logfile)
+        daemon = Daemon(config, logging_=logs, overrides=_overrides(args))
+        return asyncio.run(daemon.run())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = _load(args)
+        if args.check_config:
+            return check_config(config)
+        if args.command == "console" or (args.command is None and not config.has_token
+                                          and sys.stdin.isatty() and not (args.daemon or config.daemon)):
+            from rtmbotd.console import run_console
+            return run_console(config, channel=getattr(args, "channel", "D1ALICE"),
+                               overrides=_overrides(args))
+        return run(config, args)
+    except ConfigError as exc:
+        print(f"rtmbotd: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except PluginLoadError as exc:
+        for name, why in sorted(exc.errors.items()):
+            print(f"rtmbotd: plugin {name}: {why}", file=sys.stderr)
+        return EX_CONFIG
+    except StoreError as exc:
+        print(f"rtmbotd: store: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except RtmbotdError as exc:
+        print(f"rtmbotd: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", EX_SOFTWARE)
+    except KeyboardInterrupt:
+        return 130

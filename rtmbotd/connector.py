@@ -1,0 +1,340 @@
+"""Keeps one live link to Slack and carries the outbox over it.
+
+Owned by the daemon's loop: it opens links (RTM or Socket Mode) with backoff, swaps in
+a replacement on `goodbye`/`disconnect` before the old one goes, tracks RTM acks, and
+posts messages over the socket or the Web API.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from rtmbotd.backoff import Backoff
+from rtmbotd.config import Config
+from rtmbotd.outbox import Message, Outbox
+from rtmbotd.slack.link import Link, LinkClosed
+from rtmbotd.slack.rtm import RtmLink, open_rtm
+from rtmbotd.slack.socket_mode import open_socket_mode
+from rtmbotd.slack.web import SlackWeb, WebError
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT = 20.0
+PING_INTERVAL = 30.0
+HEALTHY_AFTER = 30.0      # a link that lived this long resets the backoff
+
+
+@dataclass(frozen=True)
+class LinkOpened:
+    link: Link
+    epoch: int
+    identity: dict | None
+
+
+@dataclass(frozen=True)
+class LinkFailed:
+    error: str
+    retry_after: float | None
+    auth: bool
+    epoch: int
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message: Message
+    error: WebError | None
+
+
+class Connector:
+    def __init__(self, post: Callable[[Any], None], outbox: Outbox, clock: Callable[[], float]) -> None:
+        self._post = post
+        self.outbox = outbox
+        self._clock = clock
+        self.config: Config | None = None
+        self.web: SlackWeb | None = None
+        self.app_web: SlackWeb | None = None
+        self.epoch = 0
+        self.link: Link | None = None          # the live link (hello received)
+        self.pending: Link | None = None       # opened, waiting for hello
+        self.connecting = False
+        self.retry_at: float | None = None
+        self.hello_deadline: float | None = None
+        self.ping_at: float | None = None
+        self.ping_unanswered = False
+        self.linked_at = 0.0
+        self.backoff = Backoff(base=1.0, cap=60.0)
+        self.identity: dict | None = None      # auth.test: user_id, bot_id
+        self.problem = ""                      # why we are not connected, for STATUS
+        self.links_opened = 0
+        self._rtm_inflight: dict[tuple[int, int], Message] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.stopping = False
+
+    # -- configuration -----------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        return self.config is not None and self.config.has_token
+
+    def configure(self, config: Config, now: float) -> None:
+        """Adopt `config`; a changed token or URL makes a new link, the old one is retired."""
+        old = self.config
+        self.config = config
+        if old is not None and old.connection_key() == config.connection_key():
+            return
+        self.epoch += 1
+        self.identity = None
+        old_web, old_app = self.web, self.app_web
+        self.web = SlackWeb(config.slack_token, config.api_url) if config.slack_token else None
+        self.app_web = SlackWeb(config.app_token, config.api_url) if config.app_token else None
+        for client in (old_web, old_app):
+            if client is not None:
+                self._spawn(client.close())
+        self.connecting = False
+        self.backoff.reset()
+        if self.pending is not None:
+            self.pending.abort()
+            self.pending = None
+        if self.enabled:
+            self.retry_at = now
+        else:
+            self.retry_at = None
+            self._retire_current()
+
+    # -- deadlines -----------------------------------------------------------
+    def next_deadline(self, now: float) -> float | None:
+        candidates = [t for t in (self.retry_at, self.hello_deadline, self.ping_at) if t is not None]
+        sending = self.outbox.next_deadline(now, socket=self._socket_ready(), web=self.link is not None)
+        if sending is not None:
+            candidates.append(sending)
+        return min(candidates, default=None)
+
+    def tick(self, now: float) -> None:
+        if self.retry_at is not None and now >= self.retry_at and not self.stopping:
+            self.retry_at = None
+            self._connect()
+        if self.hello_deadline is not None and now >= self.hello_deadline:
+            self.hello_deadline = None
+            if self.pending is not None:
+                log.warning("%r: no hello within %g s; dropping it", self.pending, HELLO_TIMEOUT)
+                self.pending.abort()
+        if self.ping_at is not None and now >= self.ping_at:
+            self._ping(now)
+        self.pump(now)
+
+    def _ping(self, now: float) -> None:
+        link = self.link
+        if not isinstance(link, RtmLink):
+            self.ping_at = None
+            return
+        if self.ping_unanswered:
+            log.warning("%r: no pong for %g s; reconnecting", link, PING_INTERVAL)
+            link.abort()
+            self.ping_at = None
+            return
+        link.ping()
+        self.ping_unanswered = True
+        self.ping_at = now + PING_INTERVAL
+
+    # -- opening -----------------------------------------------------------------
+    def _connect(self) -> None:
+        if self.connecting or not self.enabled or self.stopping:
+            return
+        self.connecting = True
+        self.problem = "connecting"
+        self._spawn(self._open(self.epoch))
+
+    async def _open(self, epoch: int) -> None:
+        cfg = self.config
+        try:
+            identity = self.identity
+            if identity is None:
+                identity = await self.web.call("auth.test")
+            if cfg.connection == "socket_mode":
+                link = await open_socket_mode(self.app_web, self._post)
+            else:
+                link = await open_rtm(self.web, self._post)
+            self._post(LinkOpened(link, epoch, identity))
+        except WebError as exc:
+            self._post(LinkFailed(str(exc), exc.retry_after, exc.auth, epoch))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure to connect is retried
+            self._post(LinkFailed(f"{type(exc).__name__}: {exc}", None, False, epoch))
+
+    def handle_opened(self, item: LinkOpened, now: float) -> None:
+        if item.epoch != self.epoch or self.stopping:
+            self._spawn(item.link.close())
+            return
+        self.connecting = False
+        self.identity = item.identity
+        self.pending = item.link
+        self.hello_deadline = now + HELLO_TIMEOUT
+        self.links_opened += 1
+
+    def handle_failed(self, item: LinkFailed, now: float) -> None:
+        if item.epoch != self.epoch:
+            return
+        self.connecting = False
+        delay = self.backoff.next_delay(item.retry_after or 0.0)
+        if item.auth:
+            delay = max(delay, 60.0)
+            log.error("Slack rejected the token (%s); fix the token and reload; retrying in %.0f s",
+                      item.error, delay)
+        else:
+            log.warning("cannot connect to Slack: %s; retrying in %.1f s", item.error, delay)
+        self.problem = f"cannot connect ({item.error}); retrying in {delay:.0f} s"
+        self.retry_at = now + delay
+
+    # -- frames --------------------------------------------------------------
+    def on_hello(self, link: Link, now: float) -> None:
+        if link is not self.pending:
+            return
+        self.pending = None
+        self.hello_deadline = None
+        old = self.link
+        self.link = link
+        link.hello = True
+        self.linked_at = now
+        self.problem = ""
+        self.ping_unanswered = False
+        self.ping_at = now + PING_INTERVAL if isinstance(link, RtmLink) else None
+        log.info("connected to Slack (%s, link #%d)", link.mode, link.id)
+        if old is not None:
+            self._retire(old)
+        self.pump(now)
+
+    def on_pong(self) -> None:
+        self.ping_unanswered = False
+
+    def replace_soon(self, why: str) -> None:
+        """Slack asked us to move (goodbye / disconnect): open the next link now."""
+        log.info("%s; opening a new connection", why)
+        if self.pending is None:
+            self.retry_at = None
+            self._connect()
+
+    def on_reply(self, link: Link, reply: dict, now: float) -> None:
+        """An RTM `reply_to` for a message we sent."""
+        msg = self._rtm_inflight.pop((link.id, reply.get("reply_to")), None)
+        if msg is None:
+            return
+        if reply.get("ok", True):
+            self.outbox.delivered(msg)
+            return
+        error = reply.get("error") or {}
+        text = str(error.get("msg") if isinstance(error, dict) else error)
+        if "slow down" in text or "rate" in text:
+            wait = self.outbox.retry(msg, now, after=1.0)
+            log.warning("Slack says slow down in %s; retrying in %g s", msg.channel, wait)
+        else:
+            self.outbox.dropped(msg)
+            log.error("plugin %s: message to %s rejected by Slack: %s", msg.plugin, msg.channel, text)
+
+    def handle_closed(self, item: LinkClosed, now: float) -> None:
+        link = item.link
+        lost = [m for (lid, _), m in self._rtm_inflight.items() if lid == link.id]
+        self._rtm_inflight = {k: m for k, m in self._rtm_inflight.items() if k[0] != link.id}
+        for msg in lost:
+            self.outbox.unsend(msg)
+        if lost:
+            log.info("%d unacknowledged message(s) will be sent again", len(lost))
+        if link is self.pending:
+            self.pending = None
+            self.hello_deadline = None
+            self._schedule_retry(now, f"closed before hello: {item.reason}")
+        elif link is self.link:
+            self.link = None
+            self.ping_at = None
+            if self.stopping:
+                return
+            log.warning("Slack connection lost: %s", item.reason)
+            if now - self.linked_at >= HEALTHY_AFTER:
+                self.backoff.reset()
+            if self.pending is None and not self.connecting:
+                self._schedule_retry(now, item.reason, first_free=now - self.linked_at >= HEALTHY_AFTER)
+
+    def _schedule_retry(self, now: float, why: str, first_free: bool = False) -> None:
+        if self.stopping or not self.enabled:
+            return
+        delay = 0.0 if first_free else self.backoff.next_delay()
+        self.retry_at = now + delay
+        self.problem = f"reconnecting in {delay:.0f} s ({why})"
+
+    # -- sending ---------------------------------------------------------------
+    def _socket_ready(self) -> bool:
+        return isinstance(self.link, RtmLink)
+
+    def pump(self, now: float) -> None:
+        """Send whatever the outbox lets go now."""
+        link = self.link
+        if link is None:
+            return
+        for msg, via_socket in self.outbox.ready(now, socket=self._socket_ready(), web=True):
+            if via_socket:
+                frame_id = link.send_message(msg.channel, msg.text, msg.extra.get("thread_ts"))
+                self._rtm_inflight[(link.id, frame_id)] = msg
+            else:
+                self._spawn(self._post_web(msg))
+
+    async def _post_web(self, msg: Message) -> None:
+        params = dict(msg.extra)
+        params["channel"] = msg.channel
+        if msg.text is not None:
+            params["text"] = msg.text
+        try:
+            await self.web.call("chat.postMessage", json=True, **params)
+            self._post(SendResult(msg, None))
+        except WebError as exc:
+            self._post(SendResult(msg, exc))
+
+    def handle_sent(self, item: SendResult, now: float) -> None:
+        msg, error = item.message, item.error
+        if error is None:
+            self.outbox.delivered(msg)
+        elif error.status == 429 or error.error == "ratelimited":
+            wait = self.outbox.retry(msg, now, after=error.retry_after or 1.0, web_wide=True)
+            log.warning("Slack rate limit on chat.postMessage; pausing sends for %g s", wait)
+        elif error.permanent:
+            self.outbox.dropped(msg)
+            log.error("plugin %s: message to %s dropped: %s", msg.plugin, msg.channel, error.error)
+        else:
+            wait = self.outbox.retry(msg, now)
+            log.warning("sending to %s failed (%s); retrying in %g s", msg.channel, error.error, wait)
+        self.pump(now)
+
+    # -- shutdown ----------------------------------------------------------------
+    def _retire(self, link: Link) -> None:
+        self._spawn(link.close(1000, "replaced"))
+
+    def _retire_current(self) -> None:
+        if self.link is not None:
+            old, self.link = self.link, None
+            self._retire(old)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Close links politely and release the HTTP sessions."""
+        self.stopping = True
+        self.retry_at = None
+        links = [lk for lk in (self.link, self.pending) if lk is not None]
+        self.link = self.pending = None
+        await asyncio.gather(*(lk.close(1000, "rtmbotd stopping") for lk in links), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for client in (self.web, self.app_web):
+            if client is not None:
+                await client.close()
+
+    def status(self) -> str:
+        if not self.enabled:
+            return "not connected"
+        if self.link is not None:
+            return f"connected ({self.link.mode})"
+        return self.problem or "connecting"

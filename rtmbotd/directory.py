@@ -1,0 +1,122 @@
+"""A cache of the workspace's users and channels, kept current from Slack's events.
+
+Resolves an output's target: a channel id, `#name`, `@user` or a user id (a DM).
+Pure: the daemon feeds it API listings and events.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+@dataclass(frozen=True)
+class NeedsDM:
+    """The target is a user without a known DM channel: open one with conversations.open."""
+
+    user: str
+
+
+class UnknownTarget(LookupError):
+    """No channel or user matches the target."""
+
+
+class Directory:
+    def __init__(self) -> None:
+        self.loaded = False
+        self.channels: dict[str, dict] = {}       # id -> {"id", "name", ...}
+        self.channel_ids: dict[str, str] = {}     # name -> id
+        self.users: dict[str, dict] = {}          # id -> user object
+        self.user_ids: dict[str, str] = {}        # name / display name -> id
+        self.dms: dict[str, str] = {}             # user id -> DM channel id
+
+    # -- loading and events -------------------------------------------------
+    def load(self, channels: list[dict], users: list[dict]) -> None:
+        for chan in channels:
+            self.add_channel(chan)
+        for user in users:
+            self.add_user(user)
+        self.loaded = True
+
+    def add_channel(self, chan: dict) -> None:
+        cid = chan.get("id")
+        if not isinstance(cid, str):
+            return
+        old = self.channels.get(cid)
+        if old and old.get("name") and self.channel_ids.get(old["name"]) == cid:
+            del self.channel_ids[old["name"]]
+        self.channels[cid] = chan
+        if chan.get("is_im") and isinstance(chan.get("user"), str):
+            self.dms[chan["user"]] = cid
+        name = chan.get("name")
+        if isinstance(name, str) and name:
+            self.channel_ids[name] = cid
+
+    def remove_channel(self, cid: str) -> None:
+        chan = self.channels.pop(cid, None)
+        if chan and self.channel_ids.get(chan.get("name")) == cid:
+            del self.channel_ids[chan["name"]]
+
+    def add_user(self, user: dict) -> None:
+        uid = user.get("id")
+        if not isinstance(uid, str):
+            return
+        self.users[uid] = user
+        profile = user.get("profile") or {}
+        for name in (user.get("name"), profile.get("display_name"), profile.get("real_name")):
+            if isinstance(name, str) and name:
+                self.user_ids.setdefault(name, uid)
+        if isinstance(user.get("name"), str):
+            self.user_ids[user["name"]] = uid
+
+    def add_dm(self, user: str, channel: str) -> None:
+        self.dms[user] = channel
+        self.channels.setdefault(channel, {"id": channel, "is_im": True, "user": user})
+
+    def apply(self, event: dict) -> bool:
+        """Update from an RTM/Events API event; True when the event changed the cache."""
+        kind = event.get("type")
+        chan = event.get("channel")
+        if kind in ("channel_created", "group_joined", "im_created", "channel_joined") and isinstance(chan, dict):
+            if kind == "im_created" and isinstance(event.get("user"), str):
+                chan = {**chan, "is_im": True, "user": event["user"]}
+            self.add_channel(chan)
+            return True
+        if kind in ("channel_rename", "group_rename") and isinstance(chan, dict):
+            cid = chan.get("id")
+            if isinstance(cid, str):
+                self.add_channel({**self.channels.get(cid, {}), **chan})
+            return True
+        if kind in ("channel_deleted", "group_deleted") and isinstance(chan, str):
+            self.remove_channel(chan)
+            return True
+        if kind in ("user_change", "team_join") and isinstance(event.get("user"), dict):
+            self.add_user(event["user"])
+            return True
+        return False
+
+    # -- resolution ---------------------------------------------------------
+    def resolve(self, target: str) -> str | NeedsDM:
+        """A channel id for `target`, or NeedsDM; raises UnknownTarget."""
+        target = target.strip()
+        if _CHANNEL_ID.match(target):
+            return target
+        if _USER_ID.match(target):
+            return self.dms.get(target) or NeedsDM(target)
+        if target.startswith("@"):
+            uid = self.user_ids.get(target[1:])
+            if uid is None:
+                raise UnknownTarget(f"no user named {target}")
+            return self.dms.get(uid) or NeedsDM(uid)
+        name = target[1:] if target.startswith("#") else target
+        cid = self.channel_ids.get(name)
+        if cid is None:
+            raise UnknownTarget(f"no channel named #{name}")
+        return cid
+
+    def needs_listing(self, target: str) -> bool:
+        """True when `target` is a name that only a loaded directory can resolve."""
+        target = target.strip()
+        return not self.loaded and not (_CHANNEL_ID.match(target) or _USER_ID.match(target))

@@ -1,0 +1,86 @@
+"""Logging: journald-friendly stderr or a LOGFILE that SIGUSR1 reopens; tokens redacted."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+_TOKEN = re.compile(r"\b(xox[abposr]|xapp)-[A-Za-z0-9-]+")
+_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+def redact(text: str) -> str:
+    """Replace anything shaped like a Slack token."""
+    return _TOKEN.sub(lambda m: m.group(1) + "-…redacted", text)
+
+
+class RedactingFormatter(logging.Formatter):
+    def __init__(self, fmt: str, journal: bool = False) -> None:
+        super().__init__(fmt)
+        self.journal = journal
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = redact(super().format(record))
+        if self.journal:
+            prio = _SYSLOG_PRIORITY.get(record.levelno, 6)
+            return "\n".join(f"<{prio}>{line}" for line in text.splitlines())
+        return text
+
+
+def _journal_attached() -> bool:
+    """True when stderr is the journal stream systemd gave us (JOURNAL_STREAM=dev:ino)."""
+    stream = os.environ.get("JOURNAL_STREAM")
+    if not stream:
+        return False
+    try:
+        dev, ino = (int(x) for x in stream.split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class Logging:
+    """Owns the root handler, so reload can change the level and SIGUSR1 reopen the file."""
+
+    def __init__(self) -> None:
+        self.handler: logging.Handler | None = None
+        self.logfile: str | None = None
+
+    def configure(self, *, debug: bool, logfile: str | None) -> None:
+        root = logging.getLogger()
+        root.setLevel(logging.DEBUG if debug else logging.INFO)
+        for noisy in ("websockets", "asyncio", "slack_sdk", "aiohttp", "rtmbotd.slack.sdk"):
+            logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
+        if self.handler is not None and logfile == self.logfile:
+            return
+        if logfile:
+            handler: logging.Handler = logging.FileHandler(logfile, encoding="utf-8", delay=False)
+            handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        else:
+            journal = _journal_attached()
+            handler = logging.StreamHandler(sys.stderr)
+            fmt = "%(levelname)s %(name)s: %(message)s" if journal else \
+                "%(asctime)s %(levelname)s %(name)s: %(message)s"
+            handler.setFormatter(RedactingFormatter(fmt, journal))
+        if self.handler is not None:
+            root.removeHandler(self.handler)
+            self.handler.close()
+        root.addHandler(handler)
+        self.handler = handler
+        self.logfile = logfile
+
+    def reopen(self) -> bool:
+        """Reopen LOGFILE after logrotate moved it; False when logging to stderr."""
+        handler = self.handler
+        if not isinstance(handler, logging.FileHandler):
+            return False
+        handler.acquire()
+        try:
+            if handler.stream:
+                handler.stream.close()
+            handler.stream = handler._open()
+        finally:
+            handler.release()
+        return True

@@ -1,0 +1,231 @@
+"""The one outbox every plugin output goes through: ordered, rate limited, fair.
+
+Pure bookkeeping: the daemon asks `ready(now, ...)` for what to send, reports each
+result back, and sleeps until `next_deadline(now)`.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from rtmbotd.ratelimit import RateLimiter
+
+TEXT_LIMIT = 4000
+SOCKET_WINDOW = 16          # RTM messages in flight per channel (TCP keeps them ordered)
+RETRY_BASE, RETRY_CAP = 1.0, 30.0
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message to post; `extra` holds chat.postMessage arguments besides text."""
+
+    seq: int
+    channel: str
+    text: str | None
+    plugin: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def plain(self) -> bool:
+        """True when the RTM socket can carry it (text, optionally in a thread)."""
+        return bool(self.text) and set(self.extra) <= {"thread_ts"}
+
+    def as_record(self) -> dict:
+        return {"channel": self.channel, "text": self.text, "plugin": self.plugin, "extra": dict(self.extra)}
+
+
+def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """Split `text` into chunks of at most `limit` characters, at line ends where possible."""
+    if len(text) <= limit:
+        return [text]
+    chunks: list[str] = []
+    current = ""
+    for line in text.splitlines(keepends=True):
+        while len(line) > limit:
+            cut = line.rfind(" ", 0, limit)
+            cut = cut + 1 if cut > limit // 2 else limit
+            if current:
+                chunks.append(current)
+                current = ""
+            chunks.append(line[:cut])
+            line = line[cut:]
+        if len(current) + len(line) > limit:
+            chunks.append(current)
+            current = ""
+        current += line
+    if current:
+        chunks.append(current)
+    return [c.rstrip("\n") or c for c in chunks]
+
+
+def _waits_on_result(chan: "_Channel", via_socket: bool) -> bool:
+    """Order within a channel: a Web API send waits for everything before it."""
+    if not chan.inflight:
+        return False
+    if not via_socket or len(chan.inflight) >= SOCKET_WINDOW:
+        return True
+    return any(not s for _, s in chan.inflight.values())
+
+
+@dataclass
+class _Channel:
+    limiter: RateLimiter
+    pending: deque = field(default_factory=deque)
+    inflight: dict = field(default_factory=dict)   # seq -> (Message, via_socket)
+    paused_until: float = 0.0
+    failures: int = 0
+
+
+class Outbox:
+    """Per-channel FIFO queues with token buckets, served round-robin."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._seq = itertools.count(1)
+        self._channels: dict[str, _Channel] = {}
+        self._turns: deque[str] = deque()        # channels with pending messages, in turn order
+        self.web_paused_until = 0.0
+
+    def configure(self, rate: float, burst: int, now: float) -> None:
+        """Apply new limits (on reload) without losing queued messages."""
+        if (rate, burst) == (self.rate, self.burst):
+            return
+        self.rate, self.burst = rate, burst
+        for chan in self._channels.values():
+            chan.limiter = RateLimiter(rate, burst, now)
+
+    def __len__(self) -> int:
+        return sum(len(c.pending) + len(c.inflight) for c in self._channels.values())
+
+    @property
+    def inflight_count(self) -> int:
+        return sum(len(c.inflight) for c in self._channels.values())
+
+    def _channel(self, channel: str, now: float) -> _Channel:
+        chan = self._channels.get(channel)
+        if chan is None:
+            chan = self._channels[channel] = _Channel(RateLimiter(self.rate, self.burst, now))
+        return chan
+
+    def enqueue(self, channel: str, text: str | None, plugin: str, now: float,
+                extra: Mapping[str, Any] | None = None) -> list[Message]:
+        """Queue a message (split when its text is too long); returns what was queued."""
+        extra = dict(extra or {})
+        parts = split_text(text) if text and not extra.get("blocks") else [text]
+        chan = self._channel(channel, now)
+        messages = []
+        for i, part in enumerate(parts):
+            # Blocks and attachments ride on the first part only.
+            msg_extra = extra if i == 0 else {k: v for k, v in extra.items() if k == "thread_ts"}
+            msg = Message(next(self._seq), channel, part, plugin, msg_extra)
+            chan.pending.append(msg)
+            messages.append(msg)
+        if channel not in self._turns:
+            self._turns.append(channel)
+        return messages
+
+    def restore(self, records: Iterable[dict], now: float) -> int:
+        """Queue messages saved by `snapshot` at the last shutdown, in their order."""
+        count = 0
+        for rec in records:
+            self.enqueue(rec["channel"], rec.get("text"), rec.get("plugin", "?"), now, rec.get("extra"))
+            count += 1
+        return count
+
+    def snapshot(self) -> list[dict]:
+        """Every undelivered message (in flight first, then queued) in send order."""
+        out: list[Message] = []
+        for chan in self._channels.values():
+            out.extend(m for m, _ in chan.inflight.values())
+            out.extend(chan.pending)
+        return [m.as_record() for m in sorted(out, key=lambda m: m.seq)]
+
+    def _can_send(self, chan: _Channel, msg: Message, socket: bool, web: bool, now: float) -> bool | None:
+        """None: blocked; else True to send over the socket, False via the Web API."""
+        via_socket = socket and msg.plain
+        if not via_socket and not web:
+            return None
+        if chan.paused_until > now or (not via_socket and self.web_paused_until > now):
+            return None
+        if _waits_on_result(chan, via_socket):
+            return None
+        if chan.limiter.next_allowed(now) > now:
+            return None
+        return via_socket
+
+    def ready(self, now: float, *, socket: bool, web: bool) -> list[tuple[Message, bool]]:
+        """Messages to send now, as (message, via_socket), fair across channels."""
+        out: list[tuple[Message, bool]] = []
+        progress = True
+        while progress and self._turns:
+            progress = False
+            for _ in range(len(self._turns)):
+                channel = self._turns[0]
+                self._turns.rotate(-1)
+                chan = self._channels[channel]
+                if not chan.pending:
+                    continue
+                via = self._can_send(chan, chan.pending[0], socket, web, now)
+                if via is None:
+                    continue
+                msg = chan.pending.popleft()
+                chan.limiter.take(now)
+                chan.inflight[msg.seq] = (msg, via)
+                out.append((msg, via))
+                progress = True
+            self._turns = deque(c for c in self._turns if self._channels[c].pending)
+        return out
+
+    def delivered(self, msg: Message) -> None:
+        chan = self._channels.get(msg.channel)
+        if chan is not None and chan.inflight.pop(msg.seq, None) is not None:
+            chan.failures = 0
+
+    dropped = delivered   # a permanent failure leaves the queue the same way
+
+    def retry(self, msg: Message, now: float, *, after: float | None = None, web_wide: bool = False) -> float:
+        """Put `msg` back at the head of its channel; returns the wait before the retry."""
+        chan = self._channels.get(msg.channel)
+        if chan is None or chan.inflight.pop(msg.seq, None) is None:
+            return 0.0
+        chan.failures += 1
+        wait = after if after is not None else min(RETRY_CAP, RETRY_BASE * 2 ** (chan.failures - 1))
+        if web_wide:
+            self.web_paused_until = max(self.web_paused_until, now + wait)
+        else:
+            chan.paused_until = max(chan.paused_until, now + wait)
+        self._put_back(chan, [msg])
+        return wait
+
+    def unsend(self, msg: Message) -> None:
+        """A message whose link died before Slack acknowledged it goes back, in order."""
+        chan = self._channels.get(msg.channel)
+        if chan is not None and chan.inflight.pop(msg.seq, None) is not None:
+            self._put_back(chan, [msg])
+
+    def _put_back(self, chan: _Channel, msgs: list[Message]) -> None:
+        merged = sorted(list(chan.pending) + msgs, key=lambda m: m.seq)
+        chan.pending = deque(merged)
+        if msgs and msgs[0].channel not in self._turns:
+            self._turns.appendleft(msgs[0].channel)
+
+    def next_deadline(self, now: float, *, socket: bool, web: bool) -> float | None:
+        """When `ready` could next return something, or None (nothing waits on time)."""
+        best: float | None = None
+        for channel in self._turns:
+            chan = self._channels[channel]
+            if not chan.pending:
+                continue
+            msg = chan.pending[0]
+            via_socket = socket and msg.plain
+            if not via_socket and not web:
+                continue
+            if _waits_on_result(chan, via_socket):
+                continue   # a result will wake the loop, not the clock
+            at = max(chan.limiter.next_allowed(now), chan.paused_until,
+                      self.web_paused_until if not via_socket else 0.0)
+            best = at if best is None else min(best, at)
+        return best

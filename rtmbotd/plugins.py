@@ -1,0 +1,351 @@
+"""Find, import and describe plugins: seed module style and python-rtmbot 0.4 class style.
+
+Every plugin is imported fresh from its file under a private module name (never
+`importlib.reload`), in a thread bounded by `IMPORT_TIMEOUT`, and its errors are
+collected per plugin instead of stopping the others.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import re
+import sys
+import threading
+import traceback
+import types
+from dataclasses import dataclass, field
+from itertools import count
+from pathlib import Path
+from typing import Any, Callable
+
+from rtmbotd import compat
+from rtmbotd.config import Config
+
+log = logging.getLogger(__name__)
+
+_generation = count(1)
+_SKIP_DIRS = {"__pycache__", ".git", ".hypothesis", ".pytest_cache"}
+
+
+@dataclass
+class Unit:
+    """One receiver of events: a module-style plugin file or a class-style instance."""
+
+    name: str
+    plugin: str
+    target: Any
+    is_class: bool
+    slack_client: Any = None
+    _jobs_seen: set = field(default_factory=set)
+
+    def handler(self, kind: str) -> Callable | None:
+        fn = getattr(self.target, "process_" + kind, None)
+        return fn if callable(fn) else None
+
+    @property
+    def catch_all(self) -> Callable | None:
+        fn = getattr(self.target, "catch_all", None)
+        return fn if callable(fn) else None
+
+    def take_outputs(self) -> list:
+        """Remove and return what the plugin appended to its `outputs`."""
+        outs = getattr(self.target, "outputs", None)
+        if not isinstance(outs, list) or not outs:
+            return []
+        items = outs[:]
+        del outs[: len(items)]
+        return items
+
+    def take_jobs(self) -> list[tuple[float, Callable[[], None], str]]:
+        """New timed jobs as (interval, callable, label); bad entries are logged."""
+        found: list[tuple[float, Callable[[], None], str]] = []
+        if self.is_class:
+            for job in list(getattr(self.target, "jobs", None) or []):
+                if id(job) in self._jobs_seen:
+                    continue
+                self._jobs_seen.add(id(job))
+                interval = getattr(job, "interval", None)
+                if not _positive(interval) or not callable(getattr(job, "run", None)):
+                    log.error("plugin %s: job %r needs a positive interval and a run() method", self.name, job)
+                    continue
+                found.append((float(interval), self._job_runner(job), type(job).__name__))
+            return found
+        table = getattr(self.target, "crontable", None)
+        if not isinstance(table, list) or not table:
+            return found
+        entries = table[:]
+        del table[: len(entries)]
+        for entry in entries:
+            try:
+                interval, fname = entry
+            except (TypeError, ValueError):
+                log.error("plugin %s: crontable entry %r must be [seconds, \"function_name\"]", self.name, entry)
+                continue
+            fn = getattr(self.target, fname, None) if isinstance(fname, str) else None
+            if not _positive(interval) or not callable(fn):
+                log.error("plugin %s: crontable entry %r: need a positive interval and the name of a function",
+                          self.name, entry)
+                continue
+            found.append((float(interval), fn, fname))
+        return found
+
+    def _job_runner(self, job: Any) -> Callable[[], None]:
+        import time
+
+        def run() -> None:
+            try:
+                result = job.run(self.slack_client)
+            finally:
+                job.lastrun = time.time()
+            if result:
+                self.target.outputs.extend(result)
+        return run
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+@dataclass
+class LoadedPlugin:
+    """A plugin (a directory, or one ACTIVE_PLUGINS class) and its units."""
+
+    name: str
+    path: Path
+    content_hash: str
+    config_names: tuple[str, ...]
+    config_hash: str
+    units: list[Unit]
+    modules: list[str]
+
+
+@dataclass(frozen=True)
+class PluginSource:
+    name: str
+    path: Path            # the plugin directory, or the module file for ACTIVE_PLUGINS
+    files: tuple[Path, ...]
+    class_name: str | None
+    content_hash: str
+
+
+@dataclass
+class PluginSet:
+    """One generation of plugins: what loaded, what failed, and why."""
+
+    generation: int
+    plugins: dict[str, LoadedPlugin]
+    errors: dict[str, str]
+    reused: set[str] = field(default_factory=set)
+
+    @property
+    def units(self) -> list[Unit]:
+        return [u for p in self.plugins.values() for u in p.units]
+
+
+@dataclass
+class PluginEnv:
+    """What the engine gives every plugin before its code runs."""
+
+    slack_client: Any = None
+    store_for: Callable[[str], Any] | None = None
+
+
+def _hash_tree(paths: list[Path], root: Path) -> str:
+    digest = hashlib.sha256()
+    for p in sorted(paths):
+        digest.update(str(p.relative_to(root)).encode() + b"\0")
+        try:
+            digest.update(p.read_bytes())
+        except OSError as exc:
+            digest.update(f"unreadable:{exc}".encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _tree_files(folder: Path) -> list[Path]:
+    out = []
+    for p in folder.rglob("*"):
+        if any(part in _SKIP_DIRS for part in p.relative_to(folder).parts):
+            continue
+        if p.is_file() and p.suffix not in (".pyc", ".pyo"):
+            out.append(p)
+    return out
+
+
+def discover(config: Config) -> tuple[dict[str, PluginSource], dict[str, str]]:
+    """Plugins to load: ACTIVE_PLUGINS when given, else every `plugins/<name>/`."""
+    sources: dict[str, PluginSource] = {}
+    errors: dict[str, str] = {}
+    if config.active_plugins:
+        for dotted in config.active_plugins:
+            modpath, _, cls = dotted.rpartition(".")
+            rel = Path(*modpath.split("."))
+            candidates = [config.base_path / rel.with_suffix(".py"), config.base_path / rel / "__init__.py"]
+            found = next((c for c in candidates if c.is_file()), None)
+            if found is None:
+                errors[dotted] = f"no module file {candidates[0]} or {candidates[1]}"
+                continue
+            files = _tree_files(found.parent) if found.name == "__init__.py" else [found]
+            sources[dotted] = PluginSource(dotted, found, (found,), cls, _hash_tree(files, found.parent))
+        return sources, errors
+    if not config.plugins_dir.is_dir():
+        return sources, errors
+    for folder in sorted(config.plugins_dir.iterdir()):
+        if not folder.is_dir() or folder.name in _SKIP_DIRS or folder.name.startswith("."):
+            continue
+        files = tuple(sorted(folder.glob("*.py")))
+        if not files:
+            continue
+        sources[folder.name] = PluginSource(folder.name, folder, files, None,
+                                            _hash_tree(_tree_files(folder), folder))
+    return sources, errors
+
+
+def _alias_rtmbot_core() -> None:
+    """Let `from rtmbot.core import Plugin, Job` work when python-rtmbot is not installed."""
+    if "rtmbot.core" in sys.modules:
+        return
+    try:
+        if importlib.util.find_spec("rtmbot") is not None:
+            return
+    except (ImportError, ValueError):
+        pass
+    pkg = types.ModuleType("rtmbot")
+    pkg.__path__ = []  # a namespace-like package with only .core
+    pkg.core = compat
+    sys.modules.setdefault("rtmbot", pkg)
+    sys.modules.setdefault("rtmbot.core", compat)
+
+
+def _private_name(gen: int, plugin: str, stem: str) -> str:
+    safe = re.sub(r"\W", "_", f"{plugin}__{stem}")
+    return f"_rtmbotd_plugin_g{gen}_{safe}"
+
+
+def _forget_libraries(folder: Path) -> None:
+    """Drop a changed plugin's own library modules so they are imported fresh too."""
+    root = str(folder.resolve())
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if path and not name.startswith("_rtmbotd_plugin_") and str(Path(path).resolve()).startswith(root + "/"):
+            del sys.modules[name]
+
+
+def _exec_module(modname: str, file: Path, injected: dict) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(modname, file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {file}")
+    module = importlib.util.module_from_spec(spec)
+    module.__dict__.update(injected)
+    spec.loader.exec_module(module)
+    sys.modules[modname] = module    # only once it ran without error
+    return module
+
+
+def _plugin_classes(module: types.ModuleType) -> list[type]:
+    return [obj for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, compat.Plugin) and obj is not compat.Plugin
+            and obj.__module__ == module.__name__]
+
+
+def _make_class_unit(cls: type, plugin: str, section: dict, env: PluginEnv) -> Unit:
+    instance = cls(name=cls.__name__, slack_client=env.slack_client, plugin_config=section)
+    if env.store_for is not None:
+        instance.store = env.store_for(plugin)
+    if not isinstance(getattr(instance, "outputs", None), list):
+        instance.outputs = []
+    try:
+        instance.register_jobs()
+    except NotImplementedError:
+        pass
+    return Unit(f"{plugin}:{cls.__name__}", plugin, instance, True, env.slack_client)
+
+
+def load_source(src: PluginSource, config: Config, env: PluginEnv, gen: int) -> LoadedPlugin:
+    """Import one plugin; raises whatever its code raised."""
+    _alias_rtmbot_core()
+    folder = src.path if src.path.is_dir() else src.path.parent
+    lib_root = str(config.base_path if src.class_name else folder)
+    if lib_root not in sys.path:
+        sys.path.insert(0, lib_root)
+    _forget_libraries(folder)
+    units: list[Unit] = []
+    modules: list[str] = []
+    class_names: list[str] = []
+    for file in src.files:
+        stem = file.stem
+        injected = {
+            "outputs": [], "crontable": [], "config": config.section(src.name),
+            "slack_client": env.slack_client,
+        }
+        if env.store_for is not None:
+            injected["store"] = env.store_for(src.name)
+        modname = _private_name(gen, src.name, stem)
+        module = _exec_module(modname, file, injected)
+        modules.append(modname)
+        classes = _plugin_classes(module)
+        if src.class_name:
+            cls = getattr(module, src.class_name, None)
+            if not (isinstance(cls, type) and issubclass(cls, compat.Plugin)):
+                raise ImportError(f"{file} has no Plugin subclass named {src.class_name}")
+            classes = [cls]
+        for cls in classes:
+            class_names.append(cls.__name__)
+            section = config.section(cls.__name__) or config.section(src.name)
+            units.append(_make_class_unit(cls, src.name, section, env))
+        if not classes:
+            unit_name = src.name if len(src.files) == 1 else f"{src.name}/{stem}"
+            units.append(Unit(unit_name, src.name, module, False, env.slack_client))
+    names = (src.name, *class_names)
+    return LoadedPlugin(src.name, src.path, src.content_hash, names,
+                        config.section_fingerprint(*names), units, modules)
+
+
+def _load_bounded(src: PluginSource, config: Config, env: PluginEnv, gen: int) -> LoadedPlugin:
+    """Run `load_source` in a thread so an import that hangs cannot hang the daemon."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["plugin"] = load_source(src, config, env, gen)
+        except BaseException as exc:  # noqa: BLE001 - any failure is this plugin's alone
+            box["error"] = exc
+            box["trace"] = traceback.format_exc()
+
+    thread = threading.Thread(target=target, name=f"import:{src.name}", daemon=True)
+    thread.start()
+    thread.join(config.import_timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"import did not finish within {config.import_timeout:g} s")
+    if "error" in box:
+        exc = box["error"]
+        log.error("plugin %s failed to load:\n%s", src.name, box["trace"].rstrip())
+        raise exc
+    return box["plugin"]
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} ({Path(exc.filename or '?').name}, line {exc.lineno})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def build_plugin_set(config: Config, env: PluginEnv, previous: PluginSet | None = None) -> PluginSet:
+    """Load the plugins `config` names, reusing unchanged ones from `previous`."""
+    gen = next(_generation)
+    sources, errors = discover(config)
+    plugins: dict[str, LoadedPlugin] = {}
+    reused: set[str] = set()
+    for name, src in sources.items():
+        old = previous.plugins.get(name) if previous else None
+        if (old is not None and old.content_hash == src.content_hash
+                and old.config_hash == config.section_fingerprint(*old.config_names)):
+            plugins[name] = old
+            reused.add(name)
+            continue
+        try:
+            plugins[name] = _load_bounded(src, config, env, gen)
+        except BaseException as exc:  # noqa: BLE001
+            errors[name] = describe_error(exc)
+    return PluginSet(gen, plugins, errors, reused)

@@ -1,0 +1,205 @@
+"""What happened at the fake Slack (messages, calls, acks, sockets), readable and awaitable from any thread."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable, TypeVar
+
+MODES = ("rtm", "socket_mode")
+
+T = TypeVar("T")
+
+
+class Journal:
+    """The fake's record book; the loop thread writes, any thread reads or waits on a Condition.
+
+    Waiters get woken on every change; predicates run without the lock held, so they may
+    call any read method.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+        self.connections_opened: Counter[str] = Counter()
+        self.connections_open: Counter[str] = Counter()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._messages: list[dict] = []
+        self._rejected: list[dict] = []
+        self._edits: list[dict] = []
+        self._calls: list[dict] = []
+        self._call_counts: Counter[str] = Counter()
+        self._frames: dict[str, list[str | bytes]] = {mode: [] for mode in MODES}
+        self._pending: dict[str, dict] = {}
+        self._acks: list[dict] = []
+        self._redeliveries: list[dict] = []
+        self._violations = 0
+
+    def _changed(self) -> None:
+        self._generation += 1
+        self._cond.notify_all()
+
+    def clear(self) -> None:
+        """Forget messages, calls, frames, acks and violations (connection counters stay)."""
+        with self._cond:
+            self._reset()
+            self._changed()
+
+    # -- writers (loop thread) ----------------------------------------------------------
+
+    def message(self, record: dict) -> None:
+        with self._cond:
+            self._messages.append(record)
+            self._changed()
+
+    def rejected(self, record: dict) -> None:
+        with self._cond:
+            self._rejected.append(record)
+            self._changed()
+
+    def edit(self, record: dict) -> None:
+        with self._cond:
+            self._edits.append(record)
+            self._changed()
+
+    def web_call(self, method: str, params: dict, token_kind: str | None) -> None:
+        with self._cond:
+            self._calls.append({"method": method, "params": params, "token_kind": token_kind})
+            self._call_counts[method] += 1
+            self._changed()
+
+    def frame(self, mode: str, data: str | bytes) -> None:
+        with self._cond:
+            self._frames[mode].append(data)
+            self._changed()
+
+    def violation(self) -> None:
+        with self._cond:
+            self._violations += 1
+            self._changed()
+
+    def connection_opened(self, mode: str) -> None:
+        with self._cond:
+            self.connections_opened[mode] += 1
+            self.connections_open[mode] += 1
+            self._changed()
+
+    def connection_closed(self, mode: str) -> None:
+        with self._cond:
+            self.connections_open[mode] -= 1
+            self._changed()
+
+    def envelope_sent(self, envelope: dict, sent_at: float) -> None:
+        with self._cond:
+            self._pending[envelope["envelope_id"]] = {
+                "envelope_id": envelope["envelope_id"],
+                "type": envelope["type"],
+                "retry_attempt": envelope["retry_attempt"],
+                "sent_at": sent_at,
+                "timed_out": False,
+                "envelope": envelope,
+            }
+            self._changed()
+
+    def ack(self, envelope_id: str, payload: Any, now: float) -> None:
+        with self._cond:
+            pending = self._pending.pop(envelope_id, None)
+            self._acks.append({
+                "envelope_id": envelope_id,
+                "type": pending["type"] if pending else None,
+                "latency_s": now - pending["sent_at"] if pending else None,
+                "payload": payload,
+            })
+            self._changed()
+
+    def timed_out(self, envelope_id: str) -> dict | None:
+        """Mark a still-unacked envelope as timed out; its pending record, or None if acked."""
+        with self._cond:
+            pending = self._pending.get(envelope_id)
+            if pending is not None:
+                pending["timed_out"] = True
+            return pending
+
+    def redelivered(self, envelope_id: str, retry_envelope_id: str | None) -> None:
+        with self._cond:
+            self._redeliveries.append({"envelope_id": envelope_id,
+                                       "retry_envelope_id": retry_envelope_id,
+                                       "reason": "timeout"})
+            self._changed()
+
+    # -- readers (any thread) -----------------------------------------------------------
+
+    def messages(self, channel: str | None = None) -> list[dict]:
+        with self._cond:
+            return [dict(m) for m in self._messages if channel is None or m["channel"] == channel]
+
+    def rejected_messages(self) -> list[dict]:
+        with self._cond:
+            return [dict(m) for m in self._rejected]
+
+    def edits(self) -> list[dict]:
+        with self._cond:
+            return [dict(e) for e in self._edits]
+
+    def web_calls(self, method: str | None = None) -> list[dict]:
+        with self._cond:
+            return [dict(c) for c in self._calls if method is None or c["method"] == method]
+
+    def web_call_counts(self) -> dict[str, int]:
+        with self._cond:
+            return dict(self._call_counts)
+
+    def frames(self, mode: str) -> list[str | bytes]:
+        with self._cond:
+            return list(self._frames[mode])
+
+    def violations(self) -> int:
+        with self._cond:
+            return self._violations
+
+    def acks(self) -> list[dict]:
+        with self._cond:
+            return [dict(a) for a in self._acks]
+
+    def unacked(self) -> list[dict]:
+        with self._cond:
+            return [{k: v for k, v in p.items() if k != "sent_at"} for p in self._pending.values()]
+
+    def redeliveries(self) -> list[dict]:
+        with self._cond:
+            return [dict(r) for r in self._redeliveries]
+
+    def open_count(self, mode: str | None = None) -> int:
+        with self._cond:
+            if mode is None:
+                return sum(self.connections_open.values())
+            return self.connections_open[mode]
+
+    def opened_by_mode(self) -> dict[str, int]:
+        with self._cond:
+            return {mode: self.connections_opened[mode] for mode in MODES}
+
+    # -- waiting --------------------------------------------------------------------------
+
+    def wait_until(self, predicate: Callable[[], T], timeout: float) -> T:
+        """The first truthy value of `predicate()`, re-checked on every change; TimeoutError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cond:
+                generation = self._generation
+            value = predicate()
+            if value:
+                return value
+            with self._cond:
+                while self._generation == generation:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"condition not met within {timeout}s")
+                    self._cond.wait(remaining)
+
+    def notify(self) -> None:
+        """Wake waiters whose predicates look at state outside the journal."""
+        with self._cond:
+            self._changed()

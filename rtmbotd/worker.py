@@ -1,0 +1,128 @@
+"""One thread per plugin unit, so a slow or stuck plugin delays only itself.
+
+The loop submits calls; the worker runs them in order, catches and attributes every
+exception, then reports the unit's new outputs and jobs back to the loop's inbox.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable
+
+from rtmbotd.plugins import Unit
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class PluginReport:
+    """What a finished call produced: outputs to send, jobs to schedule."""
+
+    worker: "Worker"
+    outputs: list
+    jobs: list
+    job_key: Hashable | None = None
+
+
+@dataclass(frozen=True)
+class WorkerExited:
+    worker: "Worker"
+
+
+class Worker:
+    """Runs one unit's calls on its own thread, in submission order."""
+
+    def __init__(self, unit: Unit, report: Callable[[Any], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.unit = unit
+        self._report = report
+        self._clock = clock
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.busy_since: float | None = None
+        self.busy_label = ""
+        self.stuck_reported = False
+        self._submitted = 0      # written by the loop only
+        self._finished = 0       # written by the worker thread only
+        self._thread = threading.Thread(target=self._run, name=f"plugin:{unit.name}", daemon=True)
+
+    def start(self) -> "Worker":
+        self._thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, label: str, fn: Callable, *args: Any, job_key: Hashable | None = None) -> None:
+        self._submitted += 1
+        self._queue.put((label, fn, args, job_key))
+
+    def stop(self) -> None:
+        """Finish what is queued, then exit (reports WorkerExited)."""
+        self._queue.put(_STOP)
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def backlog(self) -> int:
+        """Calls submitted and not yet finished (including the running one)."""
+        return self._submitted - self._finished
+
+    def busy_for(self, now: float) -> float:
+        since = self.busy_since
+        return 0.0 if since is None else now - since
+
+    def _run(self) -> None:
+        unit = self.unit
+        # Outputs and jobs a plugin set up at import time go out first.
+        self._flush(None)
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            label, fn, args, job_key = item
+            self.busy_label = label
+            self.busy_since = self._clock()
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("plugin %s: %s raised", unit.name, label)
+            except BaseException as exc:  # SystemExit / KeyboardInterrupt from plugin code
+                log.error("plugin %s: %s raised %s; ignored", unit.name, label, type(exc).__name__)
+            finally:
+                self.busy_since = None
+                self.stuck_reported = False
+                self._finished += 1
+            self._flush(job_key)
+        self._flush(None)
+        self._report(WorkerExited(self))
+
+    def _flush(self, job_key: Hashable | None) -> None:
+        try:
+            outputs = self.unit.take_outputs()
+            jobs = self.unit.take_jobs()
+        except Exception:
+            log.exception("plugin %s: reading outputs/crontable failed", self.unit.name)
+            outputs, jobs = [], []
+        if outputs or jobs or job_key is not None:
+            self._report(PluginReport(self, outputs, jobs, job_key))
+
+
+def run_event(unit: Unit, handler: Callable | None, data: dict) -> None:
+    """Call a unit's `process_<type>` and then its `catch_all`, each isolated."""
+    if handler is not None:
+        try:
+            handler(data)
+        except Exception:
+            log.exception("plugin %s: %s raised on %s event", unit.name,
+                          getattr(handler, "__name__", "handler"), data.get("type"))
+    catch_all = unit.catch_all
+    if catch_all is not None:
+        catch_all(data)
