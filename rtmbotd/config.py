@@ -105,6 +105,9 @@ def read_yaml(path: Path) -> dict:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and cmark:
+            problem += f" ({context} at line {cmark.line + 1})"
         raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
     if data is None:
         return {}

@@ -35,6 +35,7 @@ def _print_replies(fake, names: dict, stop: threading.Event) -> None:
 def _read_input(fake, channel: str, quiet: threading.Event) -> None:
     interactive = sys.stdin.isatty()
     current = channel
+    fake.wait_for_connections(1, timeout=30.0)
     while True:
         try:
             line = input(f"you ({current})> " if interactive else "")

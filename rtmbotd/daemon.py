@@ -72,13 +72,14 @@ class DirectoryListed:
 class Daemon:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic,
                  logging_: Logging | None = None, overrides: dict | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, install_signals: bool = True) -> None:
         self.config = config
         self.clock = clock
         self.logging = logging_ or Logging()
         self.overrides = overrides or {}
         self.notifier = notifier or Notifier()
         self.state = State.STARTING
+        self.install_signals = install_signals
         self.exit_code = 0
         self.plugins: PluginSet | None = None
         self.workers: list[Worker] = []
@@ -125,14 +126,21 @@ class Daemon:
         self.inbox = Inbox(self.loop)
         self.connector = Connector(self._post, self.outbox, self.clock)
         self.router = Router(self.outbox, self.directory, self._open_dm)
-        self._install_signals()
+        if self.install_signals:
+            self._install_signals()
         self._build(self.config.path)
         try:
             await self._loop()
         finally:
-            for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-                self.loop.remove_signal_handler(signum)
+            if self.install_signals:
+                for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+                    self.loop.remove_signal_handler(signum)
         return self.exit_code
+
+    def send_signal(self, signum: int) -> None:
+        """From any thread: act as if `signum` arrived (embedding, tests)."""
+        if self.inbox is not None:
+            self.inbox.put_threadsafe(Signal(signum))
 
     async def _loop(self) -> None:
         inbox = self.inbox

@@ -64,9 +64,10 @@ class Logging:
             fmt = "%(levelname)s %(name)s: %(message)s" if journal else \
                 "%(asctime)s %(levelname)s %(name)s: %(message)s"
             handler.setFormatter(RedactingFormatter(fmt, journal))
-        if self.handler is not None:
-            root.removeHandler(self.handler)
-            self.handler.close()
+        for old in list(root.handlers):   # basicConfig's, or ours before this reload
+            root.removeHandler(old)
+            if old is self.handler:
+                old.close()
         root.addHandler(handler)
         self.handler = handler
         self.logfile = logfile

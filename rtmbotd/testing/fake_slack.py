@@ -204,13 +204,13 @@ class FakeSlack:
             result = await result
         return result
 
-    def _call(self, name: str, **kwargs: Any) -> Any:
+    def _call(self, control: str, /, **kwargs: Any) -> Any:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             raise RuntimeError("FakeSlack not started")
         if threading.current_thread() is thread:
-            raise RuntimeError(f"FakeSlack.{name}() blocks; call it from another thread")
-        return asyncio.run_coroutine_threadsafe(self.invoke(name, kwargs), loop).result(
+            raise RuntimeError(f"FakeSlack.{control}() blocks; call it from another thread")
+        return asyncio.run_coroutine_threadsafe(self.invoke(control, kwargs), loop).result(
             CONTROL_TIMEOUT)
 
     # -- controls ---------------------------------------------------------------------------------------

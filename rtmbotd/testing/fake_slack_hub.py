@@ -399,8 +399,9 @@ class Hub:
         return len(targets)
 
     def _close_after_grace(self, conn: Connection) -> None:
-        loop = asyncio.get_running_loop()
-        conn.closer = loop.call_later(self.goodbye_grace,
+        if conn.closer is not None:
+            conn.closer.cancel()
+        conn.closer = asyncio.get_running_loop().call_later(self.goodbye_grace,
                                       lambda: self._spawn(self._close(conn, 1000)))
 
     async def send_goodbye(self) -> int:

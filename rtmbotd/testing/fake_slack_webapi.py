@@ -226,8 +226,7 @@ class WebApi:
 
     async def auth_test(self, call: Call) -> dict:
         return {"ok": True, "url": f"https://{TEAM_DOMAIN}.slack.com/", "team": TEAM_NAME,
-                "user": BOT_NAME, "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID,
-                "is_enterprise_install": False}
+                "user": BOT_NAME, "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID}
 
     async def rtm_connect(self, call: Call) -> dict:
         return {"ok": True, "url": self.hub.issue_ticket("rtm", call.host),

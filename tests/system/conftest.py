@@ -1,0 +1,57 @@
+"""Gate for the system tests: they need root, systemd-nspawn, mmdebstrap and dh-virtualenv.
+
+They run when RTMBOTD_SYSTEM_TESTS=1 (tests/system/run sets it) or CI=true, and are
+skipped otherwise, so a quick `pytest tests` stays quick. RTMBOTD_SYSTEM_TESTS=0 skips
+them even in CI. In CI a missing tool is an error, not a skip.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+TOOLS = ("systemd-nspawn", "nsenter", "mmdebstrap", "dpkg-buildpackage", "dh_virtualenv",
+         "lintian", "systemd-analyze")
+
+
+def _gate() -> str | None:
+    """Why the system tests are skipped here, or None to run them."""
+    wanted = os.environ.get("RTMBOTD_SYSTEM_TESTS")
+    if wanted == "0":
+        return "RTMBOTD_SYSTEM_TESTS=0"
+    if wanted != "1" and os.environ.get("CI") != "true":
+        return "system tests run with tests/system/run (or RTMBOTD_SYSTEM_TESTS=1, or CI=true)"
+    if os.geteuid() != 0:
+        return "system tests need root (mmdebstrap, systemd-nspawn)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = os.path.dirname(__file__)
+    mine = [item for item in items if str(item.fspath).startswith(here)]
+    reason = _gate()
+    for item in mine:
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+        elif config.pluginmanager.hasplugin("timeout"):
+            # pytest-timeout counts the .deb build and the rootfs in the first test
+            item.add_marker(pytest.mark.timeout(900))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _system_tools(request: pytest.FixtureRequest) -> None:
+    if _gate():
+        return
+    missing = [tool for tool in TOOLS
+               if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")]
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: run scripts/install-system-test-deps",
+                    pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

@@ -1,0 +1,68 @@
+import pytest
+
+from rtmbotd.directory import Directory, NeedsDM, UnknownTarget
+from rtmbotd.outbox import Outbox
+from rtmbotd.router import DMOpened, Router, parse_output
+
+
+def directory():
+    d = Directory()
+    d.load([{"id": "C1", "name": "general"}, {"id": "D9", "is_im": True, "user": "U2"}],
+           [{"id": "U1", "name": "alice", "profile": {"display_name": "Alice A"}},
+            {"id": "U2", "name": "bob"}])
+    return d
+
+
+def test_resolve_forms():
+    d = directory()
+    assert d.resolve("C1") == "C1"
+    assert d.resolve("#general") == "C1"
+    assert d.resolve("general") == "C1"
+    assert d.resolve("@bob") == "D9"
+    assert d.resolve("@alice") == NeedsDM("U1")
+    assert d.resolve("U1") == NeedsDM("U1")
+    with pytest.raises(UnknownTarget):
+        d.resolve("#nope")
+
+
+def test_events_keep_cache_current():
+    d = directory()
+    d.apply({"type": "channel_created", "channel": {"id": "C7", "name": "new"}})
+    assert d.resolve("#new") == "C7"
+    d.apply({"type": "channel_rename", "channel": {"id": "C7", "name": "renamed"}})
+    assert d.resolve("#renamed") == "C7"
+    with pytest.raises(UnknownTarget):
+        d.resolve("#new")
+    d.apply({"type": "team_join", "user": {"id": "U5", "name": "carol"}})
+    assert d.resolve("@carol") == NeedsDM("U5")
+    d.apply({"type": "channel_deleted", "channel": "C7"})
+    with pytest.raises(UnknownTarget):
+        d.resolve("#renamed")
+
+
+def test_parse_output_forms():
+    assert parse_output(["C1", "hi"], "p").text == "hi"
+    assert parse_output(["C1", 42], "p").text == "42"
+    out = parse_output({"channel": "C1", "text": "t", "thread_ts": "1.2"}, "p")
+    assert out.extra == {"thread_ts": "1.2"}
+    assert parse_output({"channel": "C1", "blocks": [{}]}, "p").text is None
+    for bad in (["C1"], ["C1", None], "C1 hi", {"text": "no channel"}, {"channel": "C1"}, [None, "x"]):
+        assert parse_output(bad, "p") is None
+
+
+def test_router_waits_for_listing_and_dm():
+    opened = []
+    box = Outbox(rate=0, burst=1)
+    d = Directory()
+    r = Router(box, d, opened.append)
+    r.route(parse_output(["#general", "a"], "p"), 0.0)
+    r.route(parse_output(["U1", "b"], "p"), 0.0)
+    r.route(parse_output(["U1", "c"], "p"), 0.0)
+    assert opened == ["U1"]                  # one conversations.open for both
+    assert len(box) == 0 and r.waiting == 3
+    d.load([{"id": "C1", "name": "general"}], [])
+    r.directory_loaded(0.0)
+    r.dm_opened(DMOpened("U1", "D1"), 0.0)
+    sent = [(m.channel, m.text) for m, _ in box.ready(0.0, socket=True, web=True)]
+    assert sorted(sent) == [("C1", "a"), ("D1", "b"), ("D1", "c")]
+    assert r.waiting == 0
