@@ -224,11 +224,22 @@ def _private_name(gen: int, plugin: str, stem: str) -> str:
 
 
 def _forget_libraries(folder: Path) -> None:
-    """Drop a changed plugin's own library modules so they are imported fresh too."""
-    root = str(folder.resolve())
+    """Drop library modules a plugin's folder provides, so they are imported fresh.
+
+    Covers a changed plugin's own libraries and a same-named library that another
+    plugin folder loaded earlier (two plugins each with a `helpers/`).
+    """
+    root = str(folder.resolve()) + "/"
+    installed = tuple({str(Path(p).resolve()) + "/" for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+    names = {p.stem for p in folder.iterdir()
+             if (p.is_dir() and (p / "__init__.py").is_file()) or p.suffix == ".py"}
     for name, mod in list(sys.modules.items()):
         path = getattr(mod, "__file__", None)
-        if path and not name.startswith("_rtmbotd_plugin_") and str(Path(path).resolve()).startswith(root + "/"):
+        if not path or name.startswith("_rtmbotd_plugin_"):
+            continue
+        path = str(Path(path).resolve())
+        top = name.partition(".")[0]
+        if path.startswith(root) or (top in names and not path.startswith(installed)):
             del sys.modules[name]
 
 
@@ -267,8 +278,9 @@ def load_source(src: PluginSource, config: Config, env: PluginEnv, gen: int) -> 
     _alias_rtmbot_core()
     folder = src.path if src.path.is_dir() else src.path.parent
     lib_root = str(config.base_path if src.class_name else folder)
-    if lib_root not in sys.path:
-        sys.path.insert(0, lib_root)
+    if lib_root in sys.path:
+        sys.path.remove(lib_root)
+    sys.path.insert(0, lib_root)     # this plugin's libraries win while it imports
     _forget_libraries(folder)
     units: list[Unit] = []
     modules: list[str] = []

@@ -489,20 +489,19 @@ def test_control_api_via_fake_slack_client(fake, web):
 def test_module_runs_standalone_until_sigterm():
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen([sys.executable, "-m", "rtmbotd.testing", "--port", "0"],
-                            stdout=subprocess.PIPE, env=env, text=True)
-    try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(proc.stdout, selectors.EVENT_READ)
-            assert selector.select(timeout=15), "no FAKE_SLACK_URL line"
-        line = proc.stdout.readline().strip()
-        assert line.startswith("FAKE_SLACK_URL=http://127.0.0.1:") and line.endswith("/api/")
-        url = line.split("=", 1)[1]
-        assert WebClient(token="xoxb-x", base_url=url).auth_test()["user_id"] == "U0BOT"
-        assert FakeSlackClient(url).state()["web_call_counts"] == {"auth.test": 1}
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with subprocess.Popen([sys.executable, "-m", "rtmbotd.testing", "--port", "0"],
+                          stdout=subprocess.PIPE, env=env, text=True) as proc:
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(proc.stdout, selectors.EVENT_READ)
+                assert selector.select(timeout=15), "no FAKE_SLACK_URL line"
+            line = proc.stdout.readline().strip()
+            assert line.startswith("FAKE_SLACK_URL=http://127.0.0.1:") and line.endswith("/api/")
+            url = line.split("=", 1)[1]
+            assert WebClient(token="xoxb-x", base_url=url).auth_test()["user_id"] == "U0BOT"
+            assert FakeSlackClient(url).state()["web_call_counts"] == {"auth.test": 1}
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
