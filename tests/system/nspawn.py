@@ -6,6 +6,7 @@ commands inside with nsenter, and always tears it down. Every external step has 
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -131,6 +132,16 @@ def build_rootfs(packages: Iterable[str], release: str = "bookworm",
 # -- the container ---------------------------------------------------------------------------------
 
 
+def die_with_parent() -> None:
+    """preexec_fn: SIGTERM this child when the test process dies, whatever kills it.
+
+    systemd-nspawn turns SIGTERM into an orderly power-off of the container.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def _children(pid: int) -> list[int]:
     kids = []
     for entry in os.listdir("/proc"):
@@ -187,7 +198,8 @@ class Container:
         with open(self.log_path, "wb") as out:
             self.nspawn = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                            stderr=subprocess.STDOUT, start_new_session=True,
-                                           env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"})
+                                           env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"},
+                                           preexec_fn=die_with_parent)
 
         def systemd_pid() -> int | None:
             if self.nspawn.poll() is not None:

@@ -1,0 +1,203 @@
+"""Drive the real `rtmbotd` process: config and plugins on disk, a real NOTIFY_SOCKET,
+real signals, and the fake Slack over real sockets."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "plugins"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition",
+               interval: float = 0.01) -> object:
+    """Poll `predicate` until truthy or raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def rtmbotd_command() -> list[str]:
+    script = Path(sys.executable).parent / "rtmbotd"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "rtmbotd"]
+
+
+def clean_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.lower().endswith("_proxy") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+                                                             "SLACK_TOKEN", "SLACK_APP_TOKEN", "SLACK_API_URL",
+                                                             "JOURNAL_STREAM", "INVOCATION_ID", "STORE_URL",
+                                                             "CREDENTIALS_DIRECTORY")}
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class NotifyListener:
+    """An AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages: list[tuple[float, dict]] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                return
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            with self._cond:
+                self.messages.append((time.monotonic(), fields))
+                self._cond.notify_all()
+
+    def wait_for(self, key: str, value: str | None = None, *, after: int = 0, timeout: float = 10.0) -> int:
+        """Index of the first message at or after `after` with key (=value); TimeoutError."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i in range(after, len(self.messages)):
+                    fields = self.messages[i][1]
+                    if key in fields and (value is None or fields[key] == value):
+                        return i
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no {key}={value} notification; got {[m for _, m in self.messages]}")
+                self._cond.wait(left)
+
+    def sequence(self) -> list[str]:
+        """The notification kinds in order, STATUS-only and WATCHDOG messages left out."""
+        out = []
+        with self._cond:
+            for _, fields in self.messages:
+                for key in ("READY", "RELOADING", "STOPPING"):
+                    if key in fields:
+                        out.append(key)
+        return out
+
+    def statuses(self) -> list[str]:
+        with self._cond:
+            return [f["STATUS"] for _, f in self.messages if "STATUS" in f]
+
+    def count(self, key: str) -> int:
+        with self._cond:
+            return sum(1 for _, f in self.messages if key in f)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Rtmbotd:
+    """A real rtmbotd process with its own config dir, plugins and log file."""
+
+    def __init__(self, tmp_path: Path, fake, *, mode: str = "rtm", settings: dict | None = None,
+                 fixtures: tuple[str, ...] = (), plugins: dict[str, str] | None = None,
+                 notify: bool = True, env: dict | None = None) -> None:
+        self.dir = tmp_path
+        self.fake = fake
+        self.mode = mode
+        self.conf = tmp_path / "rtmbot.conf"
+        self.plugins_dir = tmp_path / "plugins"
+        self.plugins_dir.mkdir(exist_ok=True)
+        self.log_path = tmp_path / "stderr.log"
+        self.settings = {"SLACK_TOKEN": "xoxb-e2e", "SLACK_API_URL": fake.url if fake else "http://127.0.0.1:9/api/",
+                         "RATE_LIMIT": 0, "STORE_URL": f"sqlite:///{tmp_path / 'store.sqlite'}"}
+        if mode == "socket_mode":
+            self.settings["SLACK_APP_TOKEN"] = "xapp-e2e"
+        self.settings.update(settings or {})
+        for case in fixtures:
+            for folder in (FIXTURES / case / "plugins").iterdir():
+                self.add_plugin_dir(folder)
+        for name, code in (plugins or {}).items():
+            self.write_plugin(name, code)
+        self.write_config()
+        self.notify = NotifyListener(tmp_path / "notify.sock") if notify else None
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen | None = None
+
+    def add_plugin_dir(self, folder: Path) -> None:
+        import shutil
+        shutil.copytree(folder, self.plugins_dir / folder.name, dirs_exist_ok=True)
+
+    def write_plugin(self, name: str, code: str, filename: str | None = None) -> Path:
+        folder = self.plugins_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (filename or f"{name}.py")
+        path.write_text(textwrap.dedent(code))
+        return path
+
+    def write_config(self, text: str | None = None) -> None:
+        self.conf.write_text(text if text is not None else yaml.safe_dump(self.settings))
+
+    def start(self, *args: str, wait_ready: bool = True, wait_connected: bool = True) -> "Rtmbotd":
+        env = clean_env(**self.extra_env)
+        if self.notify:
+            env["NOTIFY_SOCKET"] = self.notify.path
+        self._log = open(self.log_path, "ab")
+        opened = self.fake.connections_opened if self.fake else 0
+        self.proc = subprocess.Popen(rtmbotd_command() + ["-c", str(self.conf), *args], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=self.dir)
+        if wait_ready and self.notify:
+            self.notify.wait_for("READY", "1", timeout=20)
+        if wait_connected and self.fake:
+            self.fake.wait_until(lambda: self.fake.connections_opened > opened, timeout=20)
+            self.wait_log(r"connected to Slack", timeout=20)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_log(self, pattern: str, timeout: float = 10.0, count: int = 1) -> str:
+        rx = re.compile(pattern)
+        wait_until(lambda: len(rx.findall(self.log())) >= count, timeout, f"log line /{pattern}/ x{count}\n"
+                   + self.log()[-3000:] if False else f"log line /{pattern}/")
+        return self.log()
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout)
+
+    def say(self, text: str, *, channel: str = "D1ALICE", user: str = "U1ALICE", replies: int = 1,
+            timeout: float = 10.0) -> list[str]:
+        before = len(self.fake.sent_messages())
+        self.fake.message(text, channel=channel, user=user)
+        msgs = self.fake.wait_for_messages(before + replies, timeout=timeout)
+        return [m["text"] for m in msgs[before:]]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.notify:
+            self.notify.close()
+        if getattr(self, "_log", None):
+            self._log.close()

@@ -1,0 +1,549 @@
+"""The Debian package under a real systemd: build, install, run, reload, watchdog, purge.
+
+One bookworm container (systemd-nspawn, overlay over a cached mmdebstrap tree) is booted
+for the module; the tests run in file order and each builds on the state the previous one
+left (installed package, running service). The fake Slack runs on the host's loopback,
+which the container shares. Each check is printed with its result (run with -s).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))  # whatever pytest's import mode, nspawn.py sits beside this file
+
+import nspawn  # noqa: E402
+from nspawn import Container, run_host, wait_until  # noqa: E402
+UNIT = "rtmbotd.service"
+CONF = "/etc/rtmbot/rtmbot.conf"
+STAGE = "/srv/rtmbotd-test"  # read-only bind of the host's staging dir inside the container
+# What the container needs beyond the .deb's own Depends (which are added at run time).
+BASE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "procps", "python3", "adduser",
+                 "libpam-systemd"]
+BOT_TOKEN = "xoxb-system-test"
+APP_TOKEN = "xapp-system-test"
+SECURITY_LIMIT = 1.5
+
+
+def expect(ok: Any, what: str, detail: str = "") -> None:
+    """Print one check and its result; fail the test when it does not hold."""
+    print(f"    [{'ok' if ok else 'FAIL'}] {what}" + (f": {detail}" if detail else ""), flush=True)
+    assert ok, f"{what}" + (f": {detail}" if detail else "")
+
+
+def step(what: str) -> None:
+    print(f"  - {what}", flush=True)
+
+
+# -- fixtures --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The .deb: RTMBOTD_DEB if given (a quicker local loop), else built by packaging/build-deb."""
+    given = os.environ.get("RTMBOTD_DEB")
+    if given:
+        return Path(given).resolve()
+    out = tmp_path_factory.mktemp("dist")
+    started = time.monotonic()
+    proc = run_host([str(REPO / "packaging/build-deb"), str(out)], timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"packaging/build-deb failed ({proc.returncode}):\n"
+                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}", pytrace=False)
+    debs = sorted(out.glob("rtmbotd_*.deb"))
+    assert len(debs) == 1, debs
+    print(f"\n  built {debs[0].name} in {time.monotonic() - started:.0f}s", flush=True)
+    return debs[0]
+
+
+@pytest.fixture(scope="module")
+def stage(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Files the container reads through a read-only bind: the .deb and the test plugins."""
+    path = tmp_path_factory.mktemp("stage")
+    path.chmod(0o755)  # apt's _apt user reads the .deb from here
+    shutil.copy2(deb, path / "rtmbotd.deb")
+    shutil.copytree(HERE / "plugins", path / "plugins")
+    return path
+
+
+@pytest.fixture(scope="module")
+def container(deb: Path, stage: Path) -> Iterator[Container]:
+    started = time.monotonic()
+    root = nspawn.build_rootfs(BASE_PACKAGES + nspawn.deb_depends(deb))
+    print(f"\n  rootfs {root} ready in {time.monotonic() - started:.0f}s", flush=True)
+    with Container(root, bind_ro={stage: STAGE}) as c:
+        state = c.wait_running(timeout=90)
+        failed = c.failed_units()
+        # 'degraded' only means some unit failed; in a container that is typically a unit
+        # needing hardware or a writable /sys, which says nothing about rtmbotd.
+        print(f"  container booted in {time.monotonic() - started:.0f}s: {state}"
+              + (f" (failed units: {', '.join(failed)})" if failed else ""), flush=True)
+        yield c
+
+
+class FakeSlackProcess:
+    """`python -m rtmbotd.testing --port 0` on the host's loopback, stopped at the end."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env.pop(var, None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rtmbotd.testing", "--port", "0",
+             "--bot-token", BOT_TOKEN, "--app-token", APP_TOKEN],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env, cwd=REPO, preexec_fn=nspawn.die_with_parent)
+        self.url = self._read_url(timeout=30)
+        from rtmbotd.testing.fake_slack_control import FakeSlackClient
+        self.client = FakeSlackClient(self.url)
+
+    def _read_url(self, timeout: float) -> str:
+        found: list[str] = []
+
+        def reader() -> None:
+            for line in self.proc.stdout:
+                if line.startswith("FAKE_SLACK_URL="):
+                    found.append(line.strip().split("=", 1)[1])
+                    return
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if not found:
+            self.stop()
+            raise RuntimeError("fake Slack did not start: " + (self.proc.stderr.read() or "")[-2000:])
+        return found[0]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[Any]:
+    try:
+        process = FakeSlackProcess()
+    except Exception as exc:  # the fake is daemon code, still being written
+        pytest.fail(f"fake Slack unavailable: {exc}", pytrace=False)
+    try:
+        yield process.client
+    finally:
+        process.stop()
+
+
+@pytest.fixture(autouse=True)
+def _diagnose_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a failed check, show what systemd and the daemon said."""
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is None or not report.failed or "container" not in request.fixturenames:
+        return
+    c: Container = request.getfixturevalue("container")
+    if c.pid is None:
+        return
+    status = c.run("systemctl", "status", "--no-pager", "-n", "0", UNIT, check=False).stdout
+    journal = c.run("journalctl", "-u", UNIT, "--no-pager", "-n", "40", "-o", "short-monotonic",
+                    check=False).stdout
+    print(f"\n  --- systemctl status {UNIT}\n{status}\n  --- journal (last 40)\n{journal}",
+          flush=True)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def show(c: Container, *props: str) -> dict[str, str]:
+    out = c.run("systemctl", "show", UNIT, *(f"--property={p}" for p in props)).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def settle(c: Container, timeout: float = 30) -> dict[str, str]:
+    """The unit's state once no job is running and it is not activating/reloading."""
+    def settled() -> dict[str, str] | None:
+        props = show(c, "ActiveState", "SubState", "MainPID", "StatusText", "NRestarts",
+                     "Result", "ExecMainStatus")
+        busy = props["ActiveState"] in ("activating", "deactivating", "reloading")
+        return None if busy else props
+    return wait_until(settled, timeout=timeout, what=f"{UNIT} to settle")
+
+
+def write_config(c: Container, url: str, *, socket_mode: bool = False, extra: str = "") -> None:
+    text = (f'SLACK_TOKEN: "{BOT_TOKEN}"\n'
+            f'SLACK_API_URL: "{url}"\n'
+            + (f'SLACK_APP_TOKEN: "{APP_TOKEN}"\n' if socket_mode else "")
+            + "DEBUG: true\nRATE_LIMIT: 0\n" + extra)
+    c.write_file(CONF, text, mode="0640", owner="root:rtmbot")
+
+
+def add_plugin(c: Container, name: str, source: str = f"{STAGE}/plugins") -> None:
+    c.sh(f"cp -r {source}/{name} /etc/rtmbot/plugins/ && "
+         f"chown -R root:rtmbot /etc/rtmbot/plugins/{name} && "
+         f"chmod -R g+rX,o-rwx /etc/rtmbot/plugins/{name}")
+
+
+def ask(fake: Any, text: str, expect_text: Callable[[str], bool], timeout: float = 15,
+        channel: str = "D1ALICE") -> str:
+    """Send `text` as Alice; the first new bot message in `channel` that `expect_text` accepts."""
+    seen = len(fake.sent_messages(channel))
+    fake.message(text, channel=channel)
+    deadline = time.monotonic() + timeout
+    while True:
+        msgs = fake.sent_messages(channel)[seen:]
+        for msg in msgs:
+            if expect_text(msg.get("text") or ""):
+                return msg["text"]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no matching reply to {text!r} within {timeout:g}s; bot said "
+                               f"{[m.get('text') for m in msgs]!r}")
+        try:
+            fake.wait_for_messages(seen + len(msgs) + 1, channel=channel, timeout=min(left, 5))
+        except TimeoutError:
+            pass
+
+
+def replies(fake: Any, text: str, expect_text: Callable[[str], bool], what: str,
+            timeout: float = 15) -> str:
+    try:
+        answer = ask(fake, text, expect_text, timeout=timeout)
+    except TimeoutError as exc:
+        expect(False, what, str(exc))
+    expect(True, what, repr(answer))
+    return answer
+
+
+def count_of(text: str) -> int:
+    """The number in the counter example's answer ('N message(s) seen in this channel')."""
+    match = re.search(r"\d+", text)
+    return int(match.group()) if match else -1
+
+
+# -- checks on the host ----------------------------------------------------------------------------
+
+
+def test_unit_security_rating() -> None:
+    unit = REPO / "packaging/systemd" / UNIT
+    proc = run_host(["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
+                    timeout=60)
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout + proc.stderr)
+    figure = float(match.group(1)) if match else None
+    print(f"    systemd-analyze security --offline=yes: {match.group(0) if match else proc.stderr}")
+    expect(figure is not None and figure <= SECURITY_LIMIT,
+           f"exposure level <= {SECURITY_LIMIT}", str(figure))
+
+
+def test_lintian(deb: Path) -> None:
+    proc = run_host(["lintian", "--allow-root", "--tag-display-limit", "0", "--fail-on", "error",
+                     str(deb)], timeout=300)
+    tags = [line for line in proc.stdout.splitlines() if re.match(r"^[EWIPX]: ", line)]
+    for line in tags:
+        print(f"      {line}")
+    errors = [line for line in tags if line.startswith("E: ")]
+    expect(proc.returncode == 0 and not errors, "lintian reports no errors",
+           f"{len(errors)} errors, {len(tags) - len(errors)} other tags, exit {proc.returncode}")
+
+
+# -- install and first start ----------------------------------------------------------------------
+
+
+def test_install(container: Container) -> None:
+    c = container
+    started = time.monotonic()
+    proc = c.run("apt-get", "install", "-y", "--no-install-recommends",
+                 f"{STAGE}/rtmbotd.deb", check=False, timeout=300)
+    expect(proc.returncode == 0, "apt-get install ./rtmbotd.deb (offline, deps in the rootfs)",
+           f"exit {proc.returncode} in {time.monotonic() - started:.0f}s"
+           + ("" if proc.returncode == 0 else "\n" + proc.stdout[-2000:] + proc.stderr[-2000:]))
+    downloads = re.findall(r"^Get:\d+ .*$", proc.stdout, re.M)
+    expect(not downloads, "nothing downloaded", "; ".join(downloads[:3]))
+
+
+def test_installed_files(container: Container) -> None:
+    c = container
+    link = c.run("readlink", "-f", "/usr/bin/rtmbotd", check=False).stdout.strip()
+    expect(link == "/opt/venvs/rtmbotd/bin/rtmbotd", "/usr/bin/rtmbotd -> the venv", link)
+    python = c.run("readlink", "-f", "/opt/venvs/rtmbotd/bin/python3", check=False).stdout.strip()
+    expect(python.startswith("/usr/bin/python3"), "the venv uses Debian's python3", python)
+    version = c.run("rtmbotd", "--version", check=False)
+    expect(version.returncode == 0, "rtmbotd --version runs", (version.stdout + version.stderr).strip())
+    expect(c.exists(f"/lib/systemd/system/{UNIT}"), f"/lib/systemd/system/{UNIT} installed")
+    stat = c.run("stat", "-c", "%U:%G %a", CONF, "/etc/rtmbot", "/etc/rtmbot/plugins",
+                 check=False).stdout.split("\n")
+    expect(stat[0] == "root:rtmbot 640", f"{CONF} is root:rtmbot 0640", stat[0])
+    expect(stat[1] == "root:rtmbot 750", "/etc/rtmbot is root:rtmbot 0750", stat[1])
+    expect(stat[2] == "root:rtmbot 750", "/etc/rtmbot/plugins is root:rtmbot 0750", stat[2])
+    conffiles = c.run("dpkg-query", "-W", "-f=${Conffiles}", "rtmbotd").stdout
+    expect(CONF in conffiles, f"{CONF} is a conffile")
+    token = c.run("grep", "-E", r"^\s*SLACK_TOKEN\s*:", CONF, check=False).stdout.strip()
+    expect(not token, "the shipped config sets no token", token)
+    examples = c.run("ls", "/usr/share/rtmbotd/plugins", check=False).stdout.split()
+    expect("counter" in examples and "repeat" in examples,
+           "example plugins in /usr/share/rtmbotd/plugins", " ".join(examples))
+    plugins = c.run("ls", "-A", "/etc/rtmbot/plugins", check=False).stdout.split()
+    expect(plugins == [], "/etc/rtmbot/plugins starts empty", " ".join(plugins))
+    expect(c.exists("/usr/share/man/man8/rtmbotd.8.gz") or
+           c.run("dpkg", "-L", "rtmbotd").stdout.count("/usr/share/man/man8/rtmbotd.8.gz"),
+           "man page rtmbotd(8) in the package")
+    user = c.run("getent", "passwd", "rtmbot", check=False).stdout.strip()
+    fields = user.split(":")
+    expect(len(fields) == 7 and int(fields[2]) < 1000 and fields[5] == "/var/lib/rtmbot"
+           and fields[6] in ("/usr/sbin/nologin", "/bin/false"),
+           "system user rtmbot, home /var/lib/rtmbot, no shell", user)
+    expect(c.run("getent", "group", "rtmbot", check=False).returncode == 0, "group rtmbot exists")
+    pycache = c.run("sh", "-c", "dpkg -L rtmbotd | grep -c __pycache__ || true").stdout.strip()
+    expect(pycache == "0", "no byte-code shipped in the package (postinst compiles it)", pycache)
+
+
+def test_systemd_analyze_verify(container: Container) -> None:
+    proc = container.run("systemd-analyze", "verify", UNIT, check=False)
+    output = (proc.stdout + proc.stderr).strip()
+    expect(proc.returncode == 0 and not output, "systemd-analyze verify prints nothing",
+           output or f"exit {proc.returncode}")
+    proc = container.run("systemd-analyze", "security", "--no-pager", UNIT, check=False)
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout)
+    print(f"    (installed unit, inside the container: {match.group(0) if match else '?'})")
+
+
+def test_first_start_is_calm(container: Container) -> None:
+    c = container
+    props = settle(c)
+    expect(props["ActiveState"] == "active", "service active after install",
+           f"{props['ActiveState']}/{props['SubState']}")
+    status = props.get("StatusText", "")
+    expect("SLACK_TOKEN" in status and CONF in status,
+           "status line says where the token goes", repr(status))
+    expect(props["NRestarts"] == "0", "no restarts", props["NRestarts"])
+    stat = c.run("stat", "-c", "%U:%G %a", CONF, "/etc/rtmbot", "/var/lib/rtmbot",
+                 check=False).stdout.split("\n")
+    expect(stat[0] == "root:rtmbot 640" and stat[1] == "root:rtmbot 750",
+           "starting the unit kept /etc/rtmbot root:rtmbot (ConfigurationDirectory=)",
+           f"{stat[0]}; {stat[1]}")
+    expect(stat[2] == "rtmbot:rtmbot 750", "StateDirectory /var/lib/rtmbot owned by rtmbot",
+           stat[2])
+    check = c.run("runuser", "-u", "rtmbot", "--", "rtmbotd", "-c", CONF, "--check-config",
+                  check=False)
+    expect(check.returncode == 0, "rtmbotd --check-config accepts the shipped config",
+           (check.stdout + check.stderr).strip())
+
+
+# -- talking to (fake) Slack ---------------------------------------------------------------------
+
+
+def test_start_and_reply_rtm(container: Container, fake: Any) -> None:
+    c = container
+    step("stop, write a config pointing at the fake Slack, add plugins ping and counter")
+    c.run("systemctl", "stop", UNIT, timeout=60)
+    write_config(c, fake.url)
+    add_plugin(c, "ping")
+    add_plugin(c, "counter", source="/usr/share/rtmbotd/plugins")
+    proc = c.run("systemctl", "start", UNIT, check=False, timeout=90)
+    expect(proc.returncode == 0, "systemctl start", (proc.stdout + proc.stderr).strip())
+    props = settle(c)
+    expect(props["ActiveState"] == "active", "service active",
+           f"{props['ActiveState']}/{props['SubState']} status={props['StatusText']!r}")
+    try:
+        fake.wait_for_connections(1, mode="rtm", timeout=20)
+        connected = True
+    except TimeoutError as exc:
+        connected = str(exc)
+    expect(connected is True, "daemon opened an RTM connection to the fake", str(connected))
+    replies(fake, "ping", lambda t: t == "pong", "ping -> pong over RTM")
+    for _ in range(3):
+        fake.message("hello counter")
+    first = replies(fake, "count", lambda t: "seen" in t, "counter plugin answers")
+    expect(count_of(first) >= 3, "counter counted the messages", first)
+
+
+def test_reload_adds_plugin_without_reconnecting(container: Container, fake: Any) -> None:
+    c = container
+    before = fake.state()["connections_opened"]
+    pid = show(c, "MainPID")["MainPID"]
+    step("add plugin echo, systemctl reload")
+    add_plugin(c, "echo")
+    proc = c.run("systemctl", "reload", UNIT, check=False, timeout=60)
+    expect(proc.returncode == 0, "systemctl reload", (proc.stdout + proc.stderr).strip())
+    replies(fake, "echo hi", lambda t: t == "echoed: hi", "the new plugin answers")
+    replies(fake, "ping", lambda t: t == "pong", "the old plugin still answers")
+    after = fake.state()["connections_opened"]
+    expect(after == before, "no new Slack connection", f"connections_opened {before} -> {after}")
+    props = settle(c)
+    expect(props["MainPID"] == pid and props["ActiveState"] == "active",
+           "same process, still active", f"MainPID {pid} -> {props['MainPID']}")
+
+
+def test_reload_with_broken_config_fails_and_keeps_running(container: Container,
+                                                          fake: Any) -> None:
+    c = container
+    good = c.run("cat", CONF).stdout
+    pid = show(c, "MainPID")["MainPID"]
+    step("break the YAML, systemctl reload")
+    c.write_file(CONF, good + "BROKEN: [unclosed\n", mode="0640", owner="root:rtmbot")
+    try:
+        proc = c.run("systemctl", "reload", UNIT, check=False, timeout=60)
+        expect(proc.returncode != 0, "systemctl reload fails",
+               f"exit {proc.returncode} {(proc.stdout + proc.stderr).strip()}")
+        props = settle(c)
+        expect(props["ActiveState"] == "active" and props["MainPID"] == pid,
+               "service still active, same process",
+               f"{props['ActiveState']} MainPID {pid} -> {props['MainPID']}")
+        replies(fake, "ping", lambda t: t == "pong", "old config and plugins still answer")
+    finally:
+        step("restore the good config and reload")
+        c.write_file(CONF, good, mode="0640", owner="root:rtmbot")
+        c.run("systemctl", "reload", UNIT, check=False, timeout=60)
+
+
+def test_watchdog_restarts_frozen_daemon_and_store_survives(container: Container,
+                                                            fake: Any) -> None:
+    c = container
+    step("drop-in WatchdogSec=3s RestartSec=1s, restart")
+    c.sh("mkdir -p /etc/systemd/system/rtmbotd.service.d")
+    c.write_file("/etc/systemd/system/rtmbotd.service.d/system-test-watchdog.conf",
+                 "[Service]\nWatchdogSec=3s\nRestartSec=1s\nTimeoutAbortSec=5s\n")
+    c.run("systemctl", "daemon-reload")
+    c.run("systemctl", "restart", UNIT, timeout=90)
+    props = settle(c)
+    expect(props["ActiveState"] == "active", "active with a 3s watchdog",
+           f"{props['ActiveState']}/{props['SubState']}")
+    replies(fake, "ping", lambda t: t == "pong", "answers after the restart")
+    fake.message("hello again")
+    before = count_of(ask(fake, "count", lambda t: "seen" in t))
+    time.sleep(4)  # longer than WatchdogSec: a daemon that pings keeps running
+    props = show(c, "MainPID", "NRestarts", "ActiveState")
+    expect(props["ActiveState"] == "active" and props["NRestarts"] == "0",
+           "survives a watchdog interval (it sends WATCHDOG=1)",
+           f"{props['ActiveState']} NRestarts={props['NRestarts']}")
+    pid, restarts = props["MainPID"], int(props["NRestarts"])
+    step(f"kill -STOP {pid} (host view: inside the container)")
+    c.run("kill", "-STOP", pid)
+
+    def restarted() -> dict[str, str] | None:
+        now = show(c, "MainPID", "NRestarts", "ActiveState", "SubState")
+        fresh = now["MainPID"] not in (pid, "0") and int(now["NRestarts"]) > restarts
+        return now if fresh and now["ActiveState"] == "active" else None
+    try:
+        now = wait_until(restarted, timeout=30, interval=0.5, what="a watchdog restart")
+        expect(True, "watchdog killed the frozen daemon and systemd restarted it",
+               f"MainPID {pid} -> {now['MainPID']}, NRestarts {restarts} -> {now['NRestarts']}")
+    except TimeoutError as exc:
+        c.run("kill", "-CONT", pid, check=False)
+        expect(False, "watchdog restart", str(exc))
+    journal = c.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat", check=False).stdout
+    expect("Watchdog timeout" in journal, "journal records the watchdog timeout")
+    replies(fake, "ping", lambda t: t == "pong", "answers again after the watchdog restart",
+            timeout=30)
+    after = count_of(ask(fake, "count", lambda t: "seen" in t))
+    expect(after > before, "counter kept counting across the restart (store survives)",
+           f"before {before}, after {after}")
+
+
+def test_socket_mode(container: Container, fake: Any) -> None:
+    c = container
+    step("remove the watchdog drop-in, configure SLACK_APP_TOKEN, restart")
+    c.run("rm", "-f", "/etc/systemd/system/rtmbotd.service.d/system-test-watchdog.conf")
+    c.run("systemctl", "daemon-reload")
+    write_config(c, fake.url, socket_mode=True)
+    opened = fake.state().get("connections_opened_by_mode", {}).get("socket_mode", 0)
+    c.run("systemctl", "restart", UNIT, timeout=90)
+    props = settle(c)
+    expect(props["ActiveState"] == "active", "active in Socket Mode",
+           f"{props['ActiveState']}/{props['SubState']} status={props['StatusText']!r}")
+    try:
+        fake.wait_for_connections(1, mode="socket_mode", timeout=20)
+        connected = True
+    except TimeoutError as exc:
+        connected = str(exc)
+    expect(connected is True, "daemon opened a Socket Mode connection", str(connected))
+    now = fake.state().get("connections_opened_by_mode", {}).get("socket_mode", 0)
+    expect(now > opened, "a new Socket Mode connection was counted", f"{opened} -> {now}")
+    replies(fake, "ping", lambda t: t == "pong", "ping -> pong over Socket Mode")
+
+
+def test_stop_is_clean(container: Container) -> None:
+    c = container
+    started = time.monotonic()
+    c.run("systemctl", "stop", UNIT, timeout=60)
+    props = show(c, "ActiveState", "Result", "ExecMainStatus", "ExecMainCode")
+    expect(props["ActiveState"] == "inactive", "inactive after systemctl stop",
+           f"{props['ActiveState']} in {time.monotonic() - started:.1f}s")
+    expect(props["Result"] == "success" and props["ExecMainStatus"] == "0",
+           "clean exit (status 0, result success)",
+           f"Result={props['Result']} ExecMainStatus={props['ExecMainStatus']}")
+
+
+# -- package life cycle ----------------------------------------------------------------------------
+
+
+def test_remove_keeps_config_and_state(container: Container) -> None:
+    c = container
+    c.run("systemctl", "start", UNIT, timeout=90)
+    settle(c)
+    proc = c.run("apt-get", "remove", "-y", "rtmbotd", check=False, timeout=120)
+    expect(proc.returncode == 0, "apt-get remove", f"exit {proc.returncode}")
+    active = c.run("systemctl", "is-active", UNIT, check=False).stdout.strip()
+    expect(active != "active", "service stopped", active)
+    expect(c.run("pgrep", "-u", "rtmbot", check=False).returncode != 0,
+           "no rtmbot process left")
+    for path in (CONF, "/etc/rtmbot/plugins/ping/ping.py", "/var/lib/rtmbot"):
+        expect(c.exists(path), f"{path} kept")
+    expect(c.run("getent", "passwd", "rtmbot", check=False).returncode == 0, "user rtmbot kept")
+    expect(not c.exists("/opt/venvs/rtmbotd"), "/opt/venvs/rtmbotd removed (with its byte-code)")
+
+
+def test_reinstall_and_upgrade_keep_config_plugins_and_store(container: Container,
+                                                             fake: Any) -> None:
+    c = container
+    conf_before = c.run("cat", CONF).stdout
+    proc = c.run("apt-get", "install", "-y", "--no-install-recommends", f"{STAGE}/rtmbotd.deb",
+                 check=False, timeout=300)
+    expect(proc.returncode == 0, "install again over the kept config", f"exit {proc.returncode}")
+    expect(c.run("cat", CONF).stdout == conf_before, "config kept as edited")
+    props = settle(c)
+    expect(props["ActiveState"] == "active", "service started with the kept config",
+           f"{props['ActiveState']} status={props['StatusText']!r}")
+    replies(fake, "ping", lambda t: t == "pong", "kept plugin answers", timeout=30)
+    first = count_of(ask(fake, "count", lambda t: "seen" in t))
+    pid = props["MainPID"]
+    step("upgrade in place (same version reinstalled: prerm upgrade, postinst configure)")
+    proc = c.run("apt-get", "install", "-y", "--reinstall", f"{STAGE}/rtmbotd.deb",
+                 check=False, timeout=300)
+    expect(proc.returncode == 0, "apt-get install --reinstall", f"exit {proc.returncode}")
+    props = settle(c)
+    expect(props["ActiveState"] == "active" and props["MainPID"] != pid,
+           "service restarted by the upgrade", f"MainPID {pid} -> {props['MainPID']}")
+    replies(fake, "ping", lambda t: t == "pong", "answers after the upgrade", timeout=30)
+    second = count_of(ask(fake, "count", lambda t: "seen" in t))
+    expect(second > first >= 0, "counter kept counting across the upgrade (store kept)",
+           f"{first} -> {second}")
+
+
+def test_purge_leaves_nothing(container: Container) -> None:
+    c = container
+    proc = c.run("apt-get", "purge", "-y", "rtmbotd", check=False, timeout=120)
+    expect(proc.returncode == 0, "apt-get purge", f"exit {proc.returncode}")
+    for path in ("/etc/rtmbot", "/var/lib/rtmbot", "/var/log/rtmbot", "/opt/venvs/rtmbotd",
+                 f"/lib/systemd/system/{UNIT}",
+                 f"/etc/systemd/system/multi-user.target.wants/{UNIT}"):
+        expect(not c.exists(path), f"{path} gone")
+    expect(c.run("getent", "passwd", "rtmbot", check=False).returncode != 0, "user rtmbot gone")
+    expect(c.run("getent", "group", "rtmbot", check=False).returncode != 0, "group rtmbot gone")
+    status = c.run("dpkg-query", "-W", "-f=${db:Status-Status}", "rtmbotd", check=False)
+    expect(status.stdout.strip() in ("", "not-installed"), "dpkg forgot the package",
+           status.stdout.strip())
