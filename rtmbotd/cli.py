@@ -22,8 +22,9 @@ Run python-rtmbot style Slack bot plugins as a service.
 
 Plugins live in BASE_PATH/plugins/<name>/*.py (BASE_PATH defaults to the config
 file's folder). With SLACK_APP_TOKEN set the bot uses Socket Mode, else the RTM API.
-With no token configured, an interactive run (stdin is a terminal) starts the
-console on a built-in fake Slack; a service run waits for a token and a reload.
+With no token configured, a run outside systemd starts the console: the real
+engine on a built-in fake Slack, chatted with on stdin/stdout. Under systemd it
+waits calmly for a token and a reload.
 
 signals: HUP reloads config and plugins (a bad config keeps the old one running),
 TERM/INT stop gracefully (a second INT forces), USR1 reopens LOGFILE.
@@ -86,13 +87,16 @@ def check_config(config: Config) -> int:
     return EX_OK
 
 
+def _under_systemd() -> bool:
+    return bool(os.environ.get("NOTIFY_SOCKET") or os.environ.get("INVOCATION_ID"))
+
+
 def run(config: Config, args: argparse.Namespace) -> int:
     from rtmbotd.daemon import Daemon
     from rtmbotd.daemonize import daemon_context
     from rtmbotd.logsetup import Logging
 
-    under_systemd = bool(os.environ.get("NOTIFY_SOCKET") or os.environ.get("INVOCATION_ID"))
-    detach = (args.daemon or config.daemon) and not under_systemd
+    detach = (args.daemon or config.daemon) and not _under_systemd()
     pidfile = args.pidfile or config.pidfile
     with daemon_context(detach, pidfile):
         logs = Logging()
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_config:
             return check_config(config)
         if args.command == "console" or (args.command is None and not config.has_token
-                                          and sys.stdin.isatty() and not (args.daemon or config.daemon)):
+                                          and not _under_systemd() and not (args.daemon or config.daemon)):
             from rtmbotd.console import run_console
             return run_console(config, channel=getattr(args, "channel", "D1ALICE"),
                                overrides=_overrides(args))
