@@ -128,6 +128,8 @@ class Daemon:
         self.router = Router(self.outbox, self.directory, self._open_dm)
         if self.install_signals:
             self._install_signals()
+        if self.notifier.watchdog_interval:
+            self._watchdog_at = self.clock()     # systemd's watchdog runs from exec, not READY
         self._build(self.config.path)
         try:
             await self._loop()
@@ -163,8 +165,8 @@ class Daemon:
         times = [self._watchdog_at, self._stop_deadline, self.connector.next_deadline(now)]
         if self.state in (State.RUNNING, State.RELOADING):
             times.append(self.scheduler.next_deadline())
-            if self.workers and self.config.plugin_timeout:
-                times.append(self._status_at + STATUS_EVERY)
+            if self.workers:
+                times.append(self._status_at + self._status_every())
         return min((t for t in times if t is not None), default=None)
 
     def _tick(self, now: float) -> None:
@@ -176,10 +178,18 @@ class Daemon:
         if self._watchdog_at is not None and now >= self._watchdog_at:
             self.notifier.watchdog()
             self._watchdog_at = now + self.notifier.watchdog_interval
-        if now >= self._status_at + STATUS_EVERY:
+        if now >= self._status_at + self._status_every():
             self._status_at = now
             self._check_stuck(now)
-            self.notifier.status(self.status_line(now))
+            self.refresh_status(now)
+
+    def _status_every(self) -> float:
+        """How often stuck plugins are looked for (and STATUS refreshed)."""
+        return min(STATUS_EVERY, max(0.5, self.config.plugin_timeout / 2))
+
+    def refresh_status(self, now: float | None = None) -> None:
+        if self.state in (State.RUNNING, State.RELOADING):
+            self.notifier.status(self.status_line(self.clock() if now is None else now))
 
     # -- generations: start and reload ------------------------------------------
     def _build(self, path) -> None:
@@ -231,8 +241,6 @@ class Daemon:
             for name, why in sorted(item.plugins.errors.items()):
                 log.error("plugin %s skipped: %s", name, why)
             self.state = State.RUNNING
-            if self.notifier.watchdog_interval:
-                self._watchdog_at = now
             self._status_at = now
             self.notifier.ready(self.status_line(now))
             log.info("ready: generation %d, %d plugin(s) loaded, %d failed", self.plugins.generation,
@@ -364,9 +372,11 @@ class Daemon:
 
     def handle_link_failed(self, item: LinkFailed) -> None:
         self.connector.handle_failed(item, self.clock())
+        self.refresh_status()
 
     def handle_link_closed(self, item: LinkClosed) -> None:
         self.connector.handle_closed(item, self.clock())
+        self.refresh_status()
 
     def handle_bad_frame(self, item: LinkBadFrame) -> None:
         bad = item.bad
@@ -438,6 +448,7 @@ class Daemon:
 
     def _linked(self, link: Link, now: float) -> None:
         self.connector.on_hello(link, now)
+        self.refresh_status(now)
         if self.directory_at is None or now - self.directory_at > DIRECTORY_MAX_AGE:
             self.directory_at = now
             self.loop.create_task(self._list_directory())

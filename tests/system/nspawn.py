@@ -108,11 +108,6 @@ def build_rootfs(packages: Iterable[str], release: str = "bookworm",
     tmp.rmdir()  # mmdebstrap wants to create it (or find it empty)
     cmd = ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
            "--include=" + ",".join(wanted),
-           # no documentation or translations: a smaller, faster tree
-           "--dpkgopt=path-exclude=/usr/share/man/*",
-           "--dpkgopt=path-exclude=/usr/share/locale/*",
-           "--dpkgopt=path-exclude=/usr/share/doc/*",
-           "--dpkgopt=path-include=/usr/share/doc/*/copyright",
            release, str(tmp), *(s.line() for s in sources)]
     log.info("rootfs: building %s", root)
     started = time.monotonic()

@@ -31,8 +31,9 @@ UNIT = "rtmbotd.service"
 CONF = "/etc/rtmbot/rtmbot.conf"
 STAGE = "/srv/rtmbotd-test"  # read-only bind of the host's staging dir inside the container
 # What the container needs beyond the .deb's own Depends (which are added at run time).
+# man-db: `systemd-analyze verify` runs `man` to check the unit's Documentation=.
 BASE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "procps", "python3", "adduser",
-                 "libpam-systemd"]
+                 "libpam-systemd", "man-db"]
 BOT_TOKEN = "xoxb-system-test"
 APP_TOKEN = "xapp-system-test"
 SECURITY_LIMIT = 1.5
@@ -199,23 +200,35 @@ def add_plugin(c: Container, name: str, source: str = f"{STAGE}/plugins") -> Non
          f"chmod -R g+rX,o-rwx /etc/rtmbot/plugins/{name}")
 
 
+_asked = iter(range(1, 1_000_000))
+
+
 def ask(fake: Any, text: str, expect_text: Callable[[str], bool], timeout: float = 15,
-        channel: str = "D1ALICE") -> str:
-    """Send `text` as Alice; the first new bot message in `channel` that `expect_text` accepts."""
+        channel: str = "D1ALICE", resend_every: float = 3) -> str:
+    """Send `text` as Alice until a new bot message in `channel` satisfies `expect_text`.
+
+    Resent every few seconds: after a (re)start or a reload the daemon may not be listening
+    yet (on systemd 252 `systemctl reload` returns once SIGHUP is sent, not once swapped).
+    """
     seen = len(fake.sent_messages(channel))
-    fake.message(text, channel=channel)
     deadline = time.monotonic() + timeout
+    sent_at = -resend_every
+    said: list = []
     while True:
-        msgs = fake.sent_messages(channel)[seen:]
-        for msg in msgs:
-            if expect_text(msg.get("text") or ""):
-                return msg["text"]
+        if time.monotonic() - sent_at >= resend_every:
+            fake.message(text, channel=channel)
+            sent_at = time.monotonic()
+        said = [m.get("text") or "" for m in fake.sent_messages(channel)[seen:]]
+        for answer in said:
+            if expect_text(answer):
+                return answer
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError(f"no matching reply to {text!r} within {timeout:g}s; bot said "
-                               f"{[m.get('text') for m in msgs]!r}")
+            raise TimeoutError(f"no matching reply to {text!r} within {timeout:g}s; "
+                               f"bot said {said!r}")
         try:
-            fake.wait_for_messages(seen + len(msgs) + 1, channel=channel, timeout=min(left, 5))
+            fake.wait_for_messages(seen + len(said) + 1, channel=channel,
+                                   timeout=max(0.1, min(left, resend_every)))
         except TimeoutError:
             pass
 
@@ -228,6 +241,12 @@ def replies(fake: Any, text: str, expect_text: Callable[[str], bool], what: str,
         expect(False, what, str(exc))
     expect(True, what, repr(answer))
     return answer
+
+
+def pings(fake: Any, what: str, timeout: float = 15) -> str:
+    """`ping N` answered by `pong N` (N unique, so a late answer cannot count)."""
+    n = next(_asked)
+    return replies(fake, f"ping {n}", lambda t: t == f"pong {n}", what, timeout=timeout)
 
 
 def count_of(text: str) -> int:
@@ -365,7 +384,7 @@ def test_start_and_reply_rtm(container: Container, fake: Any) -> None:
     except TimeoutError as exc:
         connected = str(exc)
     expect(connected is True, "daemon opened an RTM connection to the fake", str(connected))
-    replies(fake, "ping", lambda t: t == "pong", "ping -> pong over RTM")
+    pings(fake, "ping -> pong over RTM")
     for _ in range(3):
         fake.message("hello counter")
     first = replies(fake, "count", lambda t: "seen" in t, "counter plugin answers")
@@ -380,8 +399,10 @@ def test_reload_adds_plugin_without_reconnecting(container: Container, fake: Any
     add_plugin(c, "echo")
     proc = c.run("systemctl", "reload", UNIT, check=False, timeout=60)
     expect(proc.returncode == 0, "systemctl reload", (proc.stdout + proc.stderr).strip())
-    replies(fake, "echo hi", lambda t: t == "echoed: hi", "the new plugin answers")
-    replies(fake, "ping", lambda t: t == "pong", "the old plugin still answers")
+    n = next(_asked)
+    replies(fake, f"echo hi {n}", lambda t: t == f"echoed: hi {n}", "the new plugin answers",
+            timeout=20)
+    pings(fake, "the old plugin still answers")
     after = fake.state()["connections_opened"]
     expect(after == before, "no new Slack connection", f"connections_opened {before} -> {after}")
     props = settle(c)
@@ -404,7 +425,7 @@ def test_reload_with_broken_config_fails_and_keeps_running(container: Container,
         expect(props["ActiveState"] == "active" and props["MainPID"] == pid,
                "service still active, same process",
                f"{props['ActiveState']} MainPID {pid} -> {props['MainPID']}")
-        replies(fake, "ping", lambda t: t == "pong", "old config and plugins still answer")
+        pings(fake, "old config and plugins still answer")
     finally:
         step("restore the good config and reload")
         c.write_file(CONF, good, mode="0640", owner="root:rtmbot")
@@ -423,7 +444,7 @@ def test_watchdog_restarts_frozen_daemon_and_store_survives(container: Container
     props = settle(c)
     expect(props["ActiveState"] == "active", "active with a 3s watchdog",
            f"{props['ActiveState']}/{props['SubState']}")
-    replies(fake, "ping", lambda t: t == "pong", "answers after the restart")
+    pings(fake, "answers after the restart")
     fake.message("hello again")
     before = count_of(ask(fake, "count", lambda t: "seen" in t))
     time.sleep(4)  # longer than WatchdogSec: a daemon that pings keeps running
@@ -448,8 +469,7 @@ def test_watchdog_restarts_frozen_daemon_and_store_survives(container: Container
         expect(False, "watchdog restart", str(exc))
     journal = c.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat", check=False).stdout
     expect("Watchdog timeout" in journal, "journal records the watchdog timeout")
-    replies(fake, "ping", lambda t: t == "pong", "answers again after the watchdog restart",
-            timeout=30)
+    pings(fake, "answers again after the watchdog restart", timeout=30)
     after = count_of(ask(fake, "count", lambda t: "seen" in t))
     expect(after > before, "counter kept counting across the restart (store survives)",
            f"before {before}, after {after}")
@@ -474,7 +494,7 @@ def test_socket_mode(container: Container, fake: Any) -> None:
     expect(connected is True, "daemon opened a Socket Mode connection", str(connected))
     now = fake.state().get("connections_opened_by_mode", {}).get("socket_mode", 0)
     expect(now > opened, "a new Socket Mode connection was counted", f"{opened} -> {now}")
-    replies(fake, "ping", lambda t: t == "pong", "ping -> pong over Socket Mode")
+    pings(fake, "ping -> pong over Socket Mode")
 
 
 def test_stop_is_clean(container: Container) -> None:
@@ -519,7 +539,7 @@ def test_reinstall_and_upgrade_keep_config_plugins_and_store(container: Containe
     props = settle(c)
     expect(props["ActiveState"] == "active", "service started with the kept config",
            f"{props['ActiveState']} status={props['StatusText']!r}")
-    replies(fake, "ping", lambda t: t == "pong", "kept plugin answers", timeout=30)
+    pings(fake, "kept plugin answers", timeout=30)
     first = count_of(ask(fake, "count", lambda t: "seen" in t))
     pid = props["MainPID"]
     step("upgrade in place (same version reinstalled: prerm upgrade, postinst configure)")
@@ -529,7 +549,7 @@ def test_reinstall_and_upgrade_keep_config_plugins_and_store(container: Containe
     props = settle(c)
     expect(props["ActiveState"] == "active" and props["MainPID"] != pid,
            "service restarted by the upgrade", f"MainPID {pid} -> {props['MainPID']}")
-    replies(fake, "ping", lambda t: t == "pong", "answers after the upgrade", timeout=30)
+    pings(fake, "answers after the upgrade", timeout=30)
     second = count_of(ask(fake, "count", lambda t: "seen" in t))
     expect(second > first >= 0, "counter kept counting across the upgrade (store kept)",
            f"{first} -> {second}")

@@ -1,8 +1,9 @@
-"""System-test plugin (class style, python-rtmbot 0.4): answers `ping` with `pong`."""
+"""System-test plugin (class style, python-rtmbot 0.4): `ping X` -> `pong X`."""
 from rtmbot.core import Plugin
 
 
 class PingPlugin(Plugin):
     def process_message(self, data):
-        if (data.get("text") or "").strip() == "ping":
-            self.outputs.append([data["channel"], "pong"])
+        text = (data.get("text") or "").strip()
+        if text == "ping" or text.startswith("ping "):
+            self.outputs.append([data["channel"], "pong" + text[4:]])

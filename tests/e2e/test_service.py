@@ -1,0 +1,236 @@
+"""rtmbotd as a service: notify protocol, reload, stop, pidfile, log reopening (issue: service)."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from tests.e2e.harness import Rtmbotd, clean_env, rtmbotd_command, wait_until
+
+COUNTER = '''
+outputs = []
+n = 0
+def process_message(data):
+    global n
+    if data["text"] == "count":
+        n += 1
+        outputs.append([data["channel"], "%s %d" % (NAME, n)])
+'''
+
+
+def counter(name):
+    return f"NAME = {name!r}\n" + COUNTER
+
+
+def test_start_sequence_ready_with_status(make_bot, fake):
+    bot = make_bot(plugins={"a": counter("a")}).start()
+    assert bot.notify.sequence() == ["READY"]
+    i = bot.notify.wait_for("READY", "1")
+    status = bot.notify.messages[i][1]["STATUS"]
+    assert "generation" in status and "1 plugin(s) loaded" in status
+    wait_until(lambda: any(s.startswith("Connected (rtm)") for s in bot.notify.statuses()), 5, "connected STATUS")
+
+
+def test_good_reload_swaps_keeps_state_and_connection(make_bot, fake):
+    bot = make_bot(plugins={"a": counter("a"), "b": counter("b")}).start()
+    assert sorted(bot.say("count", replies=2)) == ["a 1", "b 1"]
+    opened = fake.connections_opened
+    bot.write_plugin("b", counter("b2"))          # changed: re-imported fresh
+    bot.write_plugin("c", counter("c"))           # added
+    mark = len(bot.notify.messages)
+    bot.signal(signal.SIGHUP)
+    r = bot.notify.wait_for("RELOADING", "1", after=mark)
+    assert "MONOTONIC_USEC" in bot.notify.messages[r][1]
+    bot.notify.wait_for("READY", "1", after=r)
+    assert sorted(bot.say("count", replies=3)) == ["a 2", "b2 1", "c 1"]   # a kept its state
+    assert fake.connections_opened == opened
+    import shutil
+    shutil.rmtree(bot.plugins_dir / "c")          # removed
+    mark = len(bot.notify.messages)
+    bot.signal(signal.SIGHUP)
+    bot.notify.wait_for("READY", "1", after=bot.notify.wait_for("RELOADING", "1", after=mark))
+    assert sorted(bot.say("count", replies=2)) == ["a 3", "b2 2"]
+    time.sleep(0.3)
+    assert len(fake.sent_messages()) == 2 + 3 + 2
+
+
+BAD_RELOADS = {
+    "broken_yaml": lambda bot: bot.write_config("SLACK_TOKEN: [unclosed\n"),
+    "missing_token": lambda bot: bot.write_config(yaml.safe_dump({k: v for k, v in bot.settings.items()
+                                                                  if k != "SLACK_TOKEN"})),
+    "plugin_import_fails": lambda bot: bot.write_plugin("broken", "import no_such_module_here\n"),
+    "invalid_utf8": lambda bot: bot.conf.write_bytes(b"SLACK_TOKEN: \"\xff\"\n"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_RELOADS))
+def test_bad_reload_keeps_old_generation(make_bot, fake, kind):
+    bot = make_bot(plugins={"a": counter("a")}).start()
+    assert bot.say("count") == ["a 1"]
+    opened = fake.connections_opened
+    BAD_RELOADS[kind](bot)
+    mark = len(bot.notify.messages)
+    bot.signal(signal.SIGHUP)
+    r = bot.notify.wait_for("RELOADING", "1", after=mark)
+    ready = bot.notify.wait_for("READY", "1", after=r)
+    status = bot.notify.messages[ready][1]["STATUS"]
+    assert status.startswith("reload failed:"), status
+    assert "generation 1" in status
+    assert bot.say("count") == ["a 2"]                  # old generation, state intact
+    assert fake.connections_opened == opened
+    assert "reload rejected, still running generation 1" in bot.log()
+    assert bot.proc.poll() is None
+
+
+def test_sighups_coalesce(make_bot, fake):
+    bot = make_bot(plugins={"a": counter("a")}).start()
+    mark = len(bot.notify.messages)
+    for _ in range(10):
+        bot.signal(signal.SIGHUP)
+    bot.notify.wait_for("READY", "1", after=mark)
+    time.sleep(1.0)   # let any extra rebuilds finish before counting them
+    reloads = [m for _, m in bot.notify.messages[mark:] if m.get("RELOADING") == "1"]
+    assert 1 <= len(reloads) <= 2, "10 SIGHUPs should coalesce, got %d reloads" % len(reloads)
+    assert bot.log().count("reloaded: generation") <= 3
+    assert bot.say("count") == ["a 1"]
+
+
+def test_watchdog_cadence_and_slow_plugin(make_bot, fake):
+    bot = make_bot(plugins={"slow": '''
+        import time
+        def process_message(data):
+            time.sleep(5)
+        '''}, settings={"PLUGIN_TIMEOUT": 0.5}, env={"WATCHDOG_USEC": "400000"})
+    bot.start()
+    fake.message("block the plugin")
+    start = len(bot.notify.messages)
+    t0 = time.monotonic()
+    bot.notify.wait_for("STATUS", after=start, timeout=5)
+    wait_until(lambda: any("stuck: slow" in s for s in bot.notify.statuses()), 5, "stuck plugin in STATUS")
+    wait_until(lambda: time.monotonic() - t0 > 2.0, 3)
+    pings = [t for t, m in bot.notify.messages[start:] if m.get("WATCHDOG") == "1"]
+    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    assert len(pings) >= 7, "watchdog pings every 0.2 s while a plugin is stuck, got %d" % len(pings)
+    assert max(gaps) < 0.4, "a gap of %.3f s would trip a 0.4 s watchdog" % max(gaps)
+    assert "plugin slow stuck in message" in bot.log()
+
+
+def test_stop_drains_and_exits_zero(make_bot, fake):
+    bot = make_bot(plugins={"slowreply": '''
+        import time
+        outputs = []
+        def process_message(data):
+            time.sleep(1)
+            outputs.append([data["channel"], "late reply"])
+        '''}).start()
+    fake.message("x", channel="C1GENERAL")
+    time.sleep(0.2)                       # the plugin is inside its call
+    mark = len(bot.notify.messages)
+    bot.signal(signal.SIGTERM)
+    bot.notify.wait_for("STOPPING", "1", after=mark)
+    assert bot.wait_exit(15) == 0
+    assert [m["text"] for m in fake.sent_messages()] == ["late reply"]   # the running call finished, sent
+    assert "stopped" in bot.log()
+    assert fake.open_connections() == 0
+
+
+def test_sighup_during_stop_is_ignored_and_second_int_forces(make_bot, fake):
+    bot = make_bot(plugins={"stuck": '''
+        import time
+        def process_message(data):
+            time.sleep(60)
+        '''}, settings={"STOP_TIMEOUT": 30}).start()
+    fake.message("x")
+    time.sleep(0.2)
+    bot.signal(signal.SIGINT)
+    bot.notify.wait_for("STOPPING", "1")
+    mark = len(bot.notify.messages)
+    bot.signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert not any("RELOADING" in m for _, m in bot.notify.messages[mark:])
+    assert bot.proc.poll() is None                 # still draining the stuck plugin
+    bot.signal(signal.SIGINT)
+    assert bot.wait_exit(5) == 130
+    assert "second SIGINT" in bot.log()
+
+
+def test_check_config(tmp_path):
+    conf = tmp_path / "rtmbot.conf"
+    (tmp_path / "plugins" / "ok").mkdir(parents=True)
+    (tmp_path / "plugins" / "ok" / "ok.py").write_text("outputs = []\n")
+    conf.write_text("SLACK_TOKEN: xoxb-1\n")
+    good = subprocess.run(rtmbotd_command() + ["-c", str(conf), "--check-config"], env=clean_env(),
+                          capture_output=True, text=True, timeout=30)
+    assert good.returncode == 0 and "OK" in good.stdout and "ok" in good.stdout
+    (tmp_path / "plugins" / "bad").mkdir()
+    (tmp_path / "plugins" / "bad" / "bad.py").write_text("def broken(:\n")
+    bad = subprocess.run(rtmbotd_command() + ["-c", str(conf), "--check-config"], env=clean_env(),
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 78 and "plugin bad: SyntaxError" in bad.stderr
+    conf.write_text("SLACK_TOKEN: xoxb-1\nRATE_LIMIT: lots\n")
+    worse = subprocess.run(rtmbotd_command() + ["-c", str(conf), "--check-config"], env=clean_env(),
+                           capture_output=True, text=True, timeout=30)
+    assert worse.returncode == 78 and "RATE_LIMIT: must be" in worse.stderr and "Traceback" not in worse.stderr
+
+
+def test_no_token_under_systemd_waits_calmly_then_reload_connects(make_bot, fake):
+    bot = make_bot(plugins={"a": counter("a")})
+    settings = dict(bot.settings)
+    del settings["SLACK_TOKEN"]
+    bot.write_config(yaml.safe_dump(settings))
+    bot.start(wait_connected=False)
+    i = bot.notify.wait_for("READY", "1")
+    assert "No Slack token" in bot.notify.messages[i][1]["STATUS"]
+    time.sleep(0.5)
+    assert fake.connections_opened == 0 and bot.proc.poll() is None
+    bot.write_config()                                # now with the token
+    bot.signal(signal.SIGHUP)
+    fake.wait_until(lambda: fake.connections_opened == 1, timeout=10)
+    bot.wait_log("connected to Slack")
+    assert bot.say("count") == ["a 1"]
+
+
+def test_sigusr1_reopens_rotated_logfile(make_bot, fake, tmp_path):
+    logfile = tmp_path / "bot.log"
+    bot = make_bot(plugins={"a": counter("a")}, settings={"LOGFILE": str(logfile)}).start(wait_connected=False)
+    wait_until(lambda: logfile.exists() and "connected to Slack" in logfile.read_text(), 10, "log in LOGFILE")
+    os.rename(logfile, tmp_path / "bot.log.1")
+    bot.signal(signal.SIGUSR1)
+    wait_until(lambda: logfile.exists() and "log file reopened" in logfile.read_text(), 5, "new log file")
+    bot.signal(signal.SIGTERM)
+    assert bot.wait_exit() == 0
+    assert "stopped" in logfile.read_text()
+    assert "stopped" not in (tmp_path / "bot.log.1").read_text()
+
+
+def test_journal_priority_prefixes(make_bot, fake, tmp_path):
+    bot = make_bot(plugins={"a": counter("a")})
+    # JOURNAL_STREAM must name stderr's device:inode; the harness sends stderr to a file.
+    bot._log = open(bot.log_path, "ab")
+    st = os.fstat(bot._log.fileno())
+    bot.extra_env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+    bot.start()
+    log = bot.wait_log(r"<6>INFO rtmbotd.connector: connected to Slack")
+    assert "<6>" in log
+
+
+def test_pidfile_daemon_mode(make_bot, fake, tmp_path):
+    pidfile = tmp_path / "rtmbotd.pid"
+    bot = make_bot(plugins={"a": counter("a")}, notify=False, settings={"LOGFILE": str(tmp_path / "d.log")})
+    first = subprocess.run(rtmbotd_command() + ["-c", str(bot.conf), "--daemon", "--pidfile", str(pidfile)],
+                           env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert first.returncode == 0, first.stderr
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pidfile")
+    pid = int(pidfile.read_text())
+    assert pid != first.returncode and os.path.exists(f"/proc/{pid}")
+    fake.wait_until(lambda: fake.connections_opened == 1, timeout=10)
+    assert bot.say("count") == ["a 1"]
+    second = subprocess.run(rtmbotd_command() + ["-c", str(bot.conf), "--daemon", "--pidfile", str(pidfile)],
+                            env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert second.returncode == 69 and f"already running: pid {pid}" in second.stderr
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower(),
+               15, "daemon exit")
+    wait_until(lambda: not pidfile.exists(), 5, "pidfile removed")
