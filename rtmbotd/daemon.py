@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import logging
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from rtmbotd.notify import Notifier
 from rtmbotd.outbox import Outbox
 from rtmbotd.plugins import PluginEnv, PluginSet, build_plugin_set
 from rtmbotd.router import DMOpened, Router, parse_output
+from rtmbotd.scheduler import Scheduler
 from rtmbotd.slack.link import Link, LinkBadFrame, LinkClosed, LinkFrame
 from rtmbotd.slack.plugin_client import PluginSlackClient
 from rtmbotd.slack.socket_mode import unwrap
@@ -106,7 +108,6 @@ class Daemon:
             SendResult: self.handle_sent, DMOpened: self.handle_dm_opened,
             DirectoryListed: self.handle_directory_listed,
         }
-        from rtmbotd.scheduler import Scheduler
         self.scheduler = Scheduler(clock)
 
     # -- set-up -------------------------------------------------------------------
@@ -260,7 +261,7 @@ class Daemon:
         self.notifier.ready(f"{problem}; {status}" if problem else status)
 
     def _discard(self, plugins: PluginSet | None) -> None:
-        import sys
+        """Forget the modules of a rejected generation (never swapped in)."""
         if plugins is None:
             return
         for name, loaded in plugins.plugins.items():
@@ -295,7 +296,7 @@ class Daemon:
             log.warning("no Slack token: set SLACK_TOKEN in %s, then reload", config.path)
 
     def _discard_replaced(self, old: PluginSet | None, new: PluginSet) -> None:
-        import sys
+        """Forget the modules of plugins the new generation replaced or removed."""
         if old is None:
             return
         for name, loaded in old.plugins.items():
@@ -392,8 +393,7 @@ class Daemon:
         if kind_data is None or self.state is State.STOPPING:
             return
         kind, data = kind_data
-        if self.directory.apply(data):
-            pass
+        self.directory.apply(data)
         if self._is_own(kind, data):
             return
         self.dispatch(kind, data)

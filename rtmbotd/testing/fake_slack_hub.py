@@ -123,33 +123,29 @@ class Hub:
         conn = await self._accept(request, "rtm", RTM_HELLO)
         if isinstance(conn, web.Response):
             return conn
-        try:
-            while True:
-                msg = await conn.ws.receive()
-                if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
-                    await self._rtm_frame(conn, msg.data)
-                else:
-                    break
-        except (ConnectionError, RuntimeError) as exc:
-            log.debug("rtm connection ended: %r", exc)
-        finally:
-            self._forget(conn)
-        return conn.ws
+        return await self._serve(conn, lambda data: self._rtm_frame(conn, data))
 
     async def handle_socket_mode(self, request: web.Request) -> web.StreamResponse:
         """GET /link/?ticket=…: one Socket Mode session."""
         conn = await self._accept(request, "socket_mode")
         if isinstance(conn, web.Response):
             return conn
+
+        async def on_frame(data: str | bytes) -> None:
+            self._socket_mode_frame(data)
+        return await self._serve(conn, on_frame)
+
+    async def _serve(self, conn: Connection, on_frame) -> web.StreamResponse:
+        """Feed each frame of `conn` to `on_frame` until the socket closes."""
         try:
             while True:
                 msg = await conn.ws.receive()
                 if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
-                    self._socket_mode_frame(msg.data)
+                    await on_frame(msg.data)
                 else:
                     break
         except (ConnectionError, RuntimeError) as exc:
-            log.debug("socket mode connection ended: %r", exc)
+            log.debug("%s connection ended: %r", conn.mode, exc)
         finally:
             self._forget(conn)
         return conn.ws
