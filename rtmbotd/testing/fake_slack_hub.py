@@ -290,7 +290,8 @@ class Hub:
 
     def _events_api_envelope(self, event: dict) -> dict:
         if event.get("type") == "message" and "channel_type" not in event:
-            channel = self.workspace.channels.get(event.get("channel", ""))
+            key = event.get("channel")
+            channel = self.workspace.channels.get(key) if isinstance(key, str) else None
             if channel is not None:
                 event = dict(event, channel_type=channel.channel_type)
         return self._envelope("events_api", {

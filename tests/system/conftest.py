@@ -8,11 +8,19 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 
 import pytest
 
+sys.path.insert(0, os.path.dirname(__file__))
+import checks  # noqa: E402  (beside this file, whatever pytest's import mode)
+
 TOOLS = ("systemd-nspawn", "nsenter", "mmdebstrap", "dpkg-buildpackage", "dh_virtualenv",
          "lintian", "systemd-analyze")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    checks.configure(config)
 
 
 def _gate() -> str | None:

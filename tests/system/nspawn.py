@@ -7,6 +7,7 @@ commands inside with nsenter, and always tears it down. Every external step has 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import hashlib
 import logging
 import os
@@ -49,7 +50,7 @@ def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.2
         time.sleep(interval)
 
 
-# -- the rootfs -------------------------------------------------------------------------------------
+# -- the rootfs -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -100,28 +101,41 @@ def build_rootfs(packages: Iterable[str], release: str = "bookworm",
     key_text = "\n".join(["v1", release, "minbase", *wanted, *(s.line() for s in sources)])
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     root = cache_dir / f"rootfs-{release}-{key}"
-    if (root / "usr/lib/systemd/systemd").exists() or (root / "lib/systemd/systemd").exists():
+    if _has_systemd(root):
         log.info("rootfs: cached %s", root)
         return root
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"rootfs-{key}.", suffix=".tmp", dir=cache_dir))
-    tmp.rmdir()  # mmdebstrap wants to create it (or find it empty)
-    cmd = ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
-           "--include=" + ",".join(wanted),
-           release, str(tmp), *(s.line() for s in sources)]
-    log.info("rootfs: building %s", root)
-    started = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout, env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"})
-        if proc.returncode != 0:
-            raise ContainerError(f"mmdebstrap failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-        tmp.rename(root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with open(cache_dir / "rootfs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the loser finds it cached
+        if _has_systemd(root):
+            return root
+        # Only one tree is kept: drop those of other package lists and interrupted builds.
+        for old in cache_dir.glob("rootfs-*"):
+            if old.is_dir() and old != root:
+                log.info("rootfs: removing stale %s", old)
+                shutil.rmtree(old, ignore_errors=True)
+        tmp = cache_dir / f"rootfs-{release}-{key}.tmp"
+        cmd = ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
+               "--include=" + ",".join(wanted), release, str(tmp),
+               *(s.line() for s in sources)]
+        log.info("rootfs: building %s", root)
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=timeout, env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"})
+            if proc.returncode != 0:
+                raise ContainerError(f"mmdebstrap failed ({proc.returncode}):\n"
+                                     f"{proc.stderr[-4000:]}")
+            tmp.rename(root)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     log.info("rootfs: built in %.0fs", time.monotonic() - started)
     return root
+
+
+def _has_systemd(root: Path) -> bool:
+    return (root / "usr/lib/systemd/systemd").exists() or (root / "lib/systemd/systemd").exists()
 
 
 # -- the container ---------------------------------------------------------------------------------
@@ -260,7 +274,7 @@ class Container:
         return self.run("test", "-e", path, check=False).returncode == 0
 
     def teardown(self, timeout: float = 20) -> None:
-        """Power the container off (nspawn turns SIGTERM into an orderly shutdown); kill if stuck."""
+        """Power the container off (nspawn turns SIGTERM into a clean shutdown); kill if stuck."""
         if self.nspawn is None:
             return
         if self.nspawn.poll() is None:

@@ -3,7 +3,7 @@
 One bookworm container (systemd-nspawn, overlay over a cached mmdebstrap tree) is booted
 for the module; the tests run in file order and each builds on the state the previous one
 left (installed package, running service). The fake Slack runs on the host's loopback,
-which the container shares. Each check is printed with its result (run with -s).
+which the container shares. Each check is printed with its result, even under -q.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))  # whatever pytest's import mode, nspawn.py sits beside this file
 
 import nspawn  # noqa: E402
+from checks import expect, say, step  # noqa: E402
 from nspawn import Container, run_host, wait_until  # noqa: E402
 UNIT = "rtmbotd.service"
 CONF = "/etc/rtmbot/rtmbot.conf"
@@ -37,16 +37,6 @@ BASE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "procps", "python3", "adduse
 BOT_TOKEN = "xoxb-system-test"
 APP_TOKEN = "xapp-system-test"
 SECURITY_LIMIT = 1.5
-
-
-def expect(ok: Any, what: str, detail: str = "") -> None:
-    """Print one check and its result; fail the test when it does not hold."""
-    print(f"    [{'ok' if ok else 'FAIL'}] {what}" + (f": {detail}" if detail else ""), flush=True)
-    assert ok, f"{what}" + (f": {detail}" if detail else "")
-
-
-def step(what: str) -> None:
-    print(f"  - {what}", flush=True)
 
 
 # -- fixtures --------------------------------------------------------------------------------------
@@ -66,7 +56,7 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}", pytrace=False)
     debs = sorted(out.glob("rtmbotd_*.deb"))
     assert len(debs) == 1, debs
-    print(f"\n  built {debs[0].name} in {time.monotonic() - started:.0f}s", flush=True)
+    say(f"  built {debs[0].name} in {time.monotonic() - started:.0f}s")
     return debs[0]
 
 
@@ -81,17 +71,19 @@ def stage(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def container(deb: Path, stage: Path) -> Iterator[Container]:
+def container(deb: Path, stage: Path,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     started = time.monotonic()
     root = nspawn.build_rootfs(BASE_PACKAGES + nspawn.deb_depends(deb))
-    print(f"\n  rootfs {root} ready in {time.monotonic() - started:.0f}s", flush=True)
-    with Container(root, bind_ro={stage: STAGE}) as c:
+    say(f"  rootfs {root} ready in {time.monotonic() - started:.0f}s")
+    console = tmp_path_factory.mktemp("nspawn") / "console.log"
+    with Container(root, bind_ro={stage: STAGE}, log_path=console) as c:
         state = c.wait_running(timeout=90)
         failed = c.failed_units()
         # 'degraded' only means some unit failed; in a container that is typically a unit
         # needing hardware or a writable /sys, which says nothing about rtmbotd.
-        print(f"  container booted in {time.monotonic() - started:.0f}s: {state}"
-              + (f" (failed units: {', '.join(failed)})" if failed else ""), flush=True)
+        say(f"  container booted in {time.monotonic() - started:.0f}s: {state}"
+              + (f" (failed units: {', '.join(failed)})" if failed else ""))
         yield c
 
 
@@ -125,7 +117,8 @@ class FakeSlackProcess:
         thread.join(timeout)
         if not found:
             self.stop()
-            raise RuntimeError("fake Slack did not start: " + (self.proc.stderr.read() or "")[-2000:])
+            error = (self.proc.stderr.read() or "")[-2000:]
+            raise RuntimeError(f"fake Slack did not start: {error}")
         return found[0]
 
     def stop(self) -> None:
@@ -153,7 +146,7 @@ def fake() -> Iterator[Any]:
 @pytest.fixture(autouse=True)
 def _diagnose_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a failed check, show what systemd and the daemon said."""
-    print(flush=True)  # -v prints the test's name without a newline
+    say("")  # -v prints the test's name without a newline
     yield
     report = getattr(request.node, "rep_call", None)
     if report is None or not report.failed or "container" not in request.fixturenames:
@@ -164,7 +157,7 @@ def _diagnose_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
     status = c.run("systemctl", "status", "--no-pager", "-n", "0", UNIT, check=False).stdout
     journal = c.run("journalctl", "-u", UNIT, "--no-pager", "-n", "40", "-o", "short-monotonic",
                     check=False).stdout
-    print(f"\n  --- systemctl status {UNIT}\n{status}\n  --- journal (last 40)\n{journal}",
+    say(f"\n  --- systemctl status {UNIT}\n{status}\n  --- journal (last 40)\n{journal}",
           flush=True)
 
 
@@ -264,7 +257,7 @@ def test_unit_security_rating() -> None:
                     timeout=60)
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout + proc.stderr)
     figure = float(match.group(1)) if match else None
-    print(f"    systemd-analyze security --offline=yes: {match.group(0) if match else proc.stderr}")
+    say(f"    systemd-analyze security --offline=yes: {match.group(0) if match else proc.stderr}")
     expect(figure is not None and figure <= SECURITY_LIMIT,
            f"exposure level <= {SECURITY_LIMIT}", str(figure))
 
@@ -274,7 +267,7 @@ def test_lintian(deb: Path) -> None:
                      str(deb)], timeout=300)
     tags = [line for line in proc.stdout.splitlines() if re.match(r"^[EWIPX]: ", line)]
     for line in tags:
-        print(f"      {line}")
+        say(f"      {line}")
     errors = [line for line in tags if line.startswith("E: ")]
     expect(proc.returncode == 0 and not errors, "lintian reports no errors",
            f"{len(errors)} errors, {len(tags) - len(errors)} other tags, exit {proc.returncode}")
@@ -302,7 +295,18 @@ def test_installed_files(container: Container) -> None:
     python = c.run("readlink", "-f", "/opt/venvs/rtmbotd/bin/python3", check=False).stdout.strip()
     expect(python.startswith("/usr/bin/python3"), "the venv uses Debian's python3", python)
     version = c.run("rtmbotd", "--version", check=False)
-    expect(version.returncode == 0, "rtmbotd --version runs", (version.stdout + version.stderr).strip())
+    expect(version.returncode == 0, "rtmbotd --version runs",
+           (version.stdout + version.stderr).strip())
+    # The bundled libraries import under the unit's strictest settings (W^X memory, seccomp).
+    imports = c.run("systemd-run", "--wait", "--pipe", "--quiet", "-p", "User=rtmbot",
+                    "-p", "MemoryDenyWriteExecute=yes", "-p", "SystemCallFilter=@system-service",
+                    "-p", "PrivateUsers=yes", "/opt/venvs/rtmbotd/bin/python", "-c",
+                    "import slack_sdk, websockets, aiohttp, yaml, sdnotify, daemon, sqlalchemy, "
+                    "psycopg; print('SQLAlchemy', sqlalchemy.__version__, 'psycopg',"
+                    " psycopg.__version__, psycopg.pq.__impl__)", check=False, timeout=60)
+    expect(imports.returncode == 0 and "SQLAlchemy 2." in imports.stdout,
+           "bundled libraries import under MemoryDenyWriteExecute/seccomp",
+           (imports.stdout + imports.stderr).strip()[-500:])
     expect(c.exists(f"/lib/systemd/system/{UNIT}"), f"/lib/systemd/system/{UNIT} installed")
     stat = c.run("stat", "-c", "%U:%G %a", CONF, "/etc/rtmbot", "/etc/rtmbot/plugins",
                  check=False).stdout.split("\n")
@@ -338,7 +342,7 @@ def test_systemd_analyze_verify(container: Container) -> None:
            output or f"exit {proc.returncode}")
     proc = container.run("systemd-analyze", "security", "--no-pager", UNIT, check=False)
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout)
-    print(f"    (installed unit, inside the container: {match.group(0) if match else '?'})")
+    say(f"    (installed unit, inside the container: {match.group(0) if match else '?'})")
 
 
 def test_first_start_is_calm(container: Container) -> None:

@@ -1,4 +1,4 @@
-"""System-test plugin (module style, python-rtmbot 0.2): added by a reload; `echo X` -> `echoed: X`."""
+"""System-test plugin (module style), added by a reload: `echo X` -> `echoed: X`."""
 outputs = []
 
 

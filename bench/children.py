@@ -1,0 +1,195 @@
+"""The processes a benchmark starts: their environment, logs, notify socket and stop.
+
+Every child talks to 127.0.0.1 only: proxy variables are removed and NO_PROXY names the
+loopback, so no library can route the fake Slack's traffic anywhere else.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+STOP_TIMEOUT = 10.0
+_DROPPED_ENV = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
+                "INVOCATION_ID", "JOURNAL_STREAM", "SLACK_TOKEN", "SLACK_APP_TOKEN",
+                "SLACK_API_URL", "STORE_URL", "CREDENTIALS_DIRECTORY", "PYTHONPATH",
+                "PYTHONHOME", "VIRTUAL_ENV"}
+
+
+class BenchError(RuntimeError):
+    """A system under test did not do what the benchmark needs; the column shows why."""
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment without proxies or service variables, with NO_PROXY=loopback."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.lower().endswith("_proxy") and k not in _DROPPED_ENV}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class NotifyListener:
+    """An AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET.
+
+    Each datagram is kept with the monotonic time it arrived.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self.path)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="notify-listener", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except OSError:
+                return
+            at = time.monotonic()
+            fields = dict(line.split("=", 1) for line in data.decode(errors="replace").splitlines()
+                          if "=" in line)
+            with self._cond:
+                self.messages.append((at, fields))
+                self._cond.notify_all()
+
+    def wait_for(self, key: str, value: str, *, after: int = 0, timeout: float = 20.0) -> int:
+        """Index of the first datagram at or after `after` carrying key=value."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i in range(after, len(self.messages)):
+                    if self.messages[i][1].get(key) == value:
+                        return i
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BenchError(f"no {key}={value} on the notify socket within {timeout:g} s")
+                self._cond.wait(left)
+
+    def at(self, index: int) -> float:
+        with self._cond:
+            return self.messages[index][0]
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self.messages)
+
+    def close(self) -> None:
+        self._sock.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+class Child:
+    """One process under test, its output in a log file, stopped with SIGTERM then SIGKILL."""
+
+    def __init__(self, name: str, argv: Sequence[str], workdir: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.workdir = workdir
+        self.env = env
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.spawned_at = 0.0
+
+    def start(self) -> "Child":
+        log = open(self.log_path, "ab")
+        try:
+            self.spawned_at = time.monotonic()
+            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.workdir,
+                                         stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise BenchError(f"{self.name} was not started")
+        return self.proc.pid
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchError(f"{self.name} exited with status {self.proc.returncode}: "
+                             f"{self.log_tail(400)!r}")
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+
+def rtmbotd_argv() -> list[str]:
+    """The rtmbotd console script beside this interpreter, else `python -m rtmbotd`."""
+    script = Path(sys.executable).parent / "rtmbotd"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "rtmbotd"]
+
+
+class RtmbotdProcess(Child):
+    """The real `rtmbotd` with its own config, plugin folders and NOTIFY_SOCKET."""
+
+    def __init__(self, workdir: Path, api_url: str, mode: str, plugin_dirs: Sequence[Path],
+                 settings: dict | None = None, name: str = "rtmbotd") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        plugins = workdir / "plugins"
+        plugins.mkdir(exist_ok=True)
+        for folder in plugin_dirs:
+            shutil.copytree(folder, plugins / folder.name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        config = {"SLACK_TOKEN": "xoxb-bench", "SLACK_API_URL": api_url,
+                  "RATE_LIMIT": 0,   # the per-channel limit would pace a burst to 1 msg/s
+                  "BASE_PATH": str(workdir)}
+        if mode == "socket_mode":
+            config["SLACK_APP_TOKEN"] = "xapp-bench"
+        config.update(settings or {})
+        self.config_path = workdir / "rtmbot.conf"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.notify = NotifyListener(workdir / "notify.sock")
+        super().__init__(name, [*rtmbotd_argv(), "-c", str(self.config_path)], workdir,
+                         child_env(NOTIFY_SOCKET=self.notify.path))
+
+    def wait_ready(self, timeout: float = 30.0) -> float:
+        """Monotonic time READY=1 arrived for the first start."""
+        try:
+            return self.notify.at(self.notify.wait_for("READY", "1", timeout=timeout))
+        except BenchError:
+            self.check_alive()
+            raise
+
+    def stop(self) -> int | None:
+        try:
+            return super().stop()
+        finally:
+            self.notify.close()

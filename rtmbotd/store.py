@@ -1,0 +1,195 @@
+"""The durable plugin store: one database of every plugin's keys plus the daemon's outbox.
+
+`Store.open(url)` opens an SQLite file or a PostgreSQL database; `Store.plugin(name)`
+hands each plugin a `PluginStore` (see store_plugin.py) that sees only its own keys.
+A write is durable when the call returns. Every method is thread-safe.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence, TypeVar
+
+from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy.exc import DBAPIError
+
+from rtmbotd.store_engine import Backend, open_backend
+from rtmbotd.store_errors import (StoreBusyError, StoreCorruptError, StoreError, StoreFullError,
+                                  StoreReadOnlyError, StoreUnavailableError, StoreVersionError,
+                                  StoreWriteError, translate)
+from rtmbotd.store_plugin import ABSENT, PluginStore, encode
+from rtmbotd.store_schema import MIGRATIONS, Migration, kv, outbox
+from rtmbotd.store_url import resolve_url
+
+__all__ = [
+    "ABSENT", "PluginStore", "Store", "StoreBusyError", "StoreCorruptError", "StoreError", "StoreFullError",
+    "StoreReadOnlyError", "StoreUnavailableError", "StoreVersionError", "StoreWriteError",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Tx:
+    """The write transaction open on one thread, joined by every call on that thread."""
+
+    conn: Connection
+    locked: set[str] = field(default_factory=set)
+
+
+class Store:
+    """One open database holding every plugin's keys and the daemon's outbox."""
+
+    def __init__(self, backend: Backend, outbox_owner: str) -> None:
+        self._backend = backend
+        self.outbox_owner = outbox_owner
+        self._plugins: dict[str, PluginStore] = {}
+        self._plugins_guard = threading.Lock()
+        self._local = threading.local()
+        self._closed = False
+
+    @classmethod
+    def open(cls, url: str | None, base_path: Path | str | None = None, synchronous: str = "FULL", *,
+             env: Mapping[str, str] | None = None, outbox_owner: str | None = None, create: bool = True,
+             lock_timeout: float = 120.0, migrations: Sequence[Migration] = MIGRATIONS) -> "Store":
+        """Open (creating and upgrading as needed) the store at `url`; raises StoreError.
+
+        `url` None means `rtmbot.sqlite` in $STATE_DIRECTORY, else in `base_path`.
+        `outbox_owner` names this daemon's outbox when several share a PostgreSQL store
+        (default: the host name there, "local" for SQLite). `migrations` is a test seam.
+        """
+        resolved = resolve_url(url, base_path, env)
+        backend = open_backend(resolved, synchronous, lock_timeout, create, tuple(migrations))
+        if outbox_owner is None:
+            outbox_owner = "local" if backend.kind == "sqlite" else socket.gethostname()
+        store = cls(backend, outbox_owner)
+        log.info("store: %s", store.describe())
+        return store
+
+    # -- the database as a whole ----------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        return self._backend.engine
+
+    @property
+    def dialect(self) -> str:
+        """'sqlite' or 'postgresql'."""
+        return self._backend.kind
+
+    def describe(self) -> str:
+        """What the store is, for logs: URL without password, journal and sync mode."""
+        return self._backend.describe()
+
+    def plugin(self, name: str) -> PluginStore:
+        """The store of plugin `name` (one object per name, shared by its threads)."""
+        with self._plugins_guard:
+            ps = self._plugins.get(name)
+            if ps is None:
+                ps = self._plugins[name] = PluginStore(self, name)
+            return ps
+
+    def plugin_names(self) -> list[str]:
+        """Every plugin with at least one key, sorted."""
+        return self._read("", lambda c: list(c.scalars(select(kv.c.plugin).distinct().order_by(kv.c.plugin))))
+
+    def close(self) -> None:
+        """Release connections; later calls raise StoreError."""
+        self._closed = True
+        self._backend.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the daemon's durable outbox -----------------------------------------------
+    def save_outbox(self, records: list[dict]) -> None:
+        """Replace the saved outbox with `records` (in order), atomically."""
+        rows = []
+        for seq, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise TypeError(f"outbox record {seq}: must be a dict, not {type(record).__name__}")
+            rows.append({"owner": self.outbox_owner, "seq": seq, "record": encode(f"outbox[{seq}]", record)})
+
+        def write(conn: Connection) -> None:
+            conn.execute(delete(outbox).where(outbox.c.owner == self.outbox_owner))
+            if rows:
+                conn.execute(outbox.insert(), rows)
+        self._write("outbox", "\0outbox:" + self.outbox_owner, write)
+
+    def load_outbox(self) -> list[dict]:
+        """The records last saved, in order ([] when none)."""
+        rows = self._read("outbox", lambda c: list(c.scalars(
+            select(outbox.c.record).where(outbox.c.owner == self.outbox_owner).order_by(outbox.c.seq))))
+        return [json.loads(r) for r in rows]
+
+    def clear_outbox(self) -> None:
+        self._write("outbox", "\0outbox:" + self.outbox_owner,
+                    lambda c: c.execute(delete(outbox).where(outbox.c.owner == self.outbox_owner)))
+
+    # -- execution: join this thread's transaction or run alone ------------------------
+    def _active(self) -> _Tx | None:
+        if self._closed:
+            raise StoreError(f"{self._backend.where}: the store is closed")
+        return getattr(self._local, "tx", None)
+
+    def _failed(self, exc: DBAPIError, who: str) -> StoreError:
+        error = translate(exc, f"{self._backend.where}: {who}" if who else self._backend.where)
+        log.error("store: %s", error)
+        return error
+
+    def _read(self, who: str, fn: Callable[[Connection], T]) -> T:
+        tx = self._active()
+        try:
+            return fn(tx.conn) if tx else self._backend.read(fn)
+        except DBAPIError as exc:
+            raise self._failed(exc, who) from None
+
+    def _write(self, who: str, lock: str, fn: Callable[[Connection], T]) -> T:
+        tx = self._active()
+        try:
+            if tx is None:
+                return self._backend.write(lock, fn)
+            if lock not in tx.locked:
+                self._backend.lock(tx.conn, lock)
+                tx.locked.add(lock)
+            return fn(tx.conn)
+        except DBAPIError as exc:
+            raise self._failed(exc, who) from None
+
+    @contextmanager
+    def _transaction(self, who: str, lock: str) -> Iterator[None]:
+        tx = self._active()
+        if tx is not None:                       # nested: a savepoint inside the open one
+            try:
+                if lock not in tx.locked:
+                    self._backend.lock(tx.conn, lock)
+                    tx.locked.add(lock)
+                savepoint = tx.conn.begin_nested()
+            except DBAPIError as exc:
+                raise self._failed(exc, who) from None
+            try:
+                yield
+            except BaseException:
+                savepoint.rollback()
+                raise
+            savepoint.commit()
+            return
+        try:
+            with self._backend.transaction(lock) as conn:
+                self._local.tx = _Tx(conn, {lock})
+                try:
+                    yield
+                finally:
+                    self._local.tx = None
+        except DBAPIError as exc:
+            raise self._failed(exc, who) from None

@@ -1,0 +1,108 @@
+"""Typed store errors, and the mapping from driver exceptions to them.
+
+A plugin sees one of these (never a raw `database is locked`); each message says
+which store and what to do about it.
+"""
+from __future__ import annotations
+
+from rtmbotd.errors import StoreError
+
+__all__ = [
+    "StoreError", "StoreBusyError", "StoreCorruptError", "StoreFullError", "StoreReadOnlyError",
+    "StoreUnavailableError", "StoreVersionError", "StoreWriteError", "is_transient", "translate",
+]
+
+
+class StoreBusyError(StoreError):
+    """Another process held the database lock longer than the store's lock timeout."""
+
+
+class StoreCorruptError(StoreError):
+    """The database file is damaged or is not a database at all."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached or read (server down, I/O error, cannot open)."""
+
+
+class StoreVersionError(StoreError):
+    """The database was written by a newer rtmbotd than this one."""
+
+
+class StoreWriteError(StoreError):
+    """A write was refused; nothing of it was stored and earlier data is intact."""
+
+
+class StoreFullError(StoreWriteError):
+    """The disk (or tablespace) holding the store is full."""
+
+
+class StoreReadOnlyError(StoreWriteError):
+    """The database is read-only (read-only mount, permissions, standby server)."""
+
+
+# SQLite primary result codes (https://sqlite.org/rescode.html).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR = 5, 6, 8, 10
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
+
+# PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock, lock not available.
+_PG_TRANSIENT = {"40001", "40P01", "55P03"}
+
+
+def _orig(exc: BaseException) -> BaseException:
+    """The driver's exception under SQLAlchemy's wrapper."""
+    return getattr(exc, "orig", None) or exc
+
+
+def _sqlite_code(orig: BaseException) -> int | None:
+    code = getattr(orig, "sqlite_errorcode", None)     # Python >= 3.11
+    if code is not None:
+        return code & 0xFF
+    text = str(orig).lower()                           # Python 3.10: match the message
+    for needle, value in (("locked", _SQLITE_BUSY), ("busy", _SQLITE_BUSY),
+                          ("readonly", _SQLITE_READONLY), ("disk is full", _SQLITE_FULL),
+                          ("malformed", _SQLITE_CORRUPT), ("not a database", _SQLITE_NOTADB),
+                          ("unable to open", _SQLITE_CANTOPEN), ("disk i/o error", _SQLITE_IOERR)):
+        if needle in text:
+            return value
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for lock contention that a retry after a short wait resolves."""
+    orig = _orig(exc)
+    if type(orig).__module__.startswith("sqlite3"):
+        return _sqlite_code(orig) in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return getattr(orig, "sqlstate", None) in _PG_TRANSIENT
+
+
+def translate(exc: BaseException, where: str) -> StoreError:
+    """A typed StoreError for a driver exception; `where` names the store (and key)."""
+    orig = _orig(exc)
+    detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    if type(orig).__module__.startswith("sqlite3"):
+        code = _sqlite_code(orig)
+        if code == _SQLITE_FULL:
+            return StoreFullError(f"{where}: disk full, nothing was written ({detail}); free space on that filesystem")
+        if code == _SQLITE_READONLY:
+            return StoreReadOnlyError(f"{where}: the database is read-only, nothing was written ({detail}); "
+                                      "check the file's owner and mode and that its filesystem is mounted read-write")
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return StoreCorruptError(f"{where}: the database is damaged ({detail})")
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return StoreBusyError(f"{where}: the database stayed locked by another connection ({detail})")
+        if code in (_SQLITE_IOERR, _SQLITE_CANTOPEN):
+            return StoreUnavailableError(f"{where}: {detail}")
+        return StoreError(f"{where}: {detail}")
+    state = getattr(orig, "sqlstate", None) or ""
+    if state.startswith("53"):                          # insufficient resources: disk full, out of memory
+        return StoreFullError(f"{where}: the database server is out of space or resources, nothing was written ({detail})")
+    if state == "25006":
+        return StoreReadOnlyError(f"{where}: the database server is read-only, nothing was written ({detail})")
+    if state in ("XX001", "XX002"):
+        return StoreCorruptError(f"{where}: the database server reports damaged data ({detail})")
+    if state in _PG_TRANSIENT:
+        return StoreBusyError(f"{where}: lock contention persisted ({detail})")
+    if state.startswith(("08", "57")) or not state:
+        return StoreUnavailableError(f"{where}: cannot reach the database ({detail})")
+    return StoreError(f"{where}: {detail}")

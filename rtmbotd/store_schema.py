@@ -1,0 +1,98 @@
+"""The store's tables and their versioned, in-place migrations.
+
+`rtmbot_meta` holds `schema_version`. Opening a database runs every migration whose
+version is above the stored one, each in the caller's write transaction; a database
+from a newer rtmbotd is refused rather than guessed at. A migration describes its own
+tables (never the current ones below), so version 1 still builds version 1 after
+later versions change things.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from sqlalchemy import Column, Connection, Integer, MetaData, PrimaryKeyConstraint, Table, Text, inspect
+from sqlalchemy import column, select, table
+
+from rtmbotd.store_errors import StoreVersionError
+
+log = logging.getLogger(__name__)
+
+META_TABLE = "rtmbot_meta"
+VERSION_KEY = "schema_version"
+
+
+def _key_text() -> Text:
+    # Byte-order ("C") collation on PostgreSQL, as SQLite's default BINARY: keys sort
+    # the same on both, and a prefix range is a plain comparison.
+    return Text().with_variant(Text(collation="C"), "postgresql")
+
+
+# What the running code reads and writes (lightweight, no DDL).
+meta = table(META_TABLE, column("name"), column("value"))
+kv = table("rtmbot_kv", column("plugin"), column("key"), column("value"))
+outbox = table("rtmbot_outbox", column("owner"), column("seq"), column("record"))
+
+
+def _create_v1(conn: Connection) -> None:
+    """Version 1: meta, the per-plugin key/value rows and the durable outbox."""
+    md = MetaData()
+    Table(META_TABLE, md, Column("name", Text, primary_key=True), Column("value", Text, nullable=False))
+    Table("rtmbot_kv", md,
+          Column("plugin", _key_text(), nullable=False),
+          Column("key", _key_text(), nullable=False),
+          Column("value", Text, nullable=False),            # JSON text
+          PrimaryKeyConstraint("plugin", "key"))
+    Table("rtmbot_outbox", md,
+          Column("owner", Text, nullable=False),
+          Column("seq", Integer, nullable=False, autoincrement=False),
+          Column("record", Text, nullable=False),            # JSON text
+          PrimaryKeyConstraint("owner", "seq"))
+    md.create_all(conn)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """Brings a database from `version - 1` to `version`."""
+
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "create rtmbot_meta, rtmbot_kv, rtmbot_outbox", _create_v1),
+)
+
+
+def stored_version(conn: Connection) -> int:
+    """The database's schema version; 0 when it has no rtmbot_meta (new or pre-store)."""
+    if not inspect(conn).has_table(META_TABLE):
+        return 0
+    value = conn.execute(select(meta.c.value).where(meta.c.name == VERSION_KEY)).scalar()
+    return int(value) if value is not None else 0
+
+
+def upgrade(conn: Connection, where: str, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Migrate in place to the newest known version, inside the caller's transaction."""
+    known = max((m.version for m in migrations), default=0)
+    current = stored_version(conn)
+    if current > known:
+        raise StoreVersionError(
+            f"{where}: schema version {current} was written by a newer rtmbotd; this one knows "
+            f"up to version {known}. Upgrade rtmbotd, or restore a backup made by this version.")
+    for migration in sorted(migrations, key=lambda m: m.version):
+        if migration.version <= current:
+            continue
+        log.info("%s: upgrading store schema to version %d: %s", where, migration.version, migration.description)
+        migration.apply(conn)
+        _set_version(conn, migration.version)
+        current = migration.version
+    return current
+
+
+def _set_version(conn: Connection, version: int) -> None:
+    updated = conn.execute(meta.update().where(meta.c.name == VERSION_KEY).values(value=str(version)))
+    if updated.rowcount == 0:
+        conn.execute(meta.insert().values(name=VERSION_KEY, value=str(version)))

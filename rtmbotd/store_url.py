@@ -1,0 +1,79 @@
+"""Turn the STORE_URL setting into a concrete SQLAlchemy URL.
+
+None means the SQLite file `rtmbot.sqlite` in systemd's $STATE_DIRECTORY, else in
+BASE_PATH. `postgresql://` picks the psycopg 3 driver. Relative SQLite paths are
+relative to BASE_PATH (a service's working directory is `/`, rarely what was meant).
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Mapping
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from rtmbotd.store_errors import StoreError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FILENAME = "rtmbot.sqlite"
+SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def default_directory(base_path: Path | str | None, env: Mapping[str, str]) -> Path:
+    """Where the default SQLite file lives: $STATE_DIRECTORY's first entry, else base_path."""
+    state = env.get("STATE_DIRECTORY", "")
+    first = state.split(":")[0].strip()
+    if first:
+        return Path(first)
+    if base_path is None:
+        raise StoreError("STORE_URL is not set and neither $STATE_DIRECTORY nor a base path is known")
+    return Path(base_path)
+
+
+def resolve_url(url: str | None, base_path: Path | str | None = None,
+                env: Mapping[str, str] | None = None) -> URL:
+    """The SQLAlchemy URL the store opens; raises StoreError for an unusable setting."""
+    env = os.environ if env is None else env
+    if url is None or not str(url).strip():
+        path = default_directory(base_path, env) / DEFAULT_FILENAME
+        return URL.create("sqlite", database=str(path.absolute()))
+    try:
+        parsed = make_url(str(url).strip())
+    except ArgumentError as exc:
+        raise StoreError(f"STORE_URL: not an SQLAlchemy URL ({exc})") from None
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        if parsed.drivername in ("postgresql", "postgres"):
+            driver = "postgresql+psycopg" if importlib.util.find_spec("psycopg") else "postgresql"
+            parsed = parsed.set(drivername=driver)
+        return parsed
+    if backend != "sqlite":
+        return parsed      # another SQLAlchemy backend: used as given, untested
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in database:
+        raise StoreError("STORE_URL: an in-memory SQLite database is not a store (every connection would "
+                         "see a different, empty one); give a file path such as sqlite:////var/lib/rtmbot/rtmbot.sqlite")
+    if parsed.query.get("uri") in ("true", "1"):
+        return parsed
+    path = Path(database)
+    if not path.is_absolute():
+        if base_path is None:
+            raise StoreError(f"STORE_URL: relative SQLite path {database!r} needs a base path")
+        path = Path(base_path) / path
+    return parsed.set(database=str(path))
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The database file of an SQLite URL (None for other backends or URI filenames)."""
+    if url.get_backend_name() != "sqlite" or url.query.get("uri") in ("true", "1"):
+        return None
+    return Path(url.database or "")
+
+
+def display_url(url: URL) -> str:
+    """The URL as safe to print: the password is dropped, not masked."""
+    return url.set(password=None).render_as_string(hide_password=False)
