@@ -95,6 +95,7 @@ class Table:
 
     columns: list[str]
     rows: list[tuple[str, list[str]]] = field(default_factory=list)
+    notes_column: bool = False      # the last column is text (goals), aligned left
 
     def add(self, metric: str, cells: Sequence[str]) -> None:
         if len(cells) != len(self.columns):
@@ -113,6 +114,8 @@ class Table:
         def line(cells: Sequence[str]) -> str:
             first = cells[0].ljust(widths[0])
             rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
+            if self.notes_column:
+                rest[-1] = cells[-1].ljust(widths[-1])
             return " | ".join([first, *rest]).rstrip()
 
         out = [line(head), "-+-".join("-" * w for w in widths)]

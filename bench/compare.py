@@ -1,0 +1,330 @@
+"""rtmbotd beside python-rtmbot 0.4.1 and a floor client, on the same fake Slack (issue #6).
+
+    bench/compare [--quick] [--write-results]
+
+python-rtmbot 0.4.1 comes from PyPI into a throwaway virtualenv under
+/tmp/rtmbotd-bench-venvs/ and runs unedited (bench/rtmbot_on_fake.py holds the shims on
+its import path). It, rtmbotd (RTM and Socket Mode) and the floor (bench/floor_client.py)
+each get a fresh fake Slack and the same traffic, one system at a time. One table: a row
+per metric, a column per system, ratios to the floor of the same protocol.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import math
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from children import BenchError, Child, RtmbotdProcess, child_env  # noqa: E402
+from procstat import CpuUse, idle_cpu, rss_mib  # noqa: E402
+from report import Latency, Table, machine_lines, ms, num  # noqa: E402
+from workload import Burst, burst_run, first_reply, latency_run  # noqa: E402
+
+import rtmbot_venv  # noqa: E402
+from rtmbotd import __version__  # noqa: E402
+from rtmbotd.testing.fake_slack import FakeSlack  # noqa: E402
+
+PLUGIN = BENCH / "compare_plugin" / "repeat.py"
+ACTIVE = ["plugins.repeat.RepeatPlugin"]
+RESULTS = BENCH / "RESULTS.md"
+SETTLE = 1.0
+LATENCY_GOAL = 1.5          # × the floor
+
+
+@dataclass(frozen=True)
+class Plan:
+    latency_events: int
+    warmup: int
+    burst_events: int
+    burst_deadline: float
+    idle_s: float
+
+
+FULL = Plan(latency_events=500, warmup=20, burst_events=5000, burst_deadline=60.0, idle_s=10.0)
+QUICK = Plan(latency_events=60, warmup=5, burst_events=500, burst_deadline=10.0, idle_s=3.0)
+
+
+@dataclass
+class Result:
+    label: str
+    protocol: str
+    floor: str | None              # label of the floor it is compared with
+    latency: Latency | None = None
+    burst: Burst | None = None
+    idle: CpuUse | None = None
+    rss_start: float | None = None
+    to_first_reply: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class System:
+    label: str
+    protocol: str
+    floor: str | None
+    make: Callable[[FakeSlack, Path], Child]   # writes its files, returns it unstarted
+    log_lines: list[str] = field(default_factory=list)
+
+
+def _copy_plugin(workdir: Path) -> None:
+    (workdir / "plugins").mkdir(parents=True, exist_ok=True)
+    shutil.copy(PLUGIN, workdir / "plugins" / "repeat.py")
+
+
+def make_rtmbotd(mode: str) -> Callable[[FakeSlack, Path], Child]:
+    def make(fake: FakeSlack, workdir: Path) -> Child:
+        _copy_plugin(workdir)
+        return RtmbotdProcess(workdir, fake.url, mode, [], settings={"ACTIVE_PLUGINS": ACTIVE})
+    return make
+
+
+def make_floor(mode: str) -> Callable[[FakeSlack, Path], Child]:
+    def make(fake: FakeSlack, workdir: Path) -> Child:
+        workdir.mkdir(parents=True, exist_ok=True)
+        return Child(f"floor-{mode}", [sys.executable, str(BENCH / "floor_client.py"),
+                                        "--api-url", fake.url, "--mode", mode], workdir, child_env())
+    return make
+
+
+def make_rtmbot(env: rtmbot_venv.RtmbotEnv) -> Callable[[FakeSlack, Path], Child]:
+    def make(fake: FakeSlack, workdir: Path) -> Child:
+        _copy_plugin(workdir)
+        config = workdir / "rtmbot.conf"
+        # Plain YAML that PyYAML 3.13 reads; the keys of python-rtmbot's README.
+        config.write_text(f"SLACK_TOKEN: xoxb-bench\nBASE_PATH: {workdir}\n"
+                          f"LOGFILE: {workdir / 'rtmbot.log'}\nDEBUG: false\n"
+                          f"ACTIVE_PLUGINS:\n  - {ACTIVE[0]}\n")
+        return Child("python-rtmbot", [str(env.python), str(BENCH / "rtmbot_on_fake.py"),
+                                        "--api-url", fake.url, "-c", str(config)],
+                     workdir, child_env())
+    return make
+
+
+def measure(system: System, plan: Plan, workdir: Path) -> Result:
+    result = Result(system.label, system.protocol, system.floor)
+    print(f"[{system.label}] starting", file=sys.stderr, flush=True)
+    try:
+        with FakeSlack() as fake:
+            # python-rtmbot's repeat example has no check for the bot's own messages and would
+            # answer its own replies forever, so no system gets them echoed back.
+            fake.echo_own_messages = False
+            child = system.make(fake, workdir)
+            opened = fake.connections_opened
+            child.start()
+            try:
+                result.to_first_reply = first_reply(fake, child, opened) - child.spawned_at
+                time.sleep(SETTLE)
+                result.rss_start = rss_mib(child.pid)
+                print(f"[{system.label}] idle CPU for {plan.idle_s:g} s", file=sys.stderr, flush=True)
+                result.idle = idle_cpu(child.pid, plan.idle_s)
+                print(f"[{system.label}] latency: {plan.latency_events} events", file=sys.stderr,
+                      flush=True)
+                result.latency = latency_run(fake, child, plan.latency_events, plan.warmup)
+                print(f"[{system.label}] burst: {plan.burst_events} events", file=sys.stderr,
+                      flush=True)
+                result.burst = burst_run(fake, child, plan.burst_events, plan.burst_deadline)
+                child.check_alive()
+            finally:
+                child.stop()
+    except Exception as exc:  # noqa: BLE001 - shown in its column; the other systems still run
+        result.error = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc(file=sys.stderr)
+    return result
+
+
+def ratio(value: float | None, floor: float | None) -> str:
+    if value is None or floor is None or floor <= 0 or math.isnan(value) or math.isnan(floor):
+        return ""
+    r = value / floor
+    return f" (×{r:.2f})" if r < 10 else f" (×{r:.0f})"
+
+
+def build_table(results: list[Result], plan: Plan) -> Table:
+    by_label = {r.label: r for r in results}
+    table = Table([r.label for r in results])
+
+    def floor_of(r: Result) -> Result | None:
+        return by_label.get(r.floor) if r.floor else None
+
+    def cells(fn: Callable[[Result], str]) -> list[str]:
+        return [("error" if r.error and fn(r) == "-" else fn(r)) for r in results]
+
+    def lat(attr: str) -> Callable[[Result], str]:
+        def cell(r: Result) -> str:
+            if not r.latency:
+                return "-"
+            value = getattr(r.latency, attr)
+            f = floor_of(r)
+            return ms(value) + (ratio(value, getattr(f.latency, attr)) if f and f.latency else "")
+        return cell
+
+    table.section(f"event→reply latency, {plan.latency_events} sequential events "
+                  f"(+{plan.warmup} warm-up)")
+    for attr in ("median", "p90", "p99", "max"):
+        table.add(f"  {attr}", cells(lat(attr)))
+
+    def burst(fn: Callable[[Burst], str]) -> Callable[[Result], str]:
+        return lambda r: fn(r.burst) if r.burst else "-"
+
+    def rate(r: Result) -> str:
+        if not r.burst:
+            return "-"
+        f = floor_of(r)
+        floor_rate = f.burst.replies_per_s if f and f.burst else None
+        # A lower rate is worse: the ratio is floor ÷ system, like the latencies.
+        return num(r.burst.replies_per_s) + (ratio(floor_rate, r.burst.replies_per_s) if floor_rate else "")
+
+    table.section(f"burst of {plan.burst_events:,} events pushed at once "
+                  f"(wait ≤ {plan.burst_deadline:g} s for the replies)")
+    table.add("  events the fake could write", cells(burst(
+        lambda b: f"{b.pushed:,} in {ms(b.push_s)}" if b.pushed == b.count
+        else f"{b.pushed:,} of {b.count:,} (bot not reading)")))
+    table.add("  replies/s (first push → last reply)", cells(rate))
+    table.add("  replies lost (not answered in the wait)", cells(burst(
+        lambda b: f"{b.missing:,}" + ("" if b.missing == 0 else f" after {b.waited_s:.0f} s"))))
+    table.add("  duplicate replies", cells(burst(lambda b: f"{b.duplicates}")))
+    table.section("resources and start")
+    table.add(f"  idle CPU over {plan.idle_s:g} s, % of one core",
+              cells(lambda r: num(r.idle.percent_of_core, "%", 2) if r.idle else "-"))
+    table.add("  RSS after start", cells(lambda r: num(r.rss_start, "MiB", 1)))
+    table.add("  start → first reply", cells(lambda r: ms(r.to_first_reply)))
+    return table
+
+
+def goal_lines(results: list[Result]) -> list[str]:
+    by_label = {r.label: r for r in results}
+    old = by_label.get("python-rtmbot 0.4.1")
+    lines = ["goals for rtmbotd:"]
+    for r in results:
+        if not r.label.startswith("rtmbotd"):
+            continue
+        if r.error:
+            lines.append(f"  {r.label}: did not finish ({r.error})")
+            continue
+        f = by_label.get(r.floor) if r.floor else None
+        if f and f.latency and not f.error:
+            parts = []
+            for attr in ("median", "p90", "p99"):
+                x = getattr(r.latency, attr) / getattr(f.latency, attr)
+                parts.append(f"{attr} ×{x:.2f} {'met' if x <= LATENCY_GOAL else 'MISSED'}")
+            lines.append(f"  {r.label}: latency within {LATENCY_GOAL}× of {f.label}: " + ", ".join(parts))
+        else:
+            lines.append(f"  {r.label}: latency: no floor to compare with")
+        lost = r.burst.missing if r.burst else None
+        lines.append(f"  {r.label}: zero loss: {lost} lost, {'met' if lost == 0 else 'MISSED'}")
+        if old and old.idle and old.rss_start and not old.error:
+            cpu_ok = r.idle.percent_of_core <= old.idle.percent_of_core
+            rss_ok = r.rss_start <= old.rss_start
+            lines.append(f"  {r.label}: idle CPU {r.idle.percent_of_core:.2f} % vs python-rtmbot's "
+                         f"{old.idle.percent_of_core:.2f} %: {'met' if cpu_ok else 'MISSED'}; "
+                         f"RSS {r.rss_start:.1f} vs {old.rss_start:.1f} MiB: {'met' if rss_ok else 'MISSED'}")
+        else:
+            lines.append(f"  {r.label}: idle CPU and RSS: python-rtmbot has no figures to compare with")
+    return lines
+
+
+def versions_line(env: rtmbot_venv.RtmbotEnv | None) -> list[str]:
+    ours = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("websockets", "aiohttp", "slack_sdk"))
+    lines = [f"rtmbotd {__version__} ({ours}); floor: the same websockets/aiohttp"]
+    if env is not None:
+        v = env.versions
+        lines.append(f"python-rtmbot {v.get('rtmbot')} (slackclient {v.get('slackclient')}, "
+                     f"websocket-client {v.get('websocket-client')}, PyYAML {v.get('PyYAML')}, "
+                     f"requests {v.get('requests')}) in {env.python.parent.parent}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (smaller counts)")
+    parser.add_argument("--write-results", action="store_true",
+                        help=f"also write {RESULTS.relative_to(BENCH.parent)} from this run's output")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (configs, logs)")
+    args = parser.parse_args(argv)
+    if args.write_results and args.quick:
+        parser.error("--write-results records a full run; drop --quick")
+    plan = QUICK if args.quick else FULL
+    began = time.monotonic()
+    started_utc = datetime.datetime.now(datetime.timezone.utc)
+    workroot = Path(tempfile.mkdtemp(prefix="rtmbotd-bench-compare-"))
+
+    env, setup_error = None, None
+    try:
+        env = rtmbot_venv.ensure(progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except (rtmbot_venv.SetupError, OSError, ValueError) as exc:
+        setup_error = f"cannot install python-rtmbot 0.4.1: {exc}"
+        print(setup_error, file=sys.stderr)
+
+    systems = [
+        System("floor RTM", "rtm", None, make_floor("rtm")),
+        System("floor Socket Mode", "socket_mode", None, make_floor("socket_mode")),
+        System("rtmbotd RTM", "rtm", "floor RTM", make_rtmbotd("rtm")),
+        System("rtmbotd Socket Mode", "socket_mode", "floor Socket Mode", make_rtmbotd("socket_mode")),
+    ]
+    if env is not None:
+        systems.append(System("python-rtmbot 0.4.1", "rtm", "floor RTM", make_rtmbot(env)))
+    results = {s.label: measure(s, plan, workroot / s.label.replace(" ", "-")) for s in systems}
+    if env is None:
+        results["python-rtmbot 0.4.1"] = Result("python-rtmbot 0.4.1", "rtm", "floor RTM",
+                                                error=setup_error)
+    order = ["python-rtmbot 0.4.1", "rtmbotd RTM", "rtmbotd Socket Mode", "floor RTM",
+             "floor Socket Mode"]
+    ordered = [results[label] for label in order]
+    took = time.monotonic() - began
+
+    command = "bench/compare" + (" --quick" if args.quick else "") + \
+        (" --write-results" if args.write_results else "")
+    out = [f"{command}: rtmbotd vs python-rtmbot 0.4.1 vs the floor"
+           + (" (QUICK: smoke-test counts)" if args.quick else ""),
+           f"date:    {started_utc:%Y-%m-%d %H:%M} UTC, took {took:.0f} s",
+           *machine_lines(), *(f"version: {line}" for line in versions_line(env)),
+           "setup:   each system alone on a fresh fake Slack (rtmbotd.testing.FakeSlack, in the benchmark",
+           "         process, 127.0.0.1), bot's own messages not echoed back, no rate limit anywhere",
+           "         (rtmbotd: RATE_LIMIT: 0); plugin: bench/compare_plugin/repeat.py (RepeatPlugin, via",
+           "         ACTIVE_PLUGINS) on python-rtmbot and rtmbotd; DMs to D1ALICE",
+           "latency: fake's received_at of the reply − the fake's time.monotonic() once it wrote the event;",
+           "         (×n) = this ÷ the floor of the same protocol (for replies/s: floor ÷ this)",
+           "", build_table(ordered, plan).render(), "", *goal_lines(ordered)]
+    errors = [f"{r.label}: ERROR {r.error}" for r in ordered if r.error]
+    if errors:
+        out += ["", *errors]
+    if env is not None and env.notes:
+        out += ["", "python-rtmbot install: " + "; ".join(env.notes)]
+    out += ["python-rtmbot runs unedited; bench/rtmbot_on_fake.py shims on its import path: Web API",
+            "URL → fake, collections.Hashable for PyYAML 3.x, plain-ws 'no data' seen as TLS's want-read.",
+            "Its loop (rtmbot/core.py) sleeps 0.1 s per iteration, and slackclient 1.x's rtm_read returns",
+            "at most one frame per call."]
+    text = "\n".join(out)
+    print(text)
+    if args.write_results:
+        write_results(text, command)
+        print(f"\nwrote {RESULTS}")
+    if not args.keep and not errors:
+        shutil.rmtree(workroot, ignore_errors=True)
+    else:
+        print(f"work folder (configs, logs): {workroot}")
+    return 1 if any(r.error for r in ordered if r.label.startswith(("rtmbotd", "floor"))) else 0
+
+
+def write_results(text: str, command: str) -> None:
+    RESULTS.write_text(
+        "# Benchmark results: rtmbotd, python-rtmbot 0.4.1 and the floor\n\n"
+        "Written by `bench/compare --write-results` from the output of the run below; "
+        "never edited by hand. Run it again to refresh it (see bench/README.md).\n\n"
+        f"Command, from the repository root: `{command}`\n\n"
+        "```text\n" + text + "\n```\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
