@@ -26,6 +26,28 @@ _DROPPED_ENV = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", 
                 "PYTHONHOME", "VIRTUAL_ENV"}
 
 
+_child_cpus: set[int] | None = None
+
+
+def pin_cpus(enabled: bool = True) -> str:
+    """Keep this process (the driver and the fake) on one CPU and every child on another.
+
+    Call before any thread starts: threads inherit the affinity of the one that made them.
+    Without it, where the scheduler happens to put each process on a 2-core VM moves a
+    floor's median by 2× from run to run; pinned, every system gets one core of its own,
+    as it would with Slack on another machine. Returns a line saying what was done.
+    """
+    global _child_cpus
+    cpus = sorted(os.sched_getaffinity(0))
+    if not enabled:
+        return "not pinned (--no-pin): the scheduler places every process"
+    if len(cpus) < 2:
+        return f"not pinned: only CPU {cpus} available"
+    os.sched_setaffinity(0, {cpus[0]})
+    _child_cpus = {cpus[1]}
+    return f"benchmark and fake Slack pinned to CPU {cpus[0]}, the system under test to CPU {cpus[1]}"
+
+
 class BenchError(RuntimeError):
     """A system under test did not do what the benchmark needs; the column shows why."""
 
@@ -118,6 +140,8 @@ class Child:
                                          stderr=subprocess.STDOUT)
         finally:
             log.close()
+        if _child_cpus:
+            os.sched_setaffinity(self.proc.pid, _child_cpus)   # before it starts any thread
         return self
 
     @property

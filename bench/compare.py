@@ -5,8 +5,8 @@
 python-rtmbot 0.4.1 comes from PyPI into a throwaway virtualenv under
 /tmp/rtmbotd-bench-venvs/ and runs unedited (bench/rtmbot_on_fake.py holds the shims on
 its import path). It, rtmbotd (RTM and Socket Mode) and the floor (bench/floor_client.py)
-each get a fresh fake Slack and the same traffic, one system at a time. One table: a row
-per metric, a column per system, ratios to the floor of the same protocol.
+each get their own fake Slack and the same traffic, all running side by side. One table: a
+row per metric, a column per system, ratios to the floor of the same protocol.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from typing import Callable
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from children import BenchError, Child, RtmbotdProcess, child_env  # noqa: E402
-from procstat import CpuUse, idle_cpu, rss_mib  # noqa: E402
+from children import Child, RtmbotdProcess, child_env, pin_cpus  # noqa: E402
+from procstat import CpuUse, cpu_seconds, rss_mib  # noqa: E402
 from report import Latency, Table, machine_lines, ms, num  # noqa: E402
 from workload import Burst, burst_run, first_reply, latency_run  # noqa: E402
 
@@ -49,10 +49,15 @@ class Plan:
     burst_events: int
     burst_deadline: float
     idle_s: float
+    rounds: int          # latency events go in this many rounds, the systems taking turns
+    round_warmup: int    # events not counted at the start of each later round (a system
+                         # idled while the others ran; its first replies are slower)
 
 
-FULL = Plan(latency_events=500, warmup=20, burst_events=5000, burst_deadline=60.0, idle_s=10.0)
-QUICK = Plan(latency_events=60, warmup=5, burst_events=500, burst_deadline=10.0, idle_s=3.0)
+FULL = Plan(latency_events=500, warmup=20, burst_events=5000, burst_deadline=60.0, idle_s=10.0,
+            rounds=10, round_warmup=5)
+QUICK = Plan(latency_events=60, warmup=5, burst_events=500, burst_deadline=10.0, idle_s=3.0,
+             rounds=3, round_warmup=3)
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Result:
     idle: CpuUse | None = None
     rss_start: float | None = None
     to_first_reply: float | None = None
+    round_medians: list[float] = field(default_factory=list)
     error: str | None = None
 
 
@@ -111,36 +117,105 @@ def make_rtmbot(env: rtmbot_venv.RtmbotEnv) -> Callable[[FakeSlack, Path], Child
     return make
 
 
-def measure(system: System, plan: Plan, workdir: Path) -> Result:
-    result = Result(system.label, system.protocol, system.floor)
-    print(f"[{system.label}] starting", file=sys.stderr, flush=True)
-    try:
-        with FakeSlack() as fake:
-            # python-rtmbot's repeat example has no check for the bot's own messages and would
-            # answer its own replies forever, so no system gets them echoed back.
-            fake.echo_own_messages = False
-            child = system.make(fake, workdir)
-            opened = fake.connections_opened
-            child.start()
-            try:
-                result.to_first_reply = first_reply(fake, child, opened) - child.spawned_at
-                time.sleep(SETTLE)
-                result.rss_start = rss_mib(child.pid)
-                print(f"[{system.label}] idle CPU for {plan.idle_s:g} s", file=sys.stderr, flush=True)
-                result.idle = idle_cpu(child.pid, plan.idle_s)
-                print(f"[{system.label}] latency: {plan.latency_events} events", file=sys.stderr,
-                      flush=True)
-                result.latency = latency_run(fake, child, plan.latency_events, plan.warmup)
-                print(f"[{system.label}] burst: {plan.burst_events} events", file=sys.stderr,
-                      flush=True)
-                result.burst = burst_run(fake, child, plan.burst_events, plan.burst_deadline)
-                child.check_alive()
-            finally:
-                child.stop()
-    except Exception as exc:  # noqa: BLE001 - shown in its column; the other systems still run
-        result.error = f"{type(exc).__name__}: {exc}"
+class Running:
+    """One system on its own fake Slack, started and kept running for the whole comparison."""
+
+    def __init__(self, system: System, workdir: Path) -> None:
+        self.system = system
+        self.result = Result(system.label, system.protocol, system.floor)
+        self.fake = FakeSlack().start()
+        # python-rtmbot's repeat example has no check for the bot's own messages and would
+        # answer its own replies forever, so no system gets them echoed back.
+        self.fake.echo_own_messages = False
+        try:
+            self.child = system.make(self.fake, workdir)
+        except BaseException:
+            self.fake.stop()
+            raise
+        self.samples: list[float] = []
+
+    @property
+    def ok(self) -> bool:
+        return self.result.error is None
+
+    def fail(self, exc: BaseException) -> None:
+        self.result.error = f"{type(exc).__name__}: {exc}"
         traceback.print_exc(file=sys.stderr)
-    return result
+        self.child.stop()
+
+    def close(self) -> None:
+        self.child.stop()
+        self.fake.stop()
+
+
+def _say(running: Running, what: str) -> None:
+    print(f"[{running.system.label}] {what}", file=sys.stderr, flush=True)
+
+
+def measure_all(systems: list[System], plan: Plan, workroot: Path) -> list[Result]:
+    """Start every system, then measure them side by side, phase by phase.
+
+    Starts and bursts run one system at a time (the others idle); idle CPU is read for
+    all in the same window; latency runs in rounds that rotate the systems' order, so
+    drift in the machine weighs on every column alike.
+    """
+    running: list[Running] = []
+    unstarted: dict[str, Result] = {}
+    try:
+        for system in systems:
+            try:
+                r = Running(system, workroot / system.label.replace(" ", "-"))
+            except Exception as exc:  # noqa: BLE001 - shown in its column
+                traceback.print_exc(file=sys.stderr)
+                unstarted[system.label] = Result(system.label, system.protocol, system.floor,
+                                                 error=f"{type(exc).__name__}: {exc}")
+                continue
+            running.append(r)
+            _say(r, "starting")
+            try:
+                opened = r.fake.connections_opened
+                r.child.start()
+                r.result.to_first_reply = first_reply(r.fake, r.child, opened) - r.child.spawned_at
+            except Exception as exc:  # noqa: BLE001 - shown in its column
+                r.fail(exc)
+        live = [r for r in running if r.ok]
+        time.sleep(SETTLE)
+        for r in live:
+            r.result.rss_start = rss_mib(r.child.pid)
+        print(f"idle CPU of all {len(live)} for {plan.idle_s:g} s", file=sys.stderr, flush=True)
+        before = {id(r): (cpu_seconds(r.child.pid), time.monotonic()) for r in live}
+        time.sleep(plan.idle_s)
+        for r in live:
+            cpu0, t0 = before[id(r)]
+            r.result.idle = CpuUse(cpu_seconds(r.child.pid) - cpu0, time.monotonic() - t0)
+        per_round = math.ceil(plan.latency_events / plan.rounds)
+        for k in range(plan.rounds):
+            print(f"latency round {k + 1}/{plan.rounds}: {per_round} events each", file=sys.stderr,
+                  flush=True)
+            live = [r for r in running if r.ok]
+            for r in live[k % len(live):] + live[:k % len(live)] if live else []:
+                try:
+                    batch = latency_run(r.fake, r.child, per_round,
+                                        plan.warmup if k == 0 else plan.round_warmup)
+                    r.samples.extend(batch.samples)
+                    r.result.round_medians.append(batch.median)
+                except Exception as exc:  # noqa: BLE001
+                    r.fail(exc)
+        for r in running:
+            if r.ok:
+                r.result.latency = Latency(tuple(r.samples))
+        for r in [r for r in running if r.ok]:
+            _say(r, f"burst: {plan.burst_events} events")
+            try:
+                r.result.burst = burst_run(r.fake, r.child, plan.burst_events, plan.burst_deadline)
+                r.child.check_alive()
+            except Exception as exc:  # noqa: BLE001
+                r.fail(exc)
+    finally:
+        for r in running:
+            r.close()
+    done = {r.system.label: r.result for r in running}
+    return [done.get(s.label) or unstarted[s.label] for s in systems]
 
 
 def ratio(value: float | None, floor: float | None) -> str:
@@ -169,10 +244,13 @@ def build_table(results: list[Result], plan: Plan) -> Table:
             return ms(value) + (ratio(value, getattr(f.latency, attr)) if f and f.latency else "")
         return cell
 
-    table.section(f"event→reply latency, {plan.latency_events} sequential events "
-                  f"(+{plan.warmup} warm-up)")
+    table.section(f"event→reply latency, {plan.latency_events} sequential events in {plan.rounds} "
+                  f"rounds (+{plan.warmup}, then +{plan.round_warmup} warm-up)")
     for attr in ("median", "p90", "p99", "max"):
         table.add(f"  {attr}", cells(lat(attr)))
+    table.add("  round medians, lowest–highest", cells(
+        lambda r: f"{ms(min(r.round_medians))[:-3]}–{ms(max(r.round_medians))}" if r.round_medians
+        else "-"))
 
     def burst(fn: Callable[[Burst], str]) -> Callable[[Result], str]:
         return lambda r: fn(r.burst) if r.burst else "-"
@@ -251,9 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-results", action="store_true",
                         help=f"also write {RESULTS.relative_to(BENCH.parent)} from this run's output")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (configs, logs)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the benchmark and the systems to separate CPUs")
     args = parser.parse_args(argv)
-    if args.write_results and args.quick:
-        parser.error("--write-results records a full run; drop --quick")
+    if args.write_results and (args.quick or args.no_pin):
+        parser.error("--write-results records a full, pinned run; drop --quick / --no-pin")
+    placement = pin_cpus(not args.no_pin)
     plan = QUICK if args.quick else FULL
     began = time.monotonic()
     started_utc = datetime.datetime.now(datetime.timezone.utc)
@@ -274,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if env is not None:
         systems.append(System("python-rtmbot 0.4.1", "rtm", "floor RTM", make_rtmbot(env)))
-    results = {s.label: measure(s, plan, workroot / s.label.replace(" ", "-")) for s in systems}
+    results = {r.label: r for r in measure_all(systems, plan, workroot)}
     if env is None:
         results["python-rtmbot 0.4.1"] = Result("python-rtmbot 0.4.1", "rtm", "floor RTM",
                                                 error=setup_error)
@@ -289,10 +370,13 @@ def main(argv: list[str] | None = None) -> int:
            + (" (QUICK: smoke-test counts)" if args.quick else ""),
            f"date:    {started_utc:%Y-%m-%d %H:%M} UTC, took {took:.0f} s",
            *machine_lines(), *(f"version: {line}" for line in versions_line(env)),
-           "setup:   each system alone on a fresh fake Slack (rtmbotd.testing.FakeSlack, in the benchmark",
-           "         process, 127.0.0.1), bot's own messages not echoed back, no rate limit anywhere",
+           "setup:   each system on its own fake Slack (rtmbotd.testing.FakeSlack, in the benchmark",
+           "         process, 127.0.0.1), all running side by side: started one by one, idle CPU read",
+           f"         for all in one window, latency in {plan.rounds} rounds taking turns, bursts one at a time;",
+           "         bot's own messages not echoed back, no rate limit anywhere",
            "         (rtmbotd: RATE_LIMIT: 0); plugin: bench/compare_plugin/repeat.py (RepeatPlugin, via",
            "         ACTIVE_PLUGINS) on python-rtmbot and rtmbotd; DMs to D1ALICE",
+           f"cpus:    {placement}",
            "latency: fake's received_at of the reply − the fake's time.monotonic() once it wrote the event;",
            "         (×n) = this ÷ the floor of the same protocol (for replies/s: floor ÷ this)",
            "", build_table(ordered, plan).render(), "", *goal_lines(ordered)]
@@ -301,10 +385,11 @@ def main(argv: list[str] | None = None) -> int:
         out += ["", *errors]
     if env is not None and env.notes:
         out += ["", "python-rtmbot install: " + "; ".join(env.notes)]
-    out += ["python-rtmbot runs unedited; bench/rtmbot_on_fake.py shims on its import path: Web API",
-            "URL → fake, collections.Hashable for PyYAML 3.x, plain-ws 'no data' seen as TLS's want-read.",
-            "Its loop (rtmbot/core.py) sleeps 0.1 s per iteration, and slackclient 1.x's rtm_read returns",
-            "at most one frame per call."]
+    if env is not None:
+        out += ["python-rtmbot runs unedited; bench/rtmbot_on_fake.py shims on its import path: Web API",
+                "URL → fake, collections.Hashable for PyYAML 3.x, plain-ws 'no data' seen as TLS's",
+                "want-read. Its loop (rtmbot/core.py) sleeps 0.1 s per iteration, and slackclient 1.x's",
+                "rtm_read returns at most one frame per call."]
     text = "\n".join(out)
     print(text)
     if args.write_results:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from children import REPO, BenchError, RtmbotdProcess, rtmbotd_argv  # noqa: E402
+from children import REPO, BenchError, RtmbotdProcess, pin_cpus, rtmbotd_argv  # noqa: E402
 from procstat import CpuUse, idle_cpu, peak_rss_mib, rss_mib  # noqa: E402
 from report import Latency, Table, machine_lines, median, ms, num  # noqa: E402
 from workload import Burst, burst_run, first_reply, latency_run, wait_connected  # noqa: E402
@@ -253,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short smoke run (smaller counts)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (configs, logs)")
     parser.add_argument("--modes", default="rtm,socket_mode", help="comma-separated: rtm,socket_mode")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the benchmark and the daemon to separate CPUs")
     args = parser.parse_args(argv)
+    placement = pin_cpus(not args.no_pin)
     plan = QUICK if args.quick else FULL
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
@@ -273,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     print("         fake Slack (rtmbotd.testing.FakeSlack) in the benchmark process on 127.0.0.1, echoing the")
     print("         bot's own messages back as events (the daemon drops them), fake rate limit off;")
     print("         RATE_LIMIT: 0 in the daemon's config (its per-channel limit would pace the burst)")
+    print(f"cpus:    {placement}")
     print("latency: fake's received_at of the reply − the fake's time.monotonic() once it wrote the event")
     print()
     print(build_table(results, plan).render())

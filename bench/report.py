@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 
+# Read at import, before a benchmark pins itself to one CPU (children.pin_cpus).
+_NPROC = len(os.sched_getaffinity(0))
+
+
 def machine_lines() -> list[str]:
     """nproc, CPU model, memory, kernel and Python, read from this machine."""
     model = "unknown CPU"
@@ -28,7 +32,7 @@ def machine_lines() -> list[str]:
     except (OSError, StopIteration, ValueError):
         pass
     return [
-        f"machine: {os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))}), {model}{mem}",
+        f"machine: {os.cpu_count()} cores (nproc {_NPROC}), {model}{mem}",
         f"system:  Linux {platform.release()}, {platform.python_implementation()} "
         f"{platform.python_version()}",
     ]

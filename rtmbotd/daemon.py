@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import gc
 import logging
 import signal
 import sys
@@ -243,6 +244,10 @@ class Daemon:
                 log.error("plugin %s skipped: %s", name, why)
             self.state = State.RUNNING
             self._status_at = now
+            # Start-up objects (modules, plugins) live for good: keep them out of every
+            # later collection, which otherwise stalls an event by up to ~15 ms.
+            gc.collect()
+            gc.freeze()
             self.notifier.ready(self.status_line(now))
             log.info("ready: generation %d, %d plugin(s) loaded, %d failed", self.plugins.generation,
                      len(self.plugins.plugins), len(self.plugins.errors))

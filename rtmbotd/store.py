@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from rtmbotd.store_engine import Backend, open_backend
 from rtmbotd.store_errors import (StoreBusyError, StoreCorruptError, StoreError, StoreFullError,
                                   StoreReadOnlyError, StoreUnavailableError, StoreVersionError,
-                                  StoreWriteError, translate)
+                                  StoreWriteError)
 from rtmbotd.store_plugin import ABSENT, PluginStore, encode
 from rtmbotd.store_schema import MIGRATIONS, Migration, kv, outbox
 from rtmbotd.store_url import resolve_url
@@ -143,7 +143,7 @@ class Store:
         return getattr(self._local, "tx", None)
 
     def _failed(self, exc: DBAPIError, who: str) -> StoreError:
-        error = translate(exc, f"{self._backend.where}: {who}" if who else self._backend.where)
+        error = self._backend.translate(exc, f"{self._backend.where}: {who}" if who else self._backend.where)
         log.error("store: %s", error)
         return error
 

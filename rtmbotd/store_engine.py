@@ -24,9 +24,9 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from rtmbotd.store_errors import (StoreBusyError, StoreCorruptError, StoreError, StoreUnavailableError,
-                                  is_transient, translate)
-from rtmbotd.store_schema import MIGRATIONS, Migration, upgrade
+from rtmbotd.store_errors import (StoreBusyError, StoreCorruptError, StoreError, StoreFullError,
+                                  StoreReadOnlyError, StoreUnavailableError, is_transient, translate)
+from rtmbotd.store_schema import MIGRATIONS, Migration, newest, refuse_newer, stored_version, upgrade
 from rtmbotd.store_url import SYNCHRONOUS_LEVELS, display_url, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,10 @@ class Backend:
 
     def check(self) -> None:
         """Open-time checks that the database is usable; raises StoreError."""
+
+    def translate(self, exc: DBAPIError, where: str) -> StoreError:
+        """The typed error for a driver exception (see store_errors.translate)."""
+        return translate(exc, where)
 
     # -- shared machinery -------------------------------------------------------------
     def _retrying(self, deadline: float, attempt: Callable[[], T]) -> T:
@@ -134,6 +138,11 @@ class Backend:
         return self._retrying(deadline, attempt)
 
     def migrate(self, migrations: tuple[Migration, ...] | list[Migration]) -> int:
+        """Upgrade the schema in place; an up-to-date database is only read, not locked."""
+        current = self.read(stored_version)
+        refuse_newer(current, self.where, migrations)
+        if current == newest(migrations):
+            return current
         return self.write("\0schema", lambda conn: upgrade(conn, self.where, migrations))
 
     def close(self) -> None:
@@ -181,6 +190,18 @@ class SQLiteBackend(Backend):
         conn.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
         conn.begin()
 
+    def translate(self, exc: DBAPIError, where: str) -> StoreError:
+        # SQLite reports a read-only or full filesystem variously (READONLY, CANTOPEN,
+        # IOERR); the filesystem itself says which it is.
+        error = translate(exc, where)
+        if self.path is None or isinstance(error, (StoreCorruptError, StoreBusyError)):
+            return error
+        found = _filesystem_problem(self.path)
+        if found is None:
+            return error
+        kind, why = found
+        return kind(f"{where}: {why}; nothing was written ({getattr(exc, 'orig', exc)})")
+
     def check(self) -> None:
         hint = ""
         if self.path is not None:
@@ -192,17 +213,19 @@ class SQLiteBackend(Backend):
             with self.engine.connect() as conn:
                 conn.execution_options(**{_BEGIN_OPTION: None})
                 mode = conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar()
-                problems = [row[0] for row in conn.exec_driver_sql("PRAGMA quick_check")]
+                rows = conn.exec_driver_sql("PRAGMA quick_check(20)")
+                problems = [line for row in rows for line in str(row[0]).splitlines()
+                            if line.strip() and not line.startswith("***")]
                 return str(mode).lower(), problems
         try:
             mode, problems = self._retrying(time.monotonic() + self.lock_timeout, attempt)
         except DBAPIError as exc:
-            error = translate(exc, self.where)
+            error = self.translate(exc, self.where)
             if isinstance(error, StoreCorruptError):
                 raise StoreCorruptError(f"{error}.{hint}") from None
             raise error from None
         if problems != ["ok"]:
-            shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+            shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
             raise StoreCorruptError(f"{self.where}: the database is damaged (quick_check: {shown}).{hint}")
         if mode != "wal":
             raise StoreError(f"{self.where}: cannot use WAL journal mode (got {mode!r}); "
@@ -270,11 +293,30 @@ def open_backend(url: URL, synchronous: str = "FULL", lock_timeout: float = 120.
         try:
             backend.migrate(migrations)
         except DBAPIError as exc:
-            raise translate(exc, backend.where) from None
+            raise backend.translate(exc, backend.where) from None
     except BaseException:
         backend.close()
         raise
     return backend
+
+
+def _filesystem_problem(path: Path) -> tuple[type[StoreError], str] | None:
+    """Why the SQLite file at `path` cannot be written, if the filesystem says so."""
+    folder = path.parent
+    try:
+        fs = os.statvfs(folder)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY:
+        return StoreReadOnlyError, f"the filesystem holding {folder} is mounted read-only"
+    if fs.f_bfree == 0 or (fs.f_bavail == 0 and os.geteuid() != 0):
+        return StoreFullError, f"no space left on the filesystem holding {folder}"
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), folder):
+        if candidate.exists() and not os.access(candidate, os.W_OK):
+            st = candidate.stat()
+            return StoreReadOnlyError, (f"{candidate} is not writable by uid {os.geteuid()} "
+                                        f"(owner uid {st.st_uid}, mode {st.st_mode & 0o7777:o})")
+    return None
 
 
 def _give_to_directory_owner(path: Path) -> None:

@@ -74,14 +74,22 @@ def stored_version(conn: Connection) -> int:
     return int(value) if value is not None else 0
 
 
-def upgrade(conn: Connection, where: str, migrations: Sequence[Migration] = MIGRATIONS) -> int:
-    """Migrate in place to the newest known version, inside the caller's transaction."""
-    known = max((m.version for m in migrations), default=0)
-    current = stored_version(conn)
-    if current > known:
+def newest(migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    return max((m.version for m in migrations), default=0)
+
+
+def refuse_newer(current: int, where: str, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+    """StoreVersionError when the database is newer than this code."""
+    if current > newest(migrations):
         raise StoreVersionError(
             f"{where}: schema version {current} was written by a newer rtmbotd; this one knows "
-            f"up to version {known}. Upgrade rtmbotd, or restore a backup made by this version.")
+            f"up to version {newest(migrations)}. Upgrade rtmbotd, or restore a backup made by this version.")
+
+
+def upgrade(conn: Connection, where: str, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Migrate in place to the newest known version, inside the caller's transaction."""
+    current = stored_version(conn)
+    refuse_newer(current, where, migrations)
     for migration in sorted(migrations, key=lambda m: m.version):
         if migration.version <= current:
             continue

@@ -76,4 +76,5 @@ def sqlite_path(url: URL) -> Path | None:
 
 def display_url(url: URL) -> str:
     """The URL as safe to print: the password is dropped, not masked."""
-    return url.set(password=None).render_as_string(hide_password=False)
+    # (URL.set(password=None) would keep the password: None there means "unchanged".)
+    return url._replace(password=None).render_as_string(hide_password=False)
