@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     console = sub.add_parser("console", help="chat with the bot's plugins on a built-in fake Slack")
     console.add_argument("--channel", default="D1ALICE",
                          help="channel your lines go to (default D1ALICE, a DM; try C1GENERAL)")
+    from rtmbotd.store_cli import add_store_parser
+    add_store_parser(sub)
     return parser
 
 
@@ -77,8 +79,17 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def check_config(config: Config) -> int:
+    """Load what a (re)start would load: the store and every plugin, without connecting."""
     from rtmbotd.plugins import PluginEnv, build_plugin_set
-    plugins = build_plugin_set(config, PluginEnv())
+    import tempfile
+    from rtmbotd.store import Store, StoreUnavailableError
+    with tempfile.TemporaryDirectory(prefix="rtmbotd-check-") as scratch:
+        try:   # never create a store just to check: a fresh install has none yet
+            store = Store.open(config.store_url, config.base_path, config.store_synchronous, create=False)
+        except StoreUnavailableError:          # plugins still find a working `store`
+            store = Store.open(f"sqlite:///{scratch}/check.sqlite")
+        with store:
+            plugins = build_plugin_set(config, PluginEnv(store_for=store.plugin))
     if plugins.errors:
         raise PluginLoadError(plugins.errors)
     names = ", ".join(sorted(plugins.plugins)) or "none"
@@ -112,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         config = _load(args)
         if args.check_config:
             return check_config(config)
+        if args.command == "store":
+            from rtmbotd.store_cli import run_store_command
+            return run_store_command(args, config)
         if args.command == "console" or (args.command is None and not config.has_token
                                           and not _under_systemd() and not (args.daemon or config.daemon)):
             from rtmbotd.console import run_console

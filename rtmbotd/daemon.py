@@ -21,7 +21,7 @@ from typing import Any, Callable
 from rtmbotd.config import Config, load_config
 from rtmbotd.connector import Connector, LinkFailed, LinkOpened, SendResult
 from rtmbotd.directory import Directory
-from rtmbotd.errors import ConfigError
+from rtmbotd.errors import ConfigError, StoreError
 from rtmbotd.frames import copy_json, event_type
 from rtmbotd.inbox import Inbox
 from rtmbotd.logsetup import Logging
@@ -75,7 +75,8 @@ class DirectoryListed:
 class Daemon:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic,
                  logging_: Logging | None = None, overrides: dict | None = None,
-                 notifier: Notifier | None = None, install_signals: bool = True) -> None:
+                 notifier: Notifier | None = None, install_signals: bool = True,
+                 store: Any = None) -> None:
         self.config = config
         self.clock = clock
         self.logging = logging_ or Logging()
@@ -90,7 +91,9 @@ class Daemon:
         self.directory = Directory()
         self.directory_at: float | None = None
         self.slack_client = PluginSlackClient()
+        self.store = store
         self.env = PluginEnv(slack_client=self.slack_client)
+        self._restored: dict[int, dict] = {}     # outbox seq -> record saved at the last stop
         self._seen_envelopes: dict[str, None] = {}
         self._reload_again = False
         self._stop_deadline: float | None = None
@@ -128,6 +131,7 @@ class Daemon:
         self.inbox = Inbox(self.loop)
         self.connector = Connector(self._post, self.outbox, self.clock)
         self.router = Router(self.outbox, self.directory, self._open_dm)
+        self._open_store()
         if self.install_signals:
             self._install_signals()
         if self.notifier.watchdog_interval:
@@ -140,6 +144,33 @@ class Daemon:
                 for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                     self.loop.remove_signal_handler(signum)
         return self.exit_code
+
+    def _open_store(self) -> None:
+        """Open the plugin store (raises StoreError) and queue last run's undelivered messages."""
+        if self.store is None:
+            from rtmbotd.store import Store
+            self.store = Store.open(self.config.store_url, self.config.base_path, self.config.store_synchronous)
+        self.env.store_for = self.store.plugin
+        records = self.store.load_outbox()
+        if records:
+            now = self.clock()
+            for record in records:
+                for msg in self.outbox.enqueue(record["channel"], record.get("text"), record.get("plugin", "?"),
+                                               now, record.get("extra")):
+                    self._restored[msg.seq] = msg.as_record()
+            self.outbox.on_settled = self._settled
+            log.info("%d message(s) saved at the last stop will be sent first", len(records))
+
+    def _settled(self, msg: Any) -> None:
+        """A message restored from the store left the outbox: the saved copy goes too."""
+        if self._restored.pop(msg.seq, None) is None:
+            return
+        try:
+            self.store.save_outbox(list(self._restored.values()))
+        except StoreError as exc:
+            log.error("cannot update the saved outbox: %s", exc)
+        if not self._restored:
+            self.outbox.on_settled = None
 
     def send_signal(self, signum: int) -> None:
         """From any thread: act as if `signum` arrived (embedding, tests)."""
@@ -292,6 +323,8 @@ class Daemon:
         self.workers.sort(key=lambda w: order[id(w.unit)])
         old_plugins, self.plugins = self.plugins, plugins
         self._discard_replaced(old_plugins, plugins)
+        if (config.store_url, config.store_synchronous) != (self.config.store_url, self.config.store_synchronous):
+            log.warning("STORE_URL / STORE_SYNCHRONOUS changed: takes effect at the next restart")
         self.config = config
         self.logging.configure(debug=config.debug, logfile=config.logfile)
         self.outbox.configure(config.rate_limit, config.rate_burst, now)
@@ -365,12 +398,24 @@ class Daemon:
         busy = [w.unit.name for w in self.workers if w.alive]
         if busy:
             log.warning("plugins still running at the stop deadline: %s", ", ".join(busy))
-        left = len(self.outbox) + self.router.waiting
-        if left:
-            log.warning("%d message(s) not delivered before the stop deadline", left)
         await self.connector.close()
+        self._save_outbox()
         self.state = State.STOPPED
         log.info("stopped")
+
+    def _save_outbox(self) -> None:
+        """Keep what could not be delivered; it is sent, in order, on the next start."""
+        records = self.outbox.snapshot() + self.router.pending_records()
+        try:
+            if records:
+                self.store.save_outbox(records)
+                log.warning("%d undelivered message(s) saved; they will be sent on the next start", len(records))
+            elif self._restored or self.store.load_outbox():
+                self.store.clear_outbox()
+        except StoreError as exc:
+            log.error("cannot save %d undelivered message(s): %s", len(records), exc)
+        finally:
+            self.store.close()
 
     # -- Slack frames -----------------------------------------------------------------
     def handle_link_opened(self, item: LinkOpened) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from rtmbotd.ratelimit import RateLimiter
 
@@ -88,6 +88,7 @@ class Outbox:
         self._channels: dict[str, _Channel] = {}
         self._turns: deque[str] = deque()        # channels with pending messages, in turn order
         self.web_paused_until = 0.0
+        self.on_settled: Callable[[Message], None] | None = None   # delivered or dropped
 
     def configure(self, rate: float, burst: int, now: float) -> None:
         """Apply new limits (on reload) without losing queued messages."""
@@ -183,6 +184,8 @@ class Outbox:
         chan = self._channels.get(msg.channel)
         if chan is not None and chan.inflight.pop(msg.seq, None) is not None:
             chan.failures = 0
+            if self.on_settled is not None:
+                self.on_settled(msg)
 
     dropped = delivered   # a permanent failure leaves the queue the same way
 

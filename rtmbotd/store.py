@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.exc import DBAPIError
@@ -23,7 +23,7 @@ from rtmbotd.store_engine import Backend, open_backend
 from rtmbotd.store_errors import (StoreBusyError, StoreCorruptError, StoreError, StoreFullError,
                                   StoreReadOnlyError, StoreUnavailableError, StoreVersionError,
                                   StoreWriteError)
-from rtmbotd.store_plugin import ABSENT, PluginStore, encode
+from rtmbotd.store_plugin import ABSENT, PluginStore, check_key, encode, put_row
 from rtmbotd.store_schema import MIGRATIONS, Migration, kv, outbox
 from rtmbotd.store_url import resolve_url
 
@@ -100,6 +100,37 @@ class Store:
         """Every plugin with at least one key, sorted."""
         return self._read("", lambda c: list(c.scalars(select(kv.c.plugin).distinct().order_by(kv.c.plugin))))
 
+    def dump(self, plugin: str | None = None) -> dict[str, dict[str, Any]]:
+        """{plugin: {key: value}} for every plugin (or just `plugin`), read atomically."""
+        stmt = select(kv.c.plugin, kv.c.key, kv.c.value).order_by(kv.c.plugin, kv.c.key)
+        if plugin is not None:
+            stmt = stmt.where(kv.c.plugin == plugin)
+        out: dict[str, dict[str, Any]] = {}
+        for name, key, value in self._read("dump", lambda c: c.execute(stmt).all()):
+            out.setdefault(name, {})[key] = json.loads(value)
+        return out
+
+    def load(self, data: Mapping[str, Mapping[str, Any]], replace: bool = False) -> int:
+        """Merge a `dump()`-shaped mapping in one atomic write; `replace` first empties
+        the plugins it names. Returns the number of keys written."""
+        rows: dict[str, list[tuple[str, str]]] = {}
+        for name, keys in data.items():
+            if not isinstance(name, str) or not isinstance(keys, Mapping):
+                raise TypeError(f"load: plugin {name!r}: expected a mapping of key to value, "
+                                f"got {type(keys).__name__}")
+            rows[name] = [(check_key(k), encode(k, v)) for k, v in keys.items()]
+
+        def write(conn: Connection) -> int:
+            for name, pairs in rows.items():
+                if replace:
+                    conn.execute(delete(kv).where(kv.c.plugin == name))
+                for key, value in pairs:
+                    put_row(conn, name, key, value)
+            return sum(len(p) for p in rows.values())
+        if not rows:
+            return 0
+        return self._write("load", ["kv:" + name for name in rows], write)
+
     def close(self) -> None:
         """Release connections; later calls raise StoreError."""
         self._closed = True
@@ -154,14 +185,15 @@ class Store:
         except DBAPIError as exc:
             raise self._failed(exc, who) from None
 
-    def _write(self, who: str, lock: str, fn: Callable[[Connection], T]) -> T:
+    def _write(self, who: str, locks: str | Sequence[str], fn: Callable[[Connection], T]) -> T:
         tx = self._active()
         try:
             if tx is None:
-                return self._backend.write(lock, fn)
-            if lock not in tx.locked:
-                self._backend.lock(tx.conn, lock)
-                tx.locked.add(lock)
+                return self._backend.write(locks, fn)
+            for lock in sorted({locks} if isinstance(locks, str) else set(locks)):
+                if lock not in tx.locked:
+                    self._backend.lock(tx.conn, lock)
+                    tx.locked.add(lock)
             return fn(tx.conn)
         except DBAPIError as exc:
             raise self._failed(exc, who) from None

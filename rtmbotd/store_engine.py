@@ -18,7 +18,7 @@ import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL
@@ -101,11 +101,11 @@ class Backend:
         return self._retrying(time.monotonic() + self.lock_timeout, attempt)
 
     @contextmanager
-    def transaction(self, name: str) -> Iterator[Connection]:
-        """A write transaction holding the write lock for `name`; commits on success."""
+    def transaction(self, names: str | Sequence[str]) -> Iterator[Connection]:
+        """A write transaction holding the write lock(s) for `names`; commits on success."""
         deadline = time.monotonic() + self.lock_timeout
         with self._writer_slot(deadline):
-            conn = self._retrying(deadline, lambda: self._connect_and_begin(name))
+            conn = self._retrying(deadline, lambda: self._connect_and_begin(names))
             try:
                 yield conn
                 conn.commit()
@@ -118,22 +118,23 @@ class Backend:
             finally:
                 conn.close()
 
-    def _connect_and_begin(self, name: str) -> Connection:
+    def _connect_and_begin(self, names: str | Sequence[str]) -> Connection:
         conn = self.engine.connect()
         try:
             self._begin_write(conn)
-            self.lock(conn, name)
+            for name in sorted({names} if isinstance(names, str) else set(names)):   # one order: no deadlocks
+                self.lock(conn, name)
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def write(self, name: str, fn: Callable[[Connection], T]) -> T:
+    def write(self, names: str | Sequence[str], fn: Callable[[Connection], T]) -> T:
         """Run `fn` in its own write transaction; the whole of it is retried on contention."""
         deadline = time.monotonic() + self.lock_timeout
 
         def attempt() -> T:
-            with self.transaction(name) as conn:
+            with self.transaction(names) as conn:
                 return fn(conn)
         return self._retrying(deadline, attempt)
 

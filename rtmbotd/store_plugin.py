@@ -47,6 +47,8 @@ class _Absent:
 ABSENT: Any = _Absent()
 """'No such key' for compare_and_set, distinct from a stored JSON null (None)."""
 
+_NO_DEFAULT: Any = object()
+
 
 def encode(key: str, value: Any) -> str:
     """JSON text for `value`; TypeError naming the key and the offending type."""
@@ -61,10 +63,17 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-def _check_key(key: Any) -> str:
+def check_key(key: Any) -> str:
     if not isinstance(key, str):
         raise TypeError(f"store keys must be str, not {type(key).__name__} ({key!r:.40})")
     return key
+
+
+def put_row(conn: Connection, plugin: str, key: str, text: str) -> None:
+    """Insert or replace one key's JSON text (the caller holds the plugin's write lock)."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(kv).values(plugin=plugin, key=key, value=text)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["plugin", "key"], set_={"value": stmt.excluded["value"]}))
 
 
 def table_prefix_for(plugin: str) -> str:
@@ -115,9 +124,7 @@ class PluginStore(MutableMapping):
         return conn.execute(select(kv.c.value).where(kv.c.plugin == self.name, kv.c.key == key)).scalar()
 
     def _put(self, conn: Connection, key: str, text: str) -> None:
-        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        stmt = insert(kv).values(plugin=self.name, key=key, value=text)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["plugin", "key"], set_={"value": stmt.excluded["value"]}))
+        put_row(conn, self.name, key, text)
 
     def _remove(self, conn: Connection, key: str) -> bool:
         return conn.execute(delete(kv).where(kv.c.plugin == self.name, kv.c.key == key)).rowcount > 0
@@ -130,17 +137,17 @@ class PluginStore(MutableMapping):
 
     # -- the mapping ----------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
-        text = self._read(key, lambda c: self._row(c, _check_key(key)))
+        text = self._read(key, lambda c: self._row(c, check_key(key)))
         if text is None:
             raise KeyError(key)
         return json.loads(text)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        text = encode(_check_key(key), value)
+        text = encode(check_key(key), value)
         self._write(key, lambda c: self._put(c, key, text))
 
     def __delitem__(self, key: str) -> None:
-        if not self._write(key, lambda c: self._remove(c, _check_key(key))):
+        if not self._write(key, lambda c: self._remove(c, check_key(key))):
             raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
@@ -184,7 +191,7 @@ class PluginStore(MutableMapping):
     def update(self, other: Any = (), /, **kwds: Any) -> None:
         """Set several keys in one atomic write."""
         pairs = list(other.items() if hasattr(other, "items") else other) + list(kwds.items())
-        encoded = [(_check_key(k), encode(k, v)) for k, v in pairs]
+        encoded = [(check_key(k), encode(k, v)) for k, v in pairs]
 
         def put_all(c: Connection) -> None:
             for k, text in encoded:
@@ -199,7 +206,7 @@ class PluginStore(MutableMapping):
             raise TypeError(f"store.incr({key!r}): by must be an int, not {type(by).__name__}")
 
         def add(c: Connection) -> int:
-            text = self._row(c, _check_key(key))
+            text = self._row(c, check_key(key))
             current = 0 if text is None else json.loads(text)
             if not isinstance(current, int) or isinstance(current, bool):
                 raise TypeError(f"store.incr({key!r}): the stored value is a {type(current).__name__}, not an int")
@@ -209,7 +216,7 @@ class PluginStore(MutableMapping):
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         """The value at `key`; if absent, store `default` first (atomically) and return it."""
-        text = encode(_check_key(key), default)
+        text = encode(check_key(key), default)
 
         def get_or_put(c: Connection) -> str:
             stored = self._row(c, key)
@@ -225,7 +232,7 @@ class PluginStore(MutableMapping):
         `expected=ABSENT` means "only if the key is missing" (None means a stored null);
         `new=ABSENT` deletes the key. Values compare as JSON (1 != 1.0 != True).
         """
-        _check_key(key)
+        check_key(key)
         want = None if expected is ABSENT else _canonical(json.loads(encode(key, expected)))
         text = None if new is ABSENT else encode(key, new)
 
@@ -241,16 +248,16 @@ class PluginStore(MutableMapping):
             return True
         return self._write(key, swap)
 
-    def pop(self, key: str, default: Any = ABSENT) -> Any:
+    def pop(self, key: str, default: Any = _NO_DEFAULT) -> Any:
         """Remove `key` and return its value (atomically); `default` or KeyError if absent."""
         def take(c: Connection) -> str | None:
-            stored = self._row(c, _check_key(key))
+            stored = self._row(c, check_key(key))
             if stored is not None:
                 self._remove(c, key)
             return stored
         stored = self._write(key, take)
         if stored is None:
-            if default is ABSENT:
+            if default is _NO_DEFAULT:
                 raise KeyError(key)
             return default
         return json.loads(stored)

@@ -173,7 +173,7 @@ def test_behaves_like_a_dict(ps: PluginStore) -> None:
     with pytest.raises(KeyError):
         del ps["k"]
     ps.update({"a": 1, "b": 2}, c=3)
-    assert ps.pop("a") == 1 and ps.pop("a", "gone") == "gone"
+    assert ps.pop("a") == 1 and ps.pop("a", "gone") == "gone" and ps.pop("a", ABSENT) is ABSENT
     assert ps.popitem() == ("b", 2)
     assert ps.clear() == 2 and len(ps) == 0
     with pytest.raises(TypeError, match="keys must be str"):

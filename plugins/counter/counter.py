@@ -1,7 +1,8 @@
-"""Counts messages per channel; `count` shows the number."""
-outputs = []
+"""Counts messages per channel in the persistent store; `count` shows the number.
 
-counts = {}
+`store` is provided by rtmbotd: a dict-like per-plugin store that survives restarts.
+"""
+outputs = []
 
 
 def process_message(data):
@@ -10,6 +11,7 @@ def process_message(data):
     if not channel:
         return
     if text == "count":
-        outputs.append([channel, "{} message(s) seen in this channel".format(counts.get(channel, 0))])
+        seen = store.get("seen:" + channel, 0)
+        outputs.append([channel, "{} message(s) seen in this channel".format(seen)])
         return
-    counts[channel] = counts.get(channel, 0) + 1
+    store.incr("seen:" + channel)

@@ -55,6 +55,8 @@ class NotifyListener:
 
     def __init__(self, path: Path) -> None:
         self.path = str(path)
+        if path.exists():
+            path.unlink()        # left by an earlier process in the same folder
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
         self.messages: list[tuple[float, dict]] = []

@@ -1,0 +1,129 @@
+"""The store seen from outside: durable outbox, SIGKILL crash safety, plugins' store."""
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.harness import Rtmbotd, clean_env, rtmbotd_command, wait_until
+
+WRITER = '''
+outputs = []
+def process_message(data):
+    text = data.get("text", "")
+    if text.startswith("w "):
+        n = int(text[2:])
+        store["k%06d" % n] = {"n": n}
+        store.incr("writes")
+        outputs.append([data["channel"], "ack %d" % n])
+'''
+
+
+def test_undelivered_messages_survive_a_stop_and_go_out_once_in_order(tmp_path, fake):
+    flag = tmp_path / "go"
+    bot = Rtmbotd(tmp_path, fake, plugins={"burst": f'''
+        import os
+        outputs = []
+        crontable = [[0.1, "tick"]]
+        done = False
+        def tick():
+            global done
+            if not done and os.path.exists({str(flag)!r}):
+                done = True
+                for i in range(5):
+                    outputs.append(["C1GENERAL", "saved %d" % i])
+                outputs.append(["@bob", "saved for bob"])       # waits for a DM channel too
+        '''}, settings={"STOP_TIMEOUT": 1})
+    try:
+        bot.start()
+        fake.refuse_connections(1000)
+        fake.drop_connections()                    # the link is gone and stays gone
+        bot.wait_log("Slack connection lost")
+        flag.touch()                               # now the plugin produces its messages
+        time.sleep(0.5)
+        bot.signal(signal.SIGTERM)
+        assert bot.wait_exit() == 0
+        assert "6 undelivered message(s) saved" in bot.log()
+        assert fake.sent_messages() == []
+    finally:
+        bot.stop()
+    flag.unlink()                                  # the plugin stays quiet from now on
+    fake.refuse_connections(0)
+    again = Rtmbotd(tmp_path, fake, plugins={})
+    try:
+        again.start()
+        msgs = fake.wait_for_messages(6, timeout=15)
+        assert [m["text"] for m in msgs if m["channel"] == "C1GENERAL"] == [f"saved {i}" for i in range(5)]
+        assert [m["text"] for m in msgs if m["channel"] != "C1GENERAL"] == ["saved for bob"]
+        again.signal(signal.SIGTERM)
+        assert again.wait_exit() == 0
+        assert "will be sent first" in again.log()
+    finally:
+        again.stop()
+    third = Rtmbotd(tmp_path, fake, plugins={})
+    try:
+        third.start()
+        time.sleep(0.5)
+        assert len(fake.sent_messages()) == 6       # nothing sent twice
+    finally:
+        third.stop()
+
+
+def test_store_survives_sigkill_at_random_points(tmp_path, fake):
+    rng = random.Random(20261125)
+    acked: set[int] = set()
+    n = 0
+    db = tmp_path / "store.sqlite"
+    for round_ in range(8):
+        bot = Rtmbotd(tmp_path, fake, plugins={"writer": WRITER}, notify=(round_ == 0))
+        try:
+            bot.start(wait_ready=False)
+            bot.wait_log("connected to Slack", count=1)
+            deadline = time.monotonic() + rng.uniform(0.2, 1.0)
+            while time.monotonic() < deadline:
+                n += 1
+                fake.message(f"w {n}", channel="C1GENERAL")
+                time.sleep(0.002)
+            bot.proc.send_signal(signal.SIGKILL)
+            bot.proc.wait(10)
+        finally:
+            bot.stop()
+        for m in fake.sent_messages():
+            if m["text"].startswith("ack "):
+                acked.add(int(m["text"][4:]))
+        # a fresh log per round
+        bot.log_path.unlink()
+    assert len(acked) > 50, "the plugin should have acknowledged writes before the kills"
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = dict(con.execute("SELECT key, value FROM rtmbot_kv WHERE plugin = 'writer'").fetchall())
+    finally:
+        con.close()
+    missing = [k for k in sorted(acked) if "k%06d" % k not in rows]
+    assert not missing, f"acknowledged writes lost after SIGKILL: {missing[:20]}"
+    assert json.loads(rows["k%06d" % min(acked)]) == {"n": min(acked)}
+
+
+def test_store_cli_reads_what_the_running_daemon_wrote(tmp_path, fake):
+    bot = Rtmbotd(tmp_path, fake, plugins={"writer": WRITER})
+    try:
+        bot.start()
+        assert bot.say("w 7", channel="C1GENERAL") == ["ack 7"]
+        get = subprocess.run(rtmbotd_command() + ["-c", str(bot.conf), "store", "get", "writer", "k000007"],
+                             env=clean_env(), capture_output=True, text=True, timeout=30)
+        assert get.returncode == 0, get.stderr
+        assert json.loads(get.stdout) == {"n": 7}
+        put = subprocess.run(rtmbotd_command() + ["-c", str(bot.conf), "store", "set", "writer", "writes", "100"],
+                             env=clean_env(), capture_output=True, text=True, timeout=30)
+        assert put.returncode == 0, put.stderr
+        assert bot.say("w 8", channel="C1GENERAL") == ["ack 8"]
+        dump = subprocess.run(rtmbotd_command() + ["-c", str(bot.conf), "store", "dump"],
+                              env=clean_env(), capture_output=True, text=True, timeout=30)
+        data = json.loads(dump.stdout)
+        assert data["writer"]["writes"] == 101
+    finally:
+        bot.stop()
