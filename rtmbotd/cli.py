@@ -116,11 +116,26 @@ def run(config: Config, args: argparse.Namespace) -> int:
         return asyncio.run(daemon.run())
 
 
+PACKAGED_STATE_DIR = "/var/lib/rtmbot"
+
+
+def _packaged_state_directory(config: Config) -> None:
+    """Run by hand with the packaged config, use the service's state directory.
+
+    systemd sets $STATE_DIRECTORY for the service (and its ExecReload); a sysadmin's
+    `rtmbotd store dump` or `--check-config` must find the same store.
+    """
+    if (not os.environ.get("STATE_DIRECTORY") and not config.store_url
+            and str(config.path) == DEFAULT_CONFIG_PATH and os.path.isdir(PACKAGED_STATE_DIR)):
+        os.environ["STATE_DIRECTORY"] = PACKAGED_STATE_DIR
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = _load(args)
+        _packaged_state_directory(config)
         if args.check_config:
             return check_config(config)
         if args.command == "store":

@@ -37,7 +37,7 @@ KNOWN_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "IMPORT_TIMEOUT": (_NUMBERS, "seconds"),
     "STOP_TIMEOUT": (_NUMBERS, "seconds"),
     "STORE_URL": ((str,), "an SQLAlchemy URL"),
-    "STORE_SYNCHRONOUS": ((str,), "FULL, NORMAL or OFF"),
+    "STORE_SYNCHRONOUS": ((str,), "FULL, NORMAL, EXTRA or OFF"),
 }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from rtmbotd.store_engine import Backend, open_backend
@@ -57,7 +58,7 @@ class Store:
         self._closed = False
 
     @classmethod
-    def open(cls, url: str | None, base_path: Path | str | None = None, synchronous: str = "FULL", *,
+    def open(cls, url: str | URL | None, base_path: Path | str | None = None, synchronous: str = "FULL", *,
              env: Mapping[str, str] | None = None, outbox_owner: str | None = None, create: bool = True,
              lock_timeout: float = 120.0, migrations: Sequence[Migration] = MIGRATIONS) -> "Store":
         """Open (creating and upgrading as needed) the store at `url`; raises StoreError.

@@ -106,7 +106,14 @@ class PluginStore(MutableMapping):
 
     @property
     def engine(self) -> Engine:
-        """For plugins keeping their own tables: name them with `table_prefix`."""
+        """For plugins keeping their own tables, named `table_prefix + "..."`.
+
+        Tables live in the database's default schema on both backends (on PostgreSQL the
+        first schema of search_path; to keep rtmbotd apart, give it a schema of its own
+        with `?options=-csearch_path%3Drtmbot` in STORE_URL). Write to them inside
+        `with store.transaction():` through `store.connection`, to share the store's
+        locking and retries; writes through the engine directly get neither.
+        """
         return self._store.engine
 
     @property
@@ -280,7 +287,9 @@ class PluginStore(MutableMapping):
         atomic and isolated unit: all of it is kept, or (on an exception) none of it.
 
         Other threads' writes to this plugin wait until the block ends; their reads do
-        not wait and see the state before it. Nested blocks are savepoints.
+        not wait and see the state before it. Nested blocks are savepoints. Keep blocks
+        short: on SQLite one holds the database's write lock, so every other writer (all
+        plugins, other processes) waits for it.
         """
         with self._store._transaction(self._where(), self._lock_name):
             yield self

@@ -34,15 +34,16 @@ def default_directory(base_path: Path | str | None, env: Mapping[str, str]) -> P
     return Path(base_path)
 
 
-def resolve_url(url: str | None, base_path: Path | str | None = None,
+def resolve_url(url: str | URL | None, base_path: Path | str | None = None,
                 env: Mapping[str, str] | None = None) -> URL:
     """The SQLAlchemy URL the store opens; raises StoreError for an unusable setting."""
     env = os.environ if env is None else env
-    if url is None or not str(url).strip():
+    if url is None or (isinstance(url, str) and not url.strip()):
         path = default_directory(base_path, env) / DEFAULT_FILENAME
         return URL.create("sqlite", database=str(path.absolute()))
     try:
-        parsed = make_url(str(url).strip())
+        # (str() of a URL object would mask its password: pass the object itself.)
+        parsed = make_url(url.strip() if isinstance(url, str) else url)
     except ArgumentError as exc:
         raise StoreError(f"STORE_URL: not an SQLAlchemy URL ({exc})") from None
     backend = parsed.get_backend_name()
