@@ -304,6 +304,34 @@ class Connector:
             log.warning("sending to %s failed (%s); retrying in %g s", msg.channel, error.error, wait)
         self.pump(now)
 
+    # -- directory look-ups (results come back through the inbox) ------------------
+    def open_dm(self, user: str, result: Callable[..., Any]) -> None:
+        """conversations.open for `user`; posts result(user, channel_id | None, error)."""
+        async def call() -> None:
+            try:
+                resp = await self.web.call("conversations.open", users=user)
+                self._post(result(user, (resp.get("channel") or {}).get("id")))
+            except WebError as exc:
+                self._post(result(user, None, str(exc)))
+        if self.web is None:
+            self._post(result(user, None, "no Slack token"))
+        else:
+            self._spawn(call())
+
+    def list_directory(self, result: Callable[..., Any]) -> None:
+        """List channels and users; posts result(channels, users, error)."""
+        async def call() -> None:
+            try:
+                channels = await self.web.paginate("conversations.list", "channels",
+                                                   types="public_channel,private_channel,mpim,im",
+                                                   exclude_archived="true")
+                users = await self.web.paginate("users.list", "members")
+                self._post(result(channels, users, None))
+            except WebError as exc:
+                self._post(result([], [], str(exc)))
+        if self.web is not None:
+            self._spawn(call())
+
     # -- shutdown ----------------------------------------------------------------
     def _retire(self, link: Link) -> None:
         self._spawn(link.close(1000, "replaced"))

@@ -7,34 +7,30 @@ watchdog, a reconnect, a rate-limited send) and never polls.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import enum
 import gc
 import logging
 import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from rtmbotd.config import Config, load_config
+from rtmbotd.config import Config
 from rtmbotd.connector import Connector, LinkFailed, LinkOpened, SendResult
 from rtmbotd.directory import Directory
-from rtmbotd.errors import ConfigError, StoreError
-from rtmbotd.frames import copy_json, event_type
+from rtmbotd.errors import StoreError
+from rtmbotd.generation import Built, build_generation, reload_problem
+from rtmbotd.host import PluginHost, forget_modules
 from rtmbotd.inbox import Inbox
 from rtmbotd.logsetup import Logging
 from rtmbotd.notify import Notifier
 from rtmbotd.outbox import Outbox
-from rtmbotd.plugins import PluginEnv, PluginSet, build_plugin_set
+from rtmbotd.plugins import PluginEnv, PluginSet
 from rtmbotd.router import DMOpened, Router, parse_output
-from rtmbotd.scheduler import Scheduler
-from rtmbotd.slack.link import Link, LinkBadFrame, LinkClosed, LinkFrame
+from rtmbotd.slack.link import LinkBadFrame, LinkClosed, LinkFrame
 from rtmbotd.slack.plugin_client import PluginSlackClient
-from rtmbotd.slack.socket_mode import unwrap
-from rtmbotd.slack.web import WebError
-from rtmbotd.worker import PluginReport, Worker, WorkerExited, run_event
+from rtmbotd.slack.protocol import CLASSIFIERS, Event, Goodbye, Hello, Pong, Reply
+from rtmbotd.worker import PluginReport, WorkerExited
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +53,6 @@ class Signal:
 
 
 @dataclass(frozen=True)
-class Built:
-    """A generation built off the loop: a new config and plugin set, or why not."""
-
-    config: Config | None
-    plugins: PluginSet | None
-    error: str | None
-
-
-@dataclass(frozen=True)
 class DirectoryListed:
     channels: list
     users: list
@@ -85,8 +72,7 @@ class Daemon:
         self.state = State.STARTING
         self.install_signals = install_signals
         self.exit_code = 0
-        self.plugins: PluginSet | None = None
-        self.workers: list[Worker] = []
+        self.host: PluginHost | None = None
         self.outbox = Outbox(config.rate_limit, config.rate_burst)
         self.directory = Directory()
         self.directory_at: float | None = None
@@ -99,7 +85,6 @@ class Daemon:
         self._stop_deadline: float | None = None
         self._watchdog_at: float | None = None
         self._status_at = 0.0
-        self._job_ids = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.inbox: Inbox | None = None
         self.connector: Connector | None = None
@@ -112,7 +97,6 @@ class Daemon:
             SendResult: self.handle_sent, DMOpened: self.handle_dm_opened,
             DirectoryListed: self.handle_directory_listed,
         }
-        self.scheduler = Scheduler(clock)
 
     # -- set-up -------------------------------------------------------------------
     def _post(self, item: Any) -> None:
@@ -130,7 +114,8 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         self.inbox = Inbox(self.loop)
         self.connector = Connector(self._post, self.outbox, self.clock)
-        self.router = Router(self.outbox, self.directory, self._open_dm)
+        self.host = PluginHost(self.inbox.put_threadsafe, self.clock)
+        self.router = Router(self.outbox, self.directory, lambda user: self.connector.open_dm(user, DMOpened))
         self._open_store()
         if self.install_signals:
             self._install_signals()
@@ -197,16 +182,14 @@ class Daemon:
     def _next_deadline(self, now: float) -> float | None:
         times = [self._watchdog_at, self._stop_deadline, self.connector.next_deadline(now)]
         if self.state in (State.RUNNING, State.RELOADING):
-            times.append(self.scheduler.next_deadline())
-            if self.workers:
+            times.append(self.host.next_deadline())
+            if self.host.workers:
                 times.append(self._status_at + self._status_every())
         return min((t for t in times if t is not None), default=None)
 
     def _tick(self, now: float) -> None:
         if self.state in (State.RUNNING, State.RELOADING):
-            for entry in self.scheduler.due(now):
-                worker, fn, label = entry.target
-                worker.submit(f"job {label}", fn, job_key=entry.key)
+            self.host.run_due_jobs(now)
         self.connector.tick(now)
         if self._watchdog_at is not None and now >= self._watchdog_at:
             self.notifier.watchdog()
@@ -226,46 +209,22 @@ class Daemon:
 
     # -- generations: start and reload ------------------------------------------
     def _build(self, path) -> None:
-        """Build config + plugins beside the running ones, on a thread; posts Built."""
-        previous = self.plugins
-
-        def build() -> None:
-            try:
-                config = load_config(path)
-                if self.overrides:
-                    config = dataclasses.replace(config, **self.overrides)
-            except ConfigError as exc:
-                self.inbox.put_threadsafe(Built(None, None, str(exc)))
-                return
-            try:
-                plugins = build_plugin_set(config, self.env, previous)
-            except Exception as exc:  # noqa: BLE001 - reported, never fatal
-                log.exception("building plugins failed")
-                self.inbox.put_threadsafe(Built(config, None, f"plugins: {exc}"))
-                return
-            self.inbox.put_threadsafe(Built(config, plugins, None))
-
-        threading.Thread(target=build, name="build-generation", daemon=True).start()
+        """Build config + plugins beside the running ones, off the loop; posts Built."""
+        build_generation(path, self.overrides, self.env, self.host.plugins, self.inbox.put_threadsafe)
 
     def handle_built(self, item: Built) -> None:
         now = self.clock()
         starting = self.state is State.STARTING
         if self.state is State.STOPPING:
             return
-        problem = item.error
-        if problem is None and not starting:
-            if item.plugins.errors:
-                problem = "plugin failed to load: " + "; ".join(
-                    f"{n}: {e}" for n, e in sorted(item.plugins.errors.items()))
-            elif not item.config.has_token and self.config.has_token:
-                problem = "no SLACK_TOKEN in the new configuration"
+        problem = item.error if starting else reload_problem(item, self.config)
         if problem is not None:
             if starting:   # cli validated the config; a race with an edit lands here
                 log.error("start failed: %s", problem)
                 self.exit_code = 78
                 self._begin_stop(now)
                 return
-            log.error("reload rejected, still running generation %d: %s", self.plugins.generation, problem)
+            log.error("reload rejected, still running generation %d: %s", self.host.generation, problem)
             self._discard(item.plugins)
             self._reloaded(now, f"reload failed: {problem}")
             return
@@ -280,11 +239,11 @@ class Daemon:
             gc.collect()
             gc.freeze()
             self.notifier.ready(self.status_line(now))
-            log.info("ready: generation %d, %d plugin(s) loaded, %d failed", self.plugins.generation,
-                     len(self.plugins.plugins), len(self.plugins.errors))
+            log.info("ready: generation %d, %d plugin(s) loaded, %d failed", self.host.generation,
+                     len(item.plugins.plugins), len(item.plugins.errors))
         else:
-            log.info("reloaded: generation %d (%d plugins, %d unchanged)", self.plugins.generation,
-                     len(self.plugins.plugins), len(self.plugins.reused))
+            log.info("reloaded: generation %d (%d plugins, %d unchanged)", self.host.generation,
+                     len(item.plugins.plugins), len(item.plugins.reused))
             self._reloaded(now, None)
 
     def _reloaded(self, now: float, problem: str | None) -> None:
@@ -298,31 +257,13 @@ class Daemon:
 
     def _discard(self, plugins: PluginSet | None) -> None:
         """Forget the modules of a rejected generation (never swapped in)."""
-        if plugins is None:
-            return
-        for name, loaded in plugins.plugins.items():
-            if name in plugins.reused:
-                continue
-            for modname in loaded.modules:
-                sys.modules.pop(modname, None)
+        if plugins is not None:
+            for name, loaded in plugins.plugins.items():
+                if name not in plugins.reused:
+                    forget_modules(loaded.modules)
 
     def _swap(self, config: Config, plugins: PluginSet, now: float) -> None:
-        old_units = {id(u) for u in self.plugins.units} if self.plugins else set()
-        new_units = {id(u) for u in plugins.units}
-        keep, stop = [], []
-        for worker in self.workers:
-            (keep if id(worker.unit) in new_units else stop).append(worker)
-        for worker in stop:
-            worker.stop()
-            self.scheduler.remove_where(lambda key, w=worker: key[0] is w)
-        self.workers = keep
-        for unit in plugins.units:
-            if id(unit) not in old_units:
-                self.workers.append(Worker(unit, self.inbox.put_threadsafe, self.clock).start())
-        order = {id(u): i for i, u in enumerate(plugins.units)}
-        self.workers.sort(key=lambda w: order[id(w.unit)])
-        old_plugins, self.plugins = self.plugins, plugins
-        self._discard_replaced(old_plugins, plugins)
+        self.host.swap(plugins)
         if (config.store_url, config.store_synchronous) != (self.config.store_url, self.config.store_synchronous):
             log.warning("STORE_URL / STORE_SYNCHRONOUS changed: takes effect at the next restart")
         self.config = config
@@ -332,15 +273,6 @@ class Daemon:
         self.connector.configure(config, now)
         if not config.has_token:
             log.warning("no Slack token: set SLACK_TOKEN in %s, then reload", config.path)
-
-    def _discard_replaced(self, old: PluginSet | None, new: PluginSet) -> None:
-        """Forget the modules of plugins the new generation replaced or removed."""
-        if old is None:
-            return
-        for name, loaded in old.plugins.items():
-            if new.plugins.get(name) is not loaded:
-                for modname in loaded.modules:
-                    sys.modules.pop(modname, None)
 
     # -- signals ----------------------------------------------------------------------
     def handle_signal(self, item: Signal) -> None:
@@ -383,21 +315,20 @@ class Daemon:
         self.state = State.STOPPING
         self.notifier.stopping(f"Stopping; {len(self.outbox)} message(s) queued")
         self._stop_deadline = now + self.config.stop_timeout
-        for worker in self.workers:
-            worker.stop()
+        self.host.stop()
 
     def _stop_finished(self, now: float) -> bool:
         if self._stop_deadline is not None and now >= self._stop_deadline:
             return True
-        if any(w.alive for w in self.workers):
+        if self.host.busy():
             return False
         # Without a link nothing more can go out; the durable outbox keeps the rest.
         return self.connector.link is None or (len(self.outbox) == 0 and self.router.waiting == 0)
 
     async def _finish_stop(self) -> None:
-        busy = [w.unit.name for w in self.workers if w.alive]
+        busy = self.host.busy()
         if busy:
-            log.warning("plugins still running at the stop deadline: %s", ", ".join(busy))
+            log.warning("plugins still running at the stop deadline: %s", ", ".join(w.unit.name for w in busy))
         await self.connector.close()
         self._save_outbox()
         self.state = State.STOPPED
@@ -434,74 +365,41 @@ class Daemon:
         log.warning("%r: ignored a bad frame (%d bytes): %s; starts %r", item.link, bad.size, bad.reason, bad.sample)
 
     def handle_frame(self, item: LinkFrame) -> None:
-        link, event = item.link, item.event
+        link = item.link
+        frame = CLASSIFIERS[link.mode](item.event)
         now = self.clock()
-        if link.mode == "socket_mode":
-            kind_data = self._socket_mode_frame(link, event, now)
-        else:
-            kind_data = self._rtm_frame(link, event, now)
-        if kind_data is None or self.state is State.STOPPING:
-            return
-        kind, data = kind_data
-        self.directory.apply(data)
-        if self._is_own(kind, data):
-            return
-        self.dispatch(kind, data)
-
-    def _rtm_frame(self, link: Link, event: dict, now: float) -> tuple[str, dict] | None:
-        if "reply_to" in event and "type" not in event:
-            self.connector.on_reply(link, event, now)
-            return None
-        kind = event_type(event)
-        if kind == "hello":
-            self._linked(link, now)
-            return None
-        if kind == "pong":
+        if isinstance(frame, Event):
+            self._on_event(frame)
+        elif isinstance(frame, Reply):
+            self.connector.on_reply(link, frame.frame, now)
+        elif isinstance(frame, Hello):
+            self.connector.on_hello(link, now)
+            self.refresh_status(now)
+            if self.directory_at is None or now - self.directory_at > DIRECTORY_MAX_AGE:
+                self.directory_at = now
+                self.connector.list_directory(DirectoryListed)
+        elif isinstance(frame, Pong):
             self.connector.on_pong()
-            return None
-        if kind == "goodbye":
-            if link is self.connector.link:
-                self.connector.replace_soon("Slack said goodbye")
-            return None
-        if kind is None:
-            log.debug("%r: frame without a usable type ignored: %.120r", link, event)
-            return None
-        return kind, event
-
-    def _socket_mode_frame(self, link: Link, event: dict, now: float) -> tuple[str, dict] | None:
-        kind = event.get("type")
-        if kind == "hello":
-            self._linked(link, now)
-            return None
-        if kind == "disconnect":
-            reason = event.get("reason", "?")
-            if reason == "link_disabled":
+        elif isinstance(frame, Goodbye):
+            if "link_disabled" in frame.reason:
                 log.error("Slack disabled Socket Mode for this app (link_disabled); enable it and reload")
             if link is self.connector.link:
-                self.connector.replace_soon(f"Slack asked to reconnect ({reason})")
-            return None
-        envelope_id = event.get("envelope_id")
-        if isinstance(envelope_id, str):
-            if envelope_id in self._seen_envelopes:
-                return None
-            self._seen_envelopes[envelope_id] = None
+                self.connector.replace_soon(frame.reason)
+        else:
+            log.debug("%r: frame ignored (%s): %.120r", link, frame.why, item.event)
+
+    def _on_event(self, event: Event) -> None:
+        if event.envelope_id is not None:      # Slack redelivers; two links may overlap
+            if event.envelope_id in self._seen_envelopes:
+                return
+            self._seen_envelopes[event.envelope_id] = None
             if len(self._seen_envelopes) > SEEN_ENVELOPES:
                 del self._seen_envelopes[next(iter(self._seen_envelopes))]
-        unwrapped = unwrap(event)
-        if unwrapped is None:
-            log.debug("%r: envelope of type %r ignored", link, kind)
-            return None
-        kind, data = unwrapped
-        if not kind.isidentifier():
-            return None
-        return kind, data
-
-    def _linked(self, link: Link, now: float) -> None:
-        self.connector.on_hello(link, now)
-        self.refresh_status(now)
-        if self.directory_at is None or now - self.directory_at > DIRECTORY_MAX_AGE:
-            self.directory_at = now
-            self.loop.create_task(self._list_directory())
+        if self.state is State.STOPPING:
+            return
+        self.directory.apply(event.data)
+        if not self._is_own(event.kind, event.data):
+            self.host.dispatch(event.kind, event.data)
 
     def _is_own(self, kind: str, data: dict) -> bool:
         if kind != "message":
@@ -510,31 +408,14 @@ class Daemon:
         user, bot = ident.get("user_id"), ident.get("bot_id")
         return bool((user and data.get("user") == user) or (bot and data.get("bot_id") == bot))
 
-    def dispatch(self, kind: str, data: dict) -> None:
-        """Hand the event to every plugin unit that handles it; each gets its own copy."""
-        first = True
-        for worker in self.workers:
-            unit = worker.unit
-            handler = unit.handler(kind)
-            if handler is None and unit.catch_all is None:
-                continue
-            worker.submit(kind, run_event, unit, handler, data if first else copy_json(data))
-            first = False
-
     # -- plugin results -----------------------------------------------------------
     def handle_report(self, item: PluginReport) -> None:
         now = self.clock()
-        worker = item.worker
-        if item.job_key is not None:
-            self.scheduler.done(item.job_key)
+        self.host.reported(item)
         for out in item.outputs:
-            parsed = parse_output(out, worker.unit.name)
+            parsed = parse_output(out, item.worker.unit.name)
             if parsed is not None:
                 self.router.route(parsed, now)
-        if item.jobs and worker in self.workers and self.state is not State.STOPPING:
-            for interval, fn, label in item.jobs:
-                self._job_ids += 1
-                self.scheduler.add((worker, self._job_ids), interval, (worker, fn, label))
         self.connector.pump(now)
 
     def handle_worker_exited(self, item: WorkerExited) -> None:
@@ -544,29 +425,6 @@ class Daemon:
         self.connector.handle_sent(item, self.clock())
 
     # -- directory --------------------------------------------------------------------
-    def _open_dm(self, user: str) -> None:
-        async def open_dm() -> None:
-            try:
-                resp = await self.connector.web.call("conversations.open", users=user)
-                self._post(DMOpened(user, (resp.get("channel") or {}).get("id")))
-            except WebError as exc:
-                self._post(DMOpened(user, None, str(exc)))
-        if self.connector.web is None:
-            self._post(DMOpened(user, None, "no Slack token"))
-            return
-        self.loop.create_task(open_dm())
-
-    async def _list_directory(self) -> None:
-        web = self.connector.web
-        try:
-            channels = await web.paginate("conversations.list", "channels",
-                                          types="public_channel,private_channel,mpim,im",
-                                          exclude_archived="true")
-            users = await web.paginate("users.list", "members")
-            self._post(DirectoryListed(channels, users, None))
-        except WebError as exc:
-            self._post(DirectoryListed([], [], str(exc)))
-
     def handle_directory_listed(self, item: DirectoryListed) -> None:
         now = self.clock()
         if item.error:
@@ -583,26 +441,24 @@ class Daemon:
 
     # -- status -----------------------------------------------------------------------
     def _check_stuck(self, now: float) -> None:
-        limit = self.config.plugin_timeout
-        for worker in self.workers:
-            busy = worker.busy_for(now)
-            if busy > limit and not worker.stuck_reported:
+        for worker in self.host.stuck(now, self.config.plugin_timeout):
+            if not worker.stuck_reported:
                 worker.stuck_reported = True
-                log.warning("plugin %s stuck in %s for %.0f s (%d call(s) waiting)",
-                            worker.unit.name, worker.busy_label, busy, worker.backlog - 1)
+                log.warning("plugin %s stuck in %s for %.0f s (%d call(s) waiting)", worker.unit.name,
+                            worker.busy_label, worker.busy_for(now), worker.backlog - 1)
 
     def status_line(self, now: float) -> str:
         if not self.config.has_token:
             return f"No Slack token: set SLACK_TOKEN in {self.config.path}, then systemctl reload rtmbotd"
-        plugins = self.plugins
+        plugins = self.host.plugins
         loaded = len(plugins.plugins) if plugins else 0
         failed = len(plugins.errors) if plugins else 0
         parts = [self.connector.status().capitalize(),
                  f"generation {plugins.generation if plugins else 0}",
                  f"{loaded} plugin(s) loaded" + (f", {failed} failed" if failed else ""),
                  f"{len(self.outbox) + self.router.waiting} message(s) queued"]
-        stuck = [f"{w.unit.name} ({w.busy_for(now):.0f} s)" for w in self.workers
-                 if w.busy_for(now) > self.config.plugin_timeout]
+        stuck = [f"{w.unit.name} ({w.busy_for(now):.0f} s)"
+                 for w in self.host.stuck(now, self.config.plugin_timeout)]
         if stuck:
             parts.append("stuck: " + ", ".join(stuck))
         return "; ".join(parts)

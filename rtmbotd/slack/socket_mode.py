@@ -6,14 +6,6 @@ from typing import Any, Callable
 from rtmbotd.slack.link import Link, open_websocket
 from rtmbotd.slack.web import SlackWeb
 
-# Envelope type -> the plugin callback its payload is dispatched to (events_api events
-# go to process_<event type> instead, exactly like RTM events).
-ENVELOPE_CALLBACKS = {
-    "slash_commands": "slash_command",
-    "interactive": "interactive",
-}
-
-
 class SocketModeLink(Link):
     mode = "socket_mode"
 
@@ -22,21 +14,6 @@ class SocketModeLink(Link):
         envelope_id = event.get("envelope_id")
         if isinstance(envelope_id, str):
             self.send({"envelope_id": envelope_id})
-
-
-def unwrap(envelope: dict) -> tuple[str, dict] | None:
-    """The (callback name, data) a Socket Mode frame carries for plugins, if any."""
-    kind = envelope.get("type")
-    payload = envelope.get("payload")
-    if not isinstance(payload, dict):
-        return None
-    if kind == "events_api":
-        event = payload.get("event")
-        if isinstance(event, dict) and isinstance(event.get("type"), str):
-            return event["type"], event
-        return None
-    callback = ENVELOPE_CALLBACKS.get(kind) if isinstance(kind, str) else None
-    return (callback, payload) if callback else None
 
 
 async def open_socket_mode(app_web: SlackWeb, post: Callable[[Any], None]) -> SocketModeLink:

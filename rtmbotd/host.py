@@ -1,0 +1,103 @@
+"""The running plugins: one worker thread per unit, their timed jobs, event dispatch.
+
+Owned by the daemon's loop. `swap` moves to a new generation keeping the workers (and
+so the in-memory state) of unchanged plugins; `dispatch` hands an event to every unit
+that handles it.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+from typing import Any, Callable
+
+from rtmbotd.frames import copy_json
+from rtmbotd.plugins import PluginSet
+from rtmbotd.scheduler import Scheduler
+from rtmbotd.worker import PluginReport, Worker, run_event
+
+log = logging.getLogger(__name__)
+
+
+class PluginHost:
+    def __init__(self, report: Callable[[Any], None], clock: Callable[[], float]) -> None:
+        self._report = report
+        self._clock = clock
+        self.plugins: PluginSet | None = None
+        self.workers: list[Worker] = []
+        self.scheduler = Scheduler(clock)
+        self._job_ids = itertools.count(1)
+        self.accepting = True
+
+    @property
+    def generation(self) -> int:
+        return self.plugins.generation if self.plugins else 0
+
+    def swap(self, plugins: PluginSet) -> None:
+        """Run `plugins` from now on: start new units, stop removed ones, keep the rest."""
+        new_units = {id(u) for u in plugins.units}
+        old_units = {id(u) for u in self.plugins.units} if self.plugins else set()
+        keep = []
+        for worker in self.workers:
+            if id(worker.unit) in new_units:
+                keep.append(worker)
+            else:
+                worker.stop()
+                self.scheduler.remove_where(lambda key, w=worker: key[0] is w)
+        for unit in plugins.units:
+            if id(unit) not in old_units:
+                keep.append(Worker(unit, self._report, self._clock).start())
+        order = {id(u): i for i, u in enumerate(plugins.units)}
+        self.workers = sorted(keep, key=lambda w: order[id(w.unit)])
+        old, self.plugins = self.plugins, plugins
+        if old is not None:
+            for name, loaded in old.plugins.items():
+                if plugins.plugins.get(name) is not loaded:
+                    forget_modules(loaded.modules)
+
+    def dispatch(self, kind: str, data: dict) -> None:
+        """Hand the event to every unit that handles it; each gets its own copy."""
+        first = True
+        for worker in self.workers:
+            unit = worker.unit
+            handler = unit.handler(kind)
+            if handler is None and unit.catch_all is None:
+                continue
+            worker.submit(kind, run_event, unit, handler, data if first else copy_json(data))
+            first = False
+
+    def run_due_jobs(self, now: float) -> None:
+        if not self.accepting:
+            return
+        for entry in self.scheduler.due(now):
+            worker, fn, label = entry.target
+            worker.submit(f"job {label}", fn, job_key=entry.key)
+
+    def next_deadline(self) -> float | None:
+        return self.scheduler.next_deadline() if self.accepting else None
+
+    def reported(self, item: PluginReport) -> None:
+        """Book-keeping for a finished call: the job is free again, new jobs scheduled."""
+        if item.job_key is not None:
+            self.scheduler.done(item.job_key)
+        if item.jobs and self.accepting and item.worker in self.workers:
+            for interval, fn, label in item.jobs:
+                self.scheduler.add((item.worker, next(self._job_ids)), interval, (item.worker, fn, label))
+
+    def stop(self) -> None:
+        """No more events or jobs; each worker finishes what it has, then exits."""
+        self.accepting = False
+        for worker in self.workers:
+            worker.stop()
+
+    def busy(self) -> list[Worker]:
+        return [w for w in self.workers if w.alive]
+
+    def stuck(self, now: float, limit: float) -> list[Worker]:
+        return [w for w in self.workers if w.busy_for(now) > limit]
+
+
+def forget_modules(names: list[str]) -> None:
+    """Drop plugin modules from sys.modules once nothing runs them any more."""
+    for name in names:
+        sys.modules.pop(name, None)
