@@ -4,7 +4,6 @@ Whatever Slack (or an attacker on the wire) sends, the engine keeps its connecti
 keeps dispatching, and plugins still see well-formed events afterwards.
 """
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
