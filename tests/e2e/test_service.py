@@ -234,3 +234,20 @@ def test_pidfile_daemon_mode(make_bot, fake, tmp_path):
     wait_until(lambda: not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower(),
                15, "daemon exit")
     wait_until(lambda: not pidfile.exists(), 5, "pidfile removed")
+
+
+def test_reload_with_new_token_reconnects_and_full_notify_sequence(make_bot, fake):
+    bot = make_bot(plugins={"a": counter("a")}).start()
+    assert bot.say("count") == ["a 1"]
+    opened = fake.connections_opened
+    bot.settings["SLACK_TOKEN"] = "xoxb-rotated"
+    bot.write_config()
+    bot.signal(signal.SIGHUP)
+    fake.wait_until(lambda: fake.connections_opened == opened + 1, timeout=10)
+    bot.wait_log("connected to Slack", count=2)
+    wait_until(lambda: fake.open_connections() == 1, 10, "the old link closed")
+    assert bot.say("count") == ["a 2"]                # same plugin state, new connection
+    assert [c["token_kind"] for c in fake.web_calls("rtm.connect")] == ["bot", "bot"]
+    bot.signal(signal.SIGTERM)
+    assert bot.wait_exit() == 0
+    assert bot.notify.sequence() == ["READY", "RELOADING", "READY", "STOPPING"]

@@ -77,7 +77,7 @@ def test_store_survives_sigkill_at_random_points(tmp_path, fake):
     acked: set[int] = set()
     n = 0
     db = tmp_path / "store.sqlite"
-    for round_ in range(8):
+    for round_ in range(15):
         bot = Rtmbotd(tmp_path, fake, plugins={"writer": WRITER}, notify=(round_ == 0))
         try:
             bot.start(wait_ready=False)
