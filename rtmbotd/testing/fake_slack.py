@@ -16,6 +16,7 @@ from typing import Any, Callable, TypeVar
 from aiohttp import web
 
 from rtmbotd.testing.fake_slack_control import ControlApi, FakeSlackClient
+from rtmbotd.testing.fake_slack_controls import FakeSlackControls
 from rtmbotd.testing.fake_slack_hub import Hub
 from rtmbotd.testing.fake_slack_journal import Journal
 from rtmbotd.testing.fake_slack_webapi import WebApi
@@ -31,7 +32,23 @@ CONTROL_TIMEOUT = 30.0
 SETTINGS = ("echo_own_messages", "ack_timeout", "goodbye_grace")
 
 
-class FakeSlack:
+class _HubSetting:
+    """A FakeSlack attribute stored on its hub, where the loop reads it."""
+
+    def __init__(self, kind: type, doc: str) -> None:
+        self.kind, self.__doc__ = kind, doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj.hub, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj.hub, self.name, self.kind(value))
+
+
+class FakeSlack(FakeSlackControls):
     """Slack's Web API, RTM and Socket Mode on 127.0.0.1, with a small workspace and controls.
 
     Use as a context manager or call `start()` / `stop()`.
@@ -164,29 +181,9 @@ class FakeSlack:
 
     # -- settings (plain attributes the loop reads) -------------------------------------------------
 
-    @property
-    def echo_own_messages(self) -> bool:
-        return self.hub.echo_own_messages
-
-    @echo_own_messages.setter
-    def echo_own_messages(self, value: bool) -> None:
-        self.hub.echo_own_messages = bool(value)
-
-    @property
-    def ack_timeout(self) -> float:
-        return self.hub.ack_timeout
-
-    @ack_timeout.setter
-    def ack_timeout(self, value: float) -> None:
-        self.hub.ack_timeout = float(value)
-
-    @property
-    def goodbye_grace(self) -> float:
-        return self.hub.goodbye_grace
-
-    @goodbye_grace.setter
-    def goodbye_grace(self, value: float) -> None:
-        self.hub.goodbye_grace = float(value)
+    echo_own_messages = _HubSetting(bool, "deliver the bot's own messages back to it, as Slack does")
+    ack_timeout = _HubSetting(float, "seconds before an unacked Socket Mode envelope is redelivered")
+    goodbye_grace = _HubSetting(float, "seconds between goodbye/disconnect and closing the socket")
 
     def _configure(self, **settings: Any) -> None:
         unknown = set(settings) - set(SETTINGS)
@@ -204,7 +201,7 @@ class FakeSlack:
             result = await result
         return result
 
-    def _call(self, control: str, /, **kwargs: Any) -> Any:
+    def _act(self, control: str, /, **kwargs: Any) -> Any:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             raise RuntimeError("FakeSlack not started")
@@ -215,116 +212,23 @@ class FakeSlack:
 
     # -- controls ---------------------------------------------------------------------------------------
 
-    def push_event(self, event: dict) -> float:
-        """Deliver `event` to every RTM client and, enveloped, to one Socket Mode client.
-
-        Fills `ts`/`event_ts` if absent; returns `time.monotonic()` once written.
-        """
-        return self._call("push_event", event=event)
-
-    def message(self, text: str, *, channel: str = "D1ALICE", user: str = "U1ALICE",
-                **extra: Any) -> float:
-        """Push a user's `message` event; returns `time.monotonic()` once written."""
-        return self._call("message", text=text, channel=channel, user=user, **extra)
-
-    def push_raw(self, data: str | bytes, *, mode: str = "all") -> int:
-        """Send `data` as-is (bytes as a binary frame) to every client of `mode`; how many got it."""
-        return self._call("push_raw", data=data, mode=mode)
-
-    def push_slash_command(self, command: str, text: str, *, user: str = "U1ALICE",
-                           channel: str = "C1GENERAL") -> float:
-        return self._call("push_slash_command", command=command, text=text, user=user,
-                          channel=channel)
-
-    def push_interactive(self, payload: dict) -> float:
-        return self._call("push_interactive", payload=payload)
-
-    def drop_connections(self, mode: str = "all") -> int:
-        """Abort websocket TCP connections without a close frame; how many."""
-        return self._call("drop_connections", mode=mode)
-
-    def close_connections(self, code: int = 1000, mode: str = "all") -> int:
-        """Close websockets cleanly with `code`; how many."""
-        return self._call("close_connections", code=code, mode=mode)
-
-    def send_goodbye(self) -> int:
-        """RTM `goodbye`; the fake closes those sockets after `goodbye_grace` seconds."""
-        return self._call("send_goodbye")
-
-    def send_disconnect(self, reason: str = "refresh_requested") -> int:
-        """Socket Mode `disconnect` (`warning`, `refresh_requested`, `link_disabled`), then close."""
-        return self._call("send_disconnect", reason=reason)
-
-    def fail_next(self, method: str, *, count: int = 1, status: int = 429,
-                  retry_after: int | None = 1, error: str = "ratelimited") -> None:
-        """Answer the next `count` calls of `method` with HTTP `status` and `error`."""
-        self._call("fail_next", method=method, count=count, status=status,
-                   retry_after=retry_after, error=error)
-
-    def refuse_connections(self, n: int) -> None:
-        """Refuse the next `n` websocket connects with HTTP 503."""
-        self._call("refuse_connections", n=n)
-
-    def set_web_api_down(self, down: bool) -> None:
-        """While down, every Web API call answers HTTP 503."""
-        self._call("set_web_api_down", down=down)
-
-    def enforce_rate_limit(self, per_second: float | None = 1.0, burst: int = 5) -> None:
-        """Per-channel token bucket on the bot's messages; `per_second=None` turns it off."""
-        self._call("enforce_rate_limit", per_second=per_second, burst=burst)
-
-    def add_user(self, id: str, name: str) -> float:
-        """Add a user and emit `team_join`."""
-        return self._call("add_user", id=id, name=name)
-
-    def add_channel(self, id: str, name: str, is_private: bool = False) -> float:
-        """Add a channel and emit `channel_created`."""
-        return self._call("add_channel", id=id, name=name, is_private=is_private)
-
-    def rename_channel(self, id: str, new: str) -> float:
-        """Rename a channel and emit `channel_rename`."""
-        return self._call("rename_channel", id=id, new=new)
-
     def clear(self) -> None:
         """Forget recorded messages, calls, frames, acks and violations."""
         self.journal.clear()
 
     # -- reading back (any thread, never blocks on the loop) ----------------------------------------
 
-    def sent_messages(self, channel: str | None = None) -> list[dict]:
-        """Messages the bot sent and the fake accepted, in arrival order."""
-        return self.journal.messages(channel)
-
-    def rejected_messages(self) -> list[dict]:
-        """Messages refused as too long or over the rate limit (with a `reason`)."""
-        return self.journal.rejected_messages()
-
-    def edits(self) -> list[dict]:
-        """chat.update / chat.delete calls, as `{"action", "channel", "ts", "text", "blocks"}`."""
-        return self.journal.edits()
-
-    def web_calls(self, method: str | None = None) -> list[dict]:
-        """Every Web API call as `{"method", "params", "token_kind"}`."""
-        return self.journal.web_calls(method)
-
-    def acks(self) -> list[dict]:
-        """Socket Mode acks as `{"envelope_id", "type", "latency_s", "payload"}`."""
-        return self.journal.acks()
-
-    def unacked(self) -> list[dict]:
-        """Envelopes sent and not acked (`timed_out` once their ack_timeout passed)."""
-        return self.journal.unacked()
-
-    def redeliveries(self) -> list[dict]:
-        """Envelopes redelivered after an ack timeout."""
-        return self.journal.redeliveries()
-
-    def rate_limit_violations(self) -> int:
-        return self.journal.violations()
-
-    def rtm_frames_received(self) -> list[str | bytes]:
-        """Every frame the bot sent over RTM, raw."""
-        return self.journal.frames("rtm")
+    def _read(self, name: str, /, **query: Any) -> Any:
+        journal = self.journal
+        readers = {
+            "sent_messages": lambda channel=None: journal.messages(channel),
+            "rejected_messages": journal.rejected_messages, "edits": journal.edits,
+            "web_calls": lambda method=None: journal.web_calls(method),
+            "acks": journal.acks, "unacked": journal.unacked, "redeliveries": journal.redeliveries,
+            "rate_limit_violations": journal.violations,
+            "rtm_frames_received": lambda: journal.frames("rtm"),
+        }
+        return readers[name](**query)
 
     def socket_mode_frames_received(self) -> list[str | bytes]:
         return self.journal.frames("socket_mode")

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
+from rtmbotd.testing.fake_slack_controls import FakeSlackControls
+
 if TYPE_CHECKING:
     from rtmbotd.testing.fake_slack import FakeSlack
 
@@ -109,7 +111,7 @@ class ControlError(RuntimeError):
     """The fake refused a control request."""
 
 
-class FakeSlackClient:
+class FakeSlackClient(FakeSlackControls):
     """The controls of a `FakeSlack` running in another process, over its /_control HTTP API."""
 
     def __init__(self, url: str, *, timeout: float = 30.0) -> None:
@@ -141,65 +143,16 @@ class FakeSlackClient:
     def _post(self, name: str, **kwargs: Any) -> Any:
         return self._request("POST", name, kwargs)
 
-    # -- actions ----------------------------------------------------------------------------------
+    def _act(self, control: str, /, **kwargs: Any) -> Any:
+        if isinstance(kwargs.get("data"), bytes):       # push_raw of a binary frame
+            kwargs["data_b64"] = base64.b64encode(kwargs.pop("data")).decode()
+        return self._post(control, **kwargs)
 
-    def push_event(self, event: dict) -> float:
-        return self._post("push_event", event=event)
-
-    def message(self, text: str, *, channel: str = "D1ALICE", user: str = "U1ALICE",
-                **extra: Any) -> float:
-        return self._post("message", text=text, channel=channel, user=user, **extra)
-
-    def push_raw(self, data: str | bytes, *, mode: str = "all") -> int:
-        if isinstance(data, bytes):
-            return self._post("push_raw", data_b64=base64.b64encode(data).decode(), mode=mode)
-        return self._post("push_raw", data=data, mode=mode)
-
-    def push_slash_command(self, command: str, text: str, *, user: str = "U1ALICE",
-                           channel: str = "C1GENERAL") -> float:
-        return self._post("push_slash_command", command=command, text=text, user=user,
-                          channel=channel)
-
-    def push_interactive(self, payload: dict) -> float:
-        return self._post("push_interactive", payload=payload)
-
-    def drop_connections(self, mode: str = "all") -> int:
-        return self._post("drop_connections", mode=mode)
-
-    def close_connections(self, code: int = 1000, mode: str = "all") -> int:
-        return self._post("close_connections", code=code, mode=mode)
-
-    def send_goodbye(self) -> int:
-        return self._post("send_goodbye")
-
-    def send_disconnect(self, reason: str = "refresh_requested") -> int:
-        return self._post("send_disconnect", reason=reason)
-
-    def fail_next(self, method: str, *, count: int = 1, status: int = 429,
-                  retry_after: int | None = 1, error: str = "ratelimited") -> None:
-        self._post("fail_next", method=method, count=count, status=status,
-                   retry_after=retry_after, error=error)
-
-    def refuse_connections(self, n: int) -> None:
-        self._post("refuse_connections", n=n)
-
-    def set_web_api_down(self, down: bool) -> None:
-        self._post("set_web_api_down", down=down)
-
-    def enforce_rate_limit(self, per_second: float | None = 1.0, burst: int = 5) -> None:
-        self._post("enforce_rate_limit", per_second=per_second, burst=burst)
+    def _read(self, name: str, /, **query: Any) -> Any:
+        return self._request("GET", name, query=query)
 
     def clear(self) -> None:
         self._post("clear")
-
-    def add_user(self, id: str, name: str) -> float:
-        return self._post("add_user", id=id, name=name)
-
-    def add_channel(self, id: str, name: str, is_private: bool = False) -> float:
-        return self._post("add_channel", id=id, name=name, is_private=is_private)
-
-    def rename_channel(self, id: str, new: str) -> float:
-        return self._post("rename_channel", id=id, new=new)
 
     def configure(self, **settings: Any) -> None:
         """Set `echo_own_messages`, `ack_timeout` and/or `goodbye_grace`."""
@@ -209,33 +162,6 @@ class FakeSlackClient:
 
     def state(self) -> dict:
         return self._request("GET", "state")
-
-    def sent_messages(self, channel: str | None = None) -> list[dict]:
-        return self._request("GET", "sent_messages", query={"channel": channel})
-
-    def rejected_messages(self) -> list[dict]:
-        return self._request("GET", "rejected_messages")
-
-    def edits(self) -> list[dict]:
-        return self._request("GET", "edits")
-
-    def web_calls(self, method: str | None = None) -> list[dict]:
-        return self._request("GET", "web_calls", query={"method": method})
-
-    def acks(self) -> list[dict]:
-        return self._request("GET", "acks")
-
-    def unacked(self) -> list[dict]:
-        return self._request("GET", "unacked")
-
-    def redeliveries(self) -> list[dict]:
-        return self._request("GET", "redeliveries")
-
-    def rate_limit_violations(self) -> int:
-        return self._request("GET", "rate_limit_violations")
-
-    def rtm_frames_received(self) -> list[str]:
-        return self._request("GET", "rtm_frames_received")
 
     @property
     def connections_opened(self) -> int:
