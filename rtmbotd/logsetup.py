@@ -44,13 +44,14 @@ def _journal_attached() -> bool:
 class Logging:
     """Owns the root handler, so reload can change the level and SIGUSR1 reopen the file."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, quiet: bool = False) -> None:
         self.handler: logging.Handler | None = None
         self.logfile: str | None = None
+        self.quiet = quiet          # the console: warnings and errors only, unless DEBUG
 
     def configure(self, *, debug: bool, logfile: str | None) -> None:
         root = logging.getLogger()
-        root.setLevel(logging.DEBUG if debug else logging.INFO)
+        root.setLevel(logging.DEBUG if debug else logging.WARNING if self.quiet else logging.INFO)
         for noisy in ("websockets", "asyncio", "slack_sdk", "aiohttp", "rtmbotd.slack.sdk"):
             logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
         if self.handler is not None and logfile == self.logfile:
