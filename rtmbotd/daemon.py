@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DIRECTORY_MAX_AGE = 900.0
 STATUS_EVERY = 5.0
+OUTPUT_SWEEP_EVERY = 1.0     # outputs a plugin's own threads appended between calls
 SEEN_ENVELOPES = 2048
 
 
@@ -85,6 +86,7 @@ class Daemon:
         self._stop_deadline: float | None = None
         self._watchdog_at: float | None = None
         self._status_at = 0.0
+        self._sweep_at = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.inbox: Inbox | None = None
         self.connector: Connector | None = None
@@ -185,11 +187,15 @@ class Daemon:
             times.append(self.host.next_deadline())
             if self.host.workers:
                 times.append(self._status_at + self._status_every())
+                times.append(self._sweep_at + OUTPUT_SWEEP_EVERY)
         return min((t for t in times if t is not None), default=None)
 
     def _tick(self, now: float) -> None:
         if self.state in (State.RUNNING, State.RELOADING):
             self.host.run_due_jobs(now)
+            if now >= self._sweep_at + OUTPUT_SWEEP_EVERY:
+                self._sweep_at = now
+                self.host.sweep_outputs()
         self.connector.tick(now)
         if self._watchdog_at is not None and now >= self._watchdog_at:
             self.notifier.watchdog()

@@ -84,6 +84,20 @@ class PluginHost:
             for interval, fn, label in item.jobs:
                 self.scheduler.add((item.worker, next(self._job_ids)), interval, (item.worker, fn, label))
 
+    def sweep_outputs(self) -> int:
+        """Outputs appended outside a call (from a plugin's own thread) are sent too.
+
+        An idle worker with a non-empty `outputs` gets an empty call; it drains the list
+        on its own thread afterwards, as after every call.
+        """
+        count = 0
+        for worker in self.workers:
+            outs = getattr(worker.unit.target, "outputs", None)
+            if isinstance(outs, list) and outs and worker.backlog == 0:
+                worker.submit("outputs", _nothing)
+                count += 1
+        return count
+
     def stop(self) -> None:
         """No more events or jobs; each worker finishes what it has, then exits."""
         self.accepting = False
@@ -95,6 +109,10 @@ class PluginHost:
 
     def stuck(self, now: float, limit: float) -> list[Worker]:
         return [w for w in self.workers if w.busy_for(now) > limit]
+
+
+def _nothing() -> None:
+    """An empty plugin call: the worker drains outputs after it."""
 
 
 def forget_modules(names: list[str]) -> None:

@@ -327,3 +327,17 @@ def test_token_never_logged(make_bot, fake):
     bot.signal(signal.SIGTERM)
     assert bot.wait_exit() == 0
     assert "xoxb-secret-123456" not in bot.log()
+
+
+def test_outputs_from_a_plugins_own_thread_are_sent(make_bot, fake):
+    make_bot(plugins={"threaded": '''
+        import threading, time
+        outputs = []
+        def background():
+            for i in range(3):
+                time.sleep(0.2)
+                outputs.append(["C1GENERAL", "from my thread %d" % i])
+        threading.Thread(target=background, daemon=True).start()
+        '''}).start()
+    msgs = fake.wait_for_messages(3, timeout=10)
+    assert [m["text"] for m in msgs] == [f"from my thread {i}" for i in range(3)]
