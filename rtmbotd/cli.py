@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -111,8 +112,12 @@ def run(config: Config, args: argparse.Namespace) -> int:
     pidfile = args.pidfile or config.pidfile
     with daemon_context(detach, pidfile):
         logs = Logging()
-        logs.configure(debug=config.debug, logfile=config.logfile)
-        daemon = Daemon(config, logging_=logs, overrides=_overrides(args))
+        try:
+            logs.configure(debug=config.debug, logfile=config.logfile)
+        except OSError as exc:
+            print(f"rtmbotd: LOGFILE: cannot open {config.logfile}: {exc.strerror}", file=sys.stderr)
+            return EX_CANTCREAT
+        daemon = Daemon(config, logging_=logs, overrides=_overrides(args), early_signals=_early_signals)
         return asyncio.run(daemon.run())
 
 
@@ -130,7 +135,16 @@ def _packaged_state_directory(config: Config) -> None:
         os.environ["STATE_DIRECTORY"] = PACKAGED_STATE_DIR
 
 
+_early_signals: list[int] = []
+
+
+def _remember_signal(signum: int, frame: object) -> None:
+    _early_signals.append(signum)     # replayed into the daemon's inbox once it runs
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A SIGHUP during start-up must not kill us (its default action) nor be lost.
+    signal.signal(signal.SIGHUP, _remember_signal)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

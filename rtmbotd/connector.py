@@ -66,6 +66,7 @@ class Connector:
         self.linked_at = 0.0
         self.backoff = Backoff(base=1.0, cap=60.0)
         self.identity: dict | None = None      # auth.test: user_id, bot_id
+        self._need_auth = True
         self.problem = ""                      # why we are not connected, for STATUS
         self.links_opened = 0
         self._rtm_inflight: dict[tuple[int, int], Message] = {}
@@ -84,7 +85,7 @@ class Connector:
         if old is not None and old.connection_key() == config.connection_key():
             return
         self.epoch += 1
-        self.identity = None
+        self._need_auth = True     # the old identity keeps filtering our own echoes until then
         old_web, old_app = self.web, self.app_web
         self.web = SlackWeb(config.slack_token, config.api_url) if config.slack_token else None
         self.app_web = SlackWeb(config.app_token, config.api_url) if config.app_token else None
@@ -149,7 +150,7 @@ class Connector:
         cfg = self.config
         try:
             identity = self.identity
-            if identity is None:
+            if identity is None or self._need_auth:
                 identity = await self.web.call("auth.test")
             if cfg.connection == "socket_mode":
                 link = await open_socket_mode(self.app_web, self._post)
@@ -169,6 +170,7 @@ class Connector:
             return
         self.connecting = False
         self.identity = item.identity
+        self._need_auth = False
         self.pending = item.link
         self.hello_deadline = now + HELLO_TIMEOUT
         self.links_opened += 1
@@ -240,6 +242,7 @@ class Connector:
             self.outbox.unsend(msg)
         if lost:
             log.info("%d unacknowledged message(s) will be sent again", len(lost))
+            self.pump(now)
         if link is self.pending:
             self.pending = None
             self.hello_deadline = None
@@ -271,6 +274,8 @@ class Connector:
         link = self.link
         if link is None:
             return
+        if any(lid != link.id for lid, _ in self._rtm_inflight):
+            return   # order: wait until the retired link's messages are acked or given back
         for msg, via_socket in self.outbox.ready(now, socket=self._socket_ready(), web=True):
             if via_socket:
                 frame_id = link.send_message(msg.channel, msg.text, msg.extra.get("thread_ts"))
@@ -288,6 +293,8 @@ class Connector:
             self._post(SendResult(msg, None))
         except WebError as exc:
             self._post(SendResult(msg, exc))
+        except Exception as exc:  # noqa: BLE001 - the message must leave the in-flight set
+            self._post(SendResult(msg, WebError("chat.postMessage", f"{type(exc).__name__}: {exc}")))
 
     def handle_sent(self, item: SendResult, now: float) -> None:
         msg, error = item.message, item.error
@@ -319,7 +326,7 @@ class Connector:
             self._spawn(call())
 
     def list_directory(self, result: Callable[..., Any]) -> None:
-        """List channels and users; posts result(channels, users, error)."""
+        """List channels and users; posts result(channels, users, error: WebError | None)."""
         async def call() -> None:
             try:
                 channels = await self.web.paginate("conversations.list", "channels",
@@ -328,7 +335,9 @@ class Connector:
                 users = await self.web.paginate("users.list", "members")
                 self._post(result(channels, users, None))
             except WebError as exc:
-                self._post(result([], [], str(exc)))
+                self._post(result([], [], exc))
+            except Exception as exc:  # noqa: BLE001 - a reply must come back to the loop
+                self._post(result([], [], WebError("users.list", f"{type(exc).__name__}: {exc}")))
         if self.web is not None:
             self._spawn(call())
 

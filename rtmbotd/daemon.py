@@ -26,15 +26,17 @@ from rtmbotd.logsetup import Logging
 from rtmbotd.notify import Notifier
 from rtmbotd.outbox import Outbox
 from rtmbotd.plugins import PluginEnv, PluginSet
-from rtmbotd.router import DMOpened, Router, parse_output
+from rtmbotd.router import DMOpened, Output, Router, parse_output
 from rtmbotd.slack.link import LinkBadFrame, LinkClosed, LinkFrame
 from rtmbotd.slack.plugin_client import PluginSlackClient
+from rtmbotd.slack.web import WebError
 from rtmbotd.slack.protocol import CLASSIFIERS, Event, Goodbye, Hello, Pong, Reply
 from rtmbotd.worker import PluginReport, WorkerExited
 
 log = logging.getLogger(__name__)
 
 DIRECTORY_MAX_AGE = 900.0
+DIRECTORY_RETRY = 10.0
 STATUS_EVERY = 5.0
 OUTPUT_SWEEP_EVERY = 1.0     # outputs a plugin's own threads appended between calls
 SEEN_ENVELOPES = 2048
@@ -57,14 +59,14 @@ class Signal:
 class DirectoryListed:
     channels: list
     users: list
-    error: str | None
+    error: WebError | None
 
 
 class Daemon:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic,
                  logging_: Logging | None = None, overrides: dict | None = None,
                  notifier: Notifier | None = None, install_signals: bool = True,
-                 store: Any = None) -> None:
+                 store: Any = None, early_signals: list[int] | None = None) -> None:
         self.config = config
         self.clock = clock
         self.logging = logging_ or Logging()
@@ -79,14 +81,17 @@ class Daemon:
         self.directory_at: float | None = None
         self.slack_client = PluginSlackClient()
         self.store = store
+        self._early_signals = early_signals if early_signals is not None else []
         self.env = PluginEnv(slack_client=self.slack_client)
-        self._restored: dict[int, dict] = {}     # outbox seq -> record saved at the last stop
+        self._restored: dict[int, dict] = {}     # tag -> record saved at the last stop, not yet settled
+        self._restored_parts: dict[int, int] = {}   # tag -> queued parts still unsettled
         self._seen_envelopes: dict[str, None] = {}
         self._reload_again = False
         self._stop_deadline: float | None = None
         self._watchdog_at: float | None = None
         self._status_at = 0.0
         self._sweep_at = 0.0
+        self._directory_retry_at: float | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.inbox: Inbox | None = None
         self.connector: Connector | None = None
@@ -117,10 +122,14 @@ class Daemon:
         self.inbox = Inbox(self.loop)
         self.connector = Connector(self._post, self.outbox, self.clock)
         self.host = PluginHost(self.inbox.put_threadsafe, self.clock)
-        self.router = Router(self.outbox, self.directory, lambda user: self.connector.open_dm(user, DMOpened))
+        self.router = Router(self.outbox, self.directory, lambda user: self.connector.open_dm(user, DMOpened),
+                             dropped=lambda out: self._settle_tag(out.tag))
         self._open_store()
         if self.install_signals:
             self._install_signals()
+        for signum in self._early_signals:      # arrived before the loop existed
+            self.inbox.put(Signal(signum))
+        self._early_signals.clear()
         if self.notifier.watchdog_interval:
             self._watchdog_at = self.clock()     # systemd's watchdog runs from exec, not READY
         self._build(self.config.path)
@@ -139,25 +148,39 @@ class Daemon:
             self.store = Store.open(self.config.store_url, self.config.base_path, self.config.store_synchronous)
         self.env.store_for = self.store.plugin
         records = self.store.load_outbox()
-        if records:
-            now = self.clock()
-            for record in records:
-                for msg in self.outbox.enqueue(record["channel"], record.get("text"), record.get("plugin", "?"),
-                                               now, record.get("extra")):
-                    self._restored[msg.seq] = msg.as_record()
-            self.outbox.on_settled = self._settled
-            log.info("%d message(s) saved at the last stop will be sent first", len(records))
-
-    def _settled(self, msg: Any) -> None:
-        """A message restored from the store left the outbox: the saved copy goes too."""
-        if self._restored.pop(msg.seq, None) is None:
+        if not records:
             return
+        now = self.clock()
+        self.outbox.on_settled = lambda msg: self._settle_tag(msg.tag, part=True)
+        self.outbox.on_enqueued = self._count_part
+        for tag, record in enumerate(records):
+            self._restored[tag] = record
+            out = Output(record["channel"], record.get("text"), dict(record.get("extra") or {}),
+                         record.get("plugin", "?"), tag)
+            self.router.route(out, now)   # names and users resolve again, as at first
+        log.info("%d message(s) saved at the last stop will be sent first", len(records))
+
+    def _count_part(self, msg: Any) -> None:
+        if msg.tag in self._restored:
+            self._restored_parts[msg.tag] = self._restored_parts.get(msg.tag, 0) + 1
+
+    def _settle_tag(self, tag: Any, part: bool = False) -> None:
+        """A restored message was delivered or dropped for good: the saved copy goes too."""
+        if tag not in self._restored:
+            return
+        if part:
+            left = self._restored_parts.get(tag, 1) - 1
+            self._restored_parts[tag] = left
+            if left > 0:
+                return
+        del self._restored[tag]
+        self._restored_parts.pop(tag, None)
         try:
             self.store.save_outbox(list(self._restored.values()))
         except StoreError as exc:
             log.error("cannot update the saved outbox: %s", exc)
         if not self._restored:
-            self.outbox.on_settled = None
+            self.outbox.on_settled = self.outbox.on_enqueued = None
 
     def send_signal(self, signum: int) -> None:
         """From any thread: act as if `signum` arrived (embedding, tests)."""
@@ -177,12 +200,20 @@ class Daemon:
                     log.exception("internal error while handling %s", type(item).__name__)
                 item = inbox.get_nowait() if len(inbox) else None
             now = self.clock()
-            self._tick(now)
+            try:
+                self._tick(now)
+            except Exception:  # noqa: BLE001
+                log.exception("internal error in a timer")
             if self.state is State.STOPPING and self._stop_finished(now):
-                await self._finish_stop()
+                try:
+                    await self._finish_stop()
+                except Exception:  # noqa: BLE001 - stopping must end in STOPPED
+                    log.exception("internal error while stopping")
+                    self.state = State.STOPPED
 
     def _next_deadline(self, now: float) -> float | None:
-        times = [self._watchdog_at, self._stop_deadline, self.connector.next_deadline(now)]
+        times = [self._watchdog_at, self._stop_deadline, self.connector.next_deadline(now),
+                 self._directory_retry_at]
         if self.state in (State.RUNNING, State.RELOADING):
             times.append(self.host.next_deadline())
             if self.host.workers:
@@ -197,6 +228,9 @@ class Daemon:
                 self._sweep_at = now
                 self.host.sweep_outputs()
         self.connector.tick(now)
+        if self._directory_retry_at is not None and now >= self._directory_retry_at:
+            self._directory_retry_at = None
+            self.connector.list_directory(DirectoryListed)
         if self._watchdog_at is not None and now >= self._watchdog_at:
             self.notifier.watchdog()
             self._watchdog_at = now + self.notifier.watchdog_interval
@@ -247,6 +281,9 @@ class Daemon:
             self.notifier.ready(self.status_line(now))
             log.info("ready: generation %d, %d plugin(s) loaded, %d failed", self.host.generation,
                      len(item.plugins.plugins), len(item.plugins.errors))
+            if self._reload_again:          # a SIGHUP arrived while starting
+                self._reload_again = False
+                self.handle_hup()
         else:
             log.info("reloaded: generation %d (%d plugins, %d unchanged)", self.host.generation,
                      len(item.plugins.plugins), len(item.plugins.reused))
@@ -273,7 +310,10 @@ class Daemon:
         if (config.store_url, config.store_synchronous) != (self.config.store_url, self.config.store_synchronous):
             log.warning("STORE_URL / STORE_SYNCHRONOUS changed: takes effect at the next restart")
         self.config = config
-        self.logging.configure(debug=config.debug, logfile=config.logfile)
+        try:   # validated while building; a file that vanished since must not stop the swap
+            self.logging.configure(debug=config.debug, logfile=config.logfile)
+        except OSError as exc:
+            log.error("LOGFILE %s: %s; logging stays as it was", config.logfile, exc.strerror)
         self.outbox.configure(config.rate_limit, config.rate_burst, now)
         self.slack_client.configure(config.slack_token, config.api_url)
         self.connector.configure(config, now)
@@ -349,7 +389,7 @@ class Daemon:
                 log.warning("%d undelivered message(s) saved; they will be sent on the next start", len(records))
             elif self._restored or self.store.load_outbox():
                 self.store.clear_outbox()
-        except StoreError as exc:
+        except Exception as exc:  # noqa: BLE001 - StoreError, or a record that is not JSON
             log.error("cannot save %d undelivered message(s): %s", len(records), exc)
         finally:
             self.store.close()
@@ -433,9 +473,15 @@ class Daemon:
     # -- directory --------------------------------------------------------------------
     def handle_directory_listed(self, item: DirectoryListed) -> None:
         now = self.clock()
-        if item.error:
-            log.warning("cannot list channels and users (%s): #name and @user targets will not resolve",
-                        item.error)
+        error = item.error
+        if error is not None and not error.permanent:
+            delay = max(error.retry_after or 0.0, DIRECTORY_RETRY)
+            log.warning("cannot list channels and users (%s); retrying in %.0f s", error, delay)
+            self._directory_retry_at = now + delay
+            return                 # #name / @user outputs keep waiting
+        if error is not None:
+            log.error("cannot list channels and users (%s): #name and @user targets will not resolve",
+                      error)
         self.directory.load(item.channels, item.users)
         self.router.directory_loaded(now)
         self.connector.pump(now)

@@ -39,6 +39,13 @@ def build_generation(path: Path, overrides: dict, env: PluginEnv, previous: Plug
         except ConfigError as exc:
             post(Built(None, None, str(exc)))
             return
+        if config.logfile:
+            try:
+                with open(config.logfile, "a", encoding="utf-8"):
+                    pass
+            except OSError as exc:
+                post(Built(None, None, f"{config.path}: LOGFILE: cannot open {config.logfile}: {exc.strerror}"))
+                return
         try:
             plugins = build_plugin_set(config, env, previous)
         except Exception as exc:  # noqa: BLE001 - reported, never fatal

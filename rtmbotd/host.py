@@ -56,15 +56,19 @@ class PluginHost:
                     forget_modules(loaded.modules)
 
     def dispatch(self, kind: str, data: dict) -> None:
-        """Hand the event to every unit that handles it; each gets its own copy."""
-        first = True
+        """Hand the event to every unit that handles it; each gets its own copy.
+
+        Every copy is made before any plugin starts, so no plugin sees another's changes.
+        """
+        calls = []
         for worker in self.workers:
             unit = worker.unit
             handler = unit.handler(kind)
-            if handler is None and unit.catch_all is None:
-                continue
-            worker.submit(kind, run_event, unit, handler, data if first else copy_json(data))
-            first = False
+            if handler is not None or unit.catch_all is not None:
+                calls.append((worker, unit, handler))
+        for i, (worker, unit, handler) in enumerate(calls):
+            copy = data if i == len(calls) - 1 else copy_json(data)
+            worker.submit(kind, run_event, unit, handler, copy)
 
     def run_due_jobs(self, now: float) -> None:
         if not self.accepting:

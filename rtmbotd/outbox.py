@@ -15,6 +15,9 @@ from rtmbotd.ratelimit import RateLimiter
 TEXT_LIMIT = 4000
 SOCKET_WINDOW = 16          # RTM messages in flight per channel (TCP keeps them ordered)
 RETRY_BASE, RETRY_CAP = 1.0, 30.0
+# Sends are paced 10% under the configured rate: Slack counts arrivals, and network
+# jitter can bring two paced sends closer together than they left.
+RATE_MARGIN = 0.9
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Message:
     text: str | None
     plugin: str
     extra: Mapping[str, Any] = field(default_factory=dict)
+    tag: Any = field(default=None, compare=False)
 
     @property
     def plain(self) -> bool:
@@ -89,6 +93,7 @@ class Outbox:
         self._turns: deque[str] = deque()        # channels with pending messages, in turn order
         self.web_paused_until = 0.0
         self.on_settled: Callable[[Message], None] | None = None   # delivered or dropped
+        self.on_enqueued: Callable[[Message], None] | None = None
 
     def configure(self, rate: float, burst: int, now: float) -> None:
         """Apply new limits (on reload) without losing queued messages."""
@@ -96,7 +101,7 @@ class Outbox:
             return
         self.rate, self.burst = rate, burst
         for chan in self._channels.values():
-            chan.limiter = RateLimiter(rate, burst, now)
+            chan.limiter = RateLimiter(rate * RATE_MARGIN, burst, now)
 
     def __len__(self) -> int:
         return sum(len(c.pending) + len(c.inflight) for c in self._channels.values())
@@ -108,11 +113,11 @@ class Outbox:
     def _channel(self, channel: str, now: float) -> _Channel:
         chan = self._channels.get(channel)
         if chan is None:
-            chan = self._channels[channel] = _Channel(RateLimiter(self.rate, self.burst, now))
+            chan = self._channels[channel] = _Channel(RateLimiter(self.rate * RATE_MARGIN, self.burst, now))
         return chan
 
     def enqueue(self, channel: str, text: str | None, plugin: str, now: float,
-                extra: Mapping[str, Any] | None = None) -> list[Message]:
+                extra: Mapping[str, Any] | None = None, tag: Any = None) -> list[Message]:
         """Queue a message (split when its text is too long); returns what was queued."""
         extra = dict(extra or {})
         parts = split_text(text) if text and not extra.get("blocks") else [text]
@@ -121,9 +126,11 @@ class Outbox:
         for i, part in enumerate(parts):
             # Blocks and attachments ride on the first part only.
             msg_extra = extra if i == 0 else {k: v for k, v in extra.items() if k == "thread_ts"}
-            msg = Message(next(self._seq), channel, part, plugin, msg_extra)
+            msg = Message(next(self._seq), channel, part, plugin, msg_extra, tag)
             chan.pending.append(msg)
             messages.append(msg)
+            if self.on_enqueued is not None:
+                self.on_enqueued(msg)
         if channel not in self._turns:
             self._turns.append(channel)
         return messages

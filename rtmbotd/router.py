@@ -5,6 +5,7 @@ directory's first listing and users wait for their DM channel to be opened.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ class Output:
     text: str | None
     extra: dict
     plugin: str
+    tag: Any = None          # rides along to the outbox (restored messages)
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,27 @@ class DMOpened:
     user: str
     channel: str | None
     error: str | None = None
+
+
+def _utf8(text: str) -> str:
+    """`text` as Slack can take it: lone surrogates (e.g. from surrogateescape) replaced."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:   # surrogateescape'd bytes (file names, subprocess output): U+FFFD per bad byte
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _plain_json(extra: dict) -> dict | None:
+    """`extra` round-tripped through JSON (valid UTF-8), or None when it is not JSON."""
+    try:
+        return json.loads(json.dumps(extra, ensure_ascii=True))
+    except (TypeError, ValueError):
+        return None
 
 
 def parse_output(item: Any, plugin: str) -> Output | None:
@@ -39,23 +62,30 @@ def parse_output(item: Any, plugin: str) -> Output | None:
         text = item.get("text")
         if isinstance(target, str) and target and (text is None or isinstance(text, str)) \
                 and (text or extra.get("blocks") or extra.get("attachments")):
-            return Output(target, text, extra, plugin)
+            clean = _plain_json(extra) if extra else {}
+            if clean is None:
+                log.error("plugin %s: output to %r ignored: its fields are not plain JSON "
+                          "(use dicts and lists, e.g. block.to_dict())", plugin, target)
+                return None
+            return Output(_utf8(target), _utf8(text) if text else text, clean, plugin)
     elif isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str) and item[0]:
         text = item[1]
         if isinstance(text, (int, float)) and not isinstance(text, bool):
             text = str(text)
         if isinstance(text, str) and text:
-            return Output(item[0], text, {}, plugin)
+            return Output(_utf8(item[0]), _utf8(text), {}, plugin)
     log.error("plugin %s: output %.200r ignored: use [channel, text] or a dict with channel and text/blocks",
               plugin, item)
     return None
 
 
 class Router:
-    def __init__(self, outbox: Outbox, directory: Directory, open_dm: Callable[[str], None]) -> None:
+    def __init__(self, outbox: Outbox, directory: Directory, open_dm: Callable[[str], None],
+                 dropped: Callable[[Output], None] | None = None) -> None:
         self.outbox = outbox
         self.directory = directory
         self._open_dm = open_dm
+        self._dropped = dropped or (lambda out: None)
         self._waiting_dm: dict[str, list[Output]] = defaultdict(list)
         self._waiting_listing: list[Output] = []
 
@@ -71,6 +101,7 @@ class Router:
             where = self.directory.resolve(out.target)
         except UnknownTarget as exc:
             log.error("plugin %s: message to %r dropped: %s", out.plugin, out.target, exc)
+            self._dropped(out)
             return
         if isinstance(where, NeedsDM):
             first = where.user not in self._waiting_dm
@@ -78,7 +109,7 @@ class Router:
             if first:
                 self._open_dm(where.user)
             return
-        self.outbox.enqueue(where, out.text, out.plugin, now, out.extra)
+        self.outbox.enqueue(where, out.text, out.plugin, now, out.extra, tag=out.tag)
 
     def directory_loaded(self, now: float) -> None:
         waiting, self._waiting_listing = self._waiting_listing, []
@@ -91,10 +122,11 @@ class Router:
             for out in waiting:
                 log.error("plugin %s: message to %r dropped: cannot open a DM (%s)", out.plugin, out.target,
                           item.error)
+                self._dropped(out)
             return
         self.directory.add_dm(item.user, item.channel)
         for out in waiting:
-            self.outbox.enqueue(item.channel, out.text, out.plugin, now, out.extra)
+            self.outbox.enqueue(item.channel, out.text, out.plugin, now, out.extra, tag=out.tag)
 
     def pending_records(self) -> list[dict]:
         """Outputs still waiting on a name or DM, as outbox records (for the durable outbox)."""

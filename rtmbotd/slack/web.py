@@ -14,13 +14,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 log = logging.getLogger(__name__)
 
-# Errors after which sending the same request again cannot succeed.
-PERMANENT_ERRORS = frozenset({
-    "channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "no_text",
-    "invalid_blocks", "invalid_attachments", "too_many_attachments", "user_not_found",
-    "cannot_dm_bot", "restricted_action", "invalid_arguments", "invalid_auth",
-    "not_authed", "account_inactive", "token_revoked", "missing_scope", "channel_is_archived",
-    "invalid_thread_ts", "thread_not_found", "method_deprecated", "unknown_method",
+# Slack error codes worth retrying; every other `ok: false` answer is final, since
+# sending the same request again gets the same answer (and would block its channel).
+TRANSIENT_ERRORS = frozenset({
+    "ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout",
+    "team_added_to_org",
 })
 AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked"})
 
@@ -33,6 +31,7 @@ class WebError(Exception):
     error: str
     retry_after: float | None = None
     status: int | None = None
+    transport: bool = False      # never got an answer: network, timeout, HTTP 5xx
 
     def __str__(self) -> str:
         extra = f" (retry after {self.retry_after:g} s)" if self.retry_after else ""
@@ -40,7 +39,10 @@ class WebError(Exception):
 
     @property
     def permanent(self) -> bool:
-        return self.error in PERMANENT_ERRORS
+        """Retrying cannot help: Slack answered, and not with a passing condition."""
+        if self.transport or self.status == 429 or (self.status or 0) >= 500:
+            return False
+        return self.error not in TRANSIENT_ERRORS
 
     @property
     def auth(self) -> bool:
@@ -80,9 +82,12 @@ class SlackWeb:
             r = exc.response
             retry = r.headers.get("Retry-After") or r.headers.get("retry-after")
             error = (r.data or {}).get("error") if isinstance(r.data, dict) else None
-            raise WebError(method, error or f"http_{r.status_code}", _seconds(retry), r.status_code) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-            raise WebError(method, f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+            raise WebError(method, error or f"http_{r.status_code}", _seconds(retry), r.status_code,
+                           transport=r.status_code >= 500) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise WebError(method, f"{type(exc).__name__}: {exc}".rstrip(": "), transport=True) from None
+        except (TypeError, ValueError) as exc:   # the request itself cannot be encoded
+            raise WebError(method, f"bad request: {type(exc).__name__}: {exc}") from None
 
     async def paginate(self, method: str, key: str, **params: Any) -> list[dict]:
         """Every item of a cursor-paginated listing."""

@@ -1,0 +1,66 @@
+"""Connector book-keeping with stub links (no sockets): ordering across a link swap."""
+import asyncio
+import json
+from pathlib import Path
+
+from rtmbotd.config import Config
+from rtmbotd.connector import Connector
+from rtmbotd.outbox import Outbox
+from rtmbotd.slack.link import LinkClosed
+from rtmbotd.slack.rtm import RtmLink
+from rtmbotd.slack.web import WebError
+
+
+class StubSocket:
+    async def close(self, *args):
+        pass
+
+
+def sent_texts(link):
+    out = []
+    while not link._outgoing.empty():
+        frame = link._outgoing.get_nowait()
+        if frame:
+            out.append(json.loads(frame))
+    return out
+
+
+def test_replacement_link_keeps_order_of_unacked_messages():
+    async def scenario():
+        posts = []
+        box = Outbox(0, 4)
+        conn = Connector(posts.append, box, lambda: 0.0)
+        conn.config = Config(path=Path("/x"), base_path=Path("/x"), slack_token="xoxb-1")
+        old = RtmLink(StubSocket(), posts.append, {})
+        conn.pending = old
+        conn.on_hello(old, 0.0)
+        for text in ("1", "2", "3"):
+            box.enqueue("C1", text, "p", 0.0)
+        conn.pump(0.0)
+        first = sent_texts(old)
+        assert [f["text"] for f in first] == ["1", "2", "3"]
+        # Slack said goodbye; "1" is acknowledged, "2" and "3" are not when the new link is ready
+        conn.on_reply(old, {"ok": True, "reply_to": first[0]["id"]}, 0.5)
+        new = RtmLink(StubSocket(), posts.append, {})
+        conn.pending = new
+        for text in ("4", "5"):
+            box.enqueue("C1", text, "p", 1.0)
+        conn.on_hello(new, 1.0)
+        conn.pump(1.0)
+        assert sent_texts(new) == []                  # nothing newer overtakes "2" and "3"
+        conn.handle_closed(LinkClosed(old, "closed"), 1.1)
+        conn.pump(1.2)
+        assert [f["text"] for f in sent_texts(new)] == ["2", "3", "4", "5"]
+        for task in list(conn._tasks):
+            task.cancel()
+    asyncio.run(scenario())
+
+
+def test_web_errors_retry_only_passing_conditions():
+    assert WebError("chat.postMessage", "ratelimited", 3.0, 429).permanent is False
+    assert WebError("chat.postMessage", "ClientConnectorError: refused", transport=True).permanent is False
+    assert WebError("chat.postMessage", "http_503", status=503, transport=True).permanent is False
+    assert WebError("chat.postMessage", "internal_error", status=200).permanent is False
+    for code in ("channel_not_found", "invalid_blocks_format", "not_allowed_token_type", "some_new_error"):
+        assert WebError("chat.postMessage", code, status=200).permanent is True
+    assert WebError("chat.postMessage", "bad request: TypeError: not serializable").permanent is True
