@@ -34,26 +34,35 @@ pidfile/log, 78 configuration error.
 """
 
 
+def _common_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """Options accepted before and after the command (`rtmbotd console -c x.conf`)."""
+    default = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
+    parser.add_argument("-c", "--config", default=default(DEFAULT_CONFIG_PATH), metavar="PATH",
+                        help=f"YAML config file (default {DEFAULT_CONFIG_PATH})")
+    parser.add_argument("--base-path", default=default(None), metavar="DIR",
+                        help="override BASE_PATH (plugins load from DIR/plugins)")
+    parser.add_argument("--debug", action="store_true", default=default(False),
+                        help="log at debug level (also DEBUG: true)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtmbotd", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH, metavar="PATH",
-                        help=f"YAML config file (default {DEFAULT_CONFIG_PATH})")
-    parser.add_argument("--base-path", metavar="DIR", help="override BASE_PATH (plugins load from DIR/plugins)")
+    _common_options(parser, top=True)
     parser.add_argument("--check-config", action="store_true",
                         help="load the config and import the plugins without connecting; exit 0 when good")
     parser.add_argument("--daemon", action="store_true",
                         help="detach into the background (never under systemd); also DAEMON: true")
     parser.add_argument("--pidfile", metavar="PATH", help="with --daemon: write and lock this pidfile")
-    parser.add_argument("--debug", action="store_true", help="log at debug level (also DEBUG: true)")
     parser.add_argument("--version", action="version", version=f"rtmbotd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("run", help="run the bot (the default)")
+    _common_options(sub.add_parser("run", help="run the bot (the default)"), top=False)
     console = sub.add_parser("console", help="chat with the bot's plugins on a built-in fake Slack")
+    _common_options(console, top=False)
     console.add_argument("--channel", default="D1ALICE",
                          help="channel your lines go to (default D1ALICE, a DM; try C1GENERAL)")
     from rtmbotd.store_cli import add_store_parser
-    add_store_parser(sub)
+    _common_options(add_store_parser(sub), top=False)
     return parser
 
 
