@@ -12,25 +12,13 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
+from rtmbotd.testing.waiting import wait_until  # noqa: F401  (re-exported for the e2e tests)
+
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "plugins"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition",
-               interval: float = 0.01) -> object:
-    """Poll `predicate` until truthy or raise TimeoutError naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def rtmbotd_command() -> list[str]:

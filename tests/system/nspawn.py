@@ -19,11 +19,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Iterable, Sequence
+
+from rtmbotd.testing.waiting import wait_until  # noqa: F401  (used here and by the test module)
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 SOURCES_FILE = Path("/etc/apt/sources.list.d/debian.sources")
 CACHE_DIR = Path(os.environ.get("RTMBOTD_TEST_CACHE", "/var/cache/rtmbotd-test"))
@@ -37,17 +38,6 @@ class ContainerError(RuntimeError):
     """The container could not be booted or a command in it failed."""
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.2,
-               what: str = "condition") -> T:
-    """The first truthy `predicate()` within `timeout` seconds; TimeoutError otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 # -- the rootfs -----------------------------------------------------------------------------------
@@ -219,7 +209,7 @@ class Container:
                     return kid
             return None
 
-        self.pid = wait_until(systemd_pid, timeout=timeout, what="the container's systemd")
+        self.pid = wait_until(systemd_pid, timeout=timeout, what="the container's systemd", interval=0.2)
         log.info("boot: container systemd is host pid %d", self.pid)
 
     def console_tail(self, lines: int = 40) -> str:

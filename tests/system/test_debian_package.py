@@ -175,7 +175,7 @@ def settle(c: Container, timeout: float = 30) -> dict[str, str]:
                      "Result", "ExecMainStatus")
         busy = props["ActiveState"] in ("activating", "deactivating", "reloading")
         return None if busy else props
-    return wait_until(settled, timeout=timeout, what=f"{UNIT} to settle")
+    return wait_until(settled, timeout=timeout, what=f"{UNIT} to settle", interval=0.2)
 
 
 def write_config(c: Container, url: str, *, socket_mode: bool = False, extra: str = "") -> None:
