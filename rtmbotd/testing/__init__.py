@@ -9,5 +9,6 @@ With pytest, the `rtmbot` fixture does the same (see rtmbotd.testing.pytest_plug
 """
 from rtmbotd.testing.bot import TestBot
 from rtmbotd.testing.fake_slack import FakeSlack
+from rtmbotd.testing.waiting import wait_until
 
-__all__ = ["FakeSlack", "TestBot"]
+__all__ = ["FakeSlack", "TestBot", "wait_until"]
