@@ -465,6 +465,7 @@ class Daemon:
         self.connector.pump(now)
 
     def handle_worker_exited(self, item: WorkerExited) -> None:
+        item.worker.exited = True
         log.debug("plugin %s stopped", item.worker.unit.name)
 
     def handle_sent(self, item: SendResult) -> None:

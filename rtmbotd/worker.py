@@ -56,7 +56,11 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        """Until the loop has seen this worker's WorkerExited (a thread that posted it may
+        still be returning, and nothing else would wake the loop to look again)."""
+        return not self.exited
+
+    exited = False          # set by the loop on WorkerExited
 
     def submit(self, label: str, fn: Callable, *args: Any, job_key: Hashable | None = None) -> None:
         self._submitted += 1

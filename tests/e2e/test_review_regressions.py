@@ -55,15 +55,15 @@ def test_non_json_output_is_refused_and_does_not_block_the_channel(make_bot, fak
             if data["text"] == "bad":
                 outputs.append({"channel": data["channel"], "text": "x", "blocks": [Block()]})
             outputs.append([data["channel"], "after " + data["text"]])
-        '''}, settings={"STOP_TIMEOUT": 5}).start()
+        '''}, settings={"STOP_TIMEOUT": 30}).start()
     assert bot.say("bad") == ["after bad"]
     assert bot.say("good") == ["after good"]
     bot.wait_log("not plain JSON")
-    t0 = time.monotonic()
     bot.signal(signal.SIGTERM)
-    assert bot.wait_exit() == 0
-    assert time.monotonic() - t0 < 4.5, "the stop waited for a message stuck in flight"
-    assert "Traceback" not in bot.log()
+    assert bot.wait_exit(60) == 0
+    log = bot.log()
+    assert "undelivered message(s) saved" not in log and "stop deadline" not in log, log[-2000:]
+    assert "Traceback" not in log
 
 
 def test_directory_listing_429_is_retried_and_names_still_resolve(make_bot, fake):
