@@ -66,26 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Config:
-    config = load_config(args.config)
-    changes = {}
+def _overrides(args: argparse.Namespace) -> dict:
+    """Command-line settings that win over the config file (also on every reload)."""
+    out = {}
     if args.base_path:
         base = Path(args.base_path).resolve()
         if not base.is_dir():
             raise ConfigError(f"--base-path: {base} is not a directory")
-        changes["base_path"] = base
-    if args.debug:
-        changes["debug"] = True
-    return dataclasses.replace(config, **changes) if changes else config
-
-
-def _overrides(args: argparse.Namespace) -> dict:
-    out = {}
-    if args.base_path:
-        out["base_path"] = Path(args.base_path).resolve()
+        out["base_path"] = base
     if args.debug:
         out["debug"] = True
     return out
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    changes = _overrides(args)
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def check_config(config: Config) -> int:

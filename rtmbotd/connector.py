@@ -68,7 +68,6 @@ class Connector:
         self.identity: dict | None = None      # auth.test: user_id, bot_id
         self._need_auth = True
         self.problem = ""                      # why we are not connected, for STATUS
-        self.links_opened = 0
         self._rtm_inflight: dict[tuple[int, int], Message] = {}
         self._tasks: set[asyncio.Task] = set()
         self.stopping = False
@@ -173,7 +172,6 @@ class Connector:
         self._need_auth = False
         self.pending = item.link
         self.hello_deadline = now + HELLO_TIMEOUT
-        self.links_opened += 1
 
     def handle_failed(self, item: LinkFailed, now: float) -> None:
         if item.epoch != self.epoch:
@@ -197,7 +195,6 @@ class Connector:
         self.hello_deadline = None
         old = self.link
         self.link = link
-        link.hello = True
         self.linked_at = now
         self.problem = ""
         self.ping_unanswered = False

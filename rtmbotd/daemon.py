@@ -20,7 +20,7 @@ from rtmbotd.connector import Connector, LinkFailed, LinkOpened, SendResult
 from rtmbotd.directory import Directory
 from rtmbotd.errors import StoreError
 from rtmbotd.generation import Built, build_generation, reload_problem
-from rtmbotd.host import PluginHost, forget_modules
+from rtmbotd.host import PluginHost
 from rtmbotd.inbox import Inbox
 from rtmbotd.logsetup import Logging
 from rtmbotd.notify import Notifier
@@ -265,7 +265,7 @@ class Daemon:
                 self._begin_stop(now)
                 return
             log.error("reload rejected, still running generation %d: %s", self.host.generation, problem)
-            self._discard(item.plugins)
+            self.host.reject(item.plugins)
             self._reloaded(now, f"reload failed: {problem}")
             return
         self._swap(item.config, item.plugins, now)
@@ -297,13 +297,6 @@ class Daemon:
         self.state = State.RUNNING
         status = self.status_line(now)
         self.notifier.ready(f"{problem}; {status}" if problem else status)
-
-    def _discard(self, plugins: PluginSet | None) -> None:
-        """Forget the modules of a rejected generation (never swapped in)."""
-        if plugins is not None:
-            for name, loaded in plugins.plugins.items():
-                if name not in plugins.reused:
-                    forget_modules(loaded.modules)
 
     def _swap(self, config: Config, plugins: PluginSet, now: float) -> None:
         self.host.swap(plugins)

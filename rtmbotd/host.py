@@ -55,6 +55,13 @@ class PluginHost:
                 if plugins.plugins.get(name) is not loaded:
                     forget_modules(loaded.modules)
 
+    def reject(self, plugins: PluginSet | None) -> None:
+        """Forget the modules a rejected generation imported (it was never swapped in)."""
+        if plugins is not None:
+            for name, loaded in plugins.plugins.items():
+                if name not in plugins.reused:
+                    forget_modules(loaded.modules)
+
     def dispatch(self, kind: str, data: dict) -> None:
         """Hand the event to every unit that handles it; each gets its own copy.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 from rtmbotd.ratelimit import RateLimiter
 
@@ -106,10 +106,6 @@ class Outbox:
     def __len__(self) -> int:
         return sum(len(c.pending) + len(c.inflight) for c in self._channels.values())
 
-    @property
-    def inflight_count(self) -> int:
-        return sum(len(c.inflight) for c in self._channels.values())
-
     def _channel(self, channel: str, now: float) -> _Channel:
         chan = self._channels.get(channel)
         if chan is None:
@@ -134,14 +130,6 @@ class Outbox:
         if channel not in self._turns:
             self._turns.append(channel)
         return messages
-
-    def restore(self, records: Iterable[dict], now: float) -> int:
-        """Queue messages saved by `snapshot` at the last shutdown, in their order."""
-        count = 0
-        for rec in records:
-            self.enqueue(rec["channel"], rec.get("text"), rec.get("plugin", "?"), now, rec.get("extra"))
-            count += 1
-        return count
 
     def snapshot(self) -> list[dict]:
         """Every undelivered message (in flight first, then queued) in send order."""

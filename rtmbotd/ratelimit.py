@@ -33,10 +33,3 @@ class RateLimiter:
             return
         self._refill(now)
         self._tokens -= 1.0
-
-    def penalize(self, now: float, seconds: float) -> None:
-        """Empty the bucket so the next send waits `seconds` (Slack said slow down)."""
-        if self.rate <= 0:
-            return
-        self._refill(now)
-        self._tokens = min(self._tokens, 1.0 - seconds * self.rate)

@@ -70,10 +70,6 @@ class Worker:
         """Finish what is queued, then exit (reports WorkerExited)."""
         self._queue.put(_STOP)
 
-    def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
     @property
     def backlog(self) -> int:
         """Calls submitted and not yet finished (including the running one)."""

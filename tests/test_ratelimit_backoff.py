@@ -20,12 +20,6 @@ def test_zero_rate_is_unlimited():
     assert rl.next_allowed(0.0) == 0.0
 
 
-def test_penalize_delays():
-    rl = RateLimiter(rate=1.0, burst=4, now=0.0)
-    rl.penalize(0.0, 5.0)
-    assert rl.next_allowed(0.0) == 5.0
-
-
 def test_backoff_grows_caps_and_honours_retry_after():
     b = Backoff(base=1.0, cap=8.0, rand=lambda: 1.0)
     assert [b.next_delay() for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]

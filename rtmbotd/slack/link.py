@@ -60,8 +60,6 @@ class Link:
         self.ws = ws
         self._post = post
         self._outgoing: asyncio.Queue[str | None] = asyncio.Queue()
-        self.hello = False
-        self.closing = False
         self._tasks: list[asyncio.Task] = []
 
     def __repr__(self) -> str:
@@ -115,14 +113,12 @@ class Link:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close politely (close frame, wait for the peer briefly)."""
-        self.closing = True
         try:
             await self.ws.close(code, reason)
         except Exception:  # noqa: BLE001
             pass
 
     def abort(self) -> None:
-        self.closing = True
         for task in self._tasks:
             task.cancel()
         transport = getattr(self.ws, "transport", None)
