@@ -185,7 +185,8 @@ class RtmbotdProcess(Child):
     """The real `rtmbotd` with its own config, plugin folders and NOTIFY_SOCKET."""
 
     def __init__(self, workdir: Path, api_url: str, mode: str, plugin_dirs: Sequence[Path],
-                 settings: dict | None = None, name: str = "rtmbotd") -> None:
+                 settings: dict | None = None, name: str = "rtmbotd",
+                 argv: Sequence[str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         plugins = workdir / "plugins"
         plugins.mkdir(exist_ok=True)
@@ -201,7 +202,7 @@ class RtmbotdProcess(Child):
         self.config_path = workdir / "rtmbot.conf"
         self.config_path.write_text(yaml.safe_dump(config))
         self.notify = NotifyListener(workdir / "notify.sock")
-        super().__init__(name, [*rtmbotd_argv(), "-c", str(self.config_path)], workdir,
+        super().__init__(name, [*(argv or rtmbotd_argv()), "-c", str(self.config_path)], workdir,
                          child_env(NOTIFY_SOCKET=self.notify.path))
 
     def wait_ready(self, timeout: float = 30.0) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import math
 import shutil
 import sys
@@ -32,7 +31,7 @@ from report import Latency, Table, machine_lines, ms, num  # noqa: E402
 from workload import Burst, burst_run, first_reply, latency_run  # noqa: E402
 
 import rtmbot_venv  # noqa: E402
-from rtmbotd import __version__  # noqa: E402
+import rtmbotd_venv  # noqa: E402
 from rtmbotd.testing.fake_slack import FakeSlack  # noqa: E402
 
 PLUGIN = BENCH / "compare_plugin" / "repeat.py"
@@ -88,17 +87,18 @@ def _copy_plugin(workdir: Path) -> None:
     shutil.copy(PLUGIN, workdir / "plugins" / "repeat.py")
 
 
-def make_rtmbotd(mode: str) -> Callable[[FakeSlack, Path], Child]:
+def make_rtmbotd(mode: str, ours: rtmbotd_venv.RtmbotdEnv) -> Callable[[FakeSlack, Path], Child]:
     def make(fake: FakeSlack, workdir: Path) -> Child:
         _copy_plugin(workdir)
-        return RtmbotdProcess(workdir, fake.url, mode, [], settings={"ACTIVE_PLUGINS": ACTIVE})
+        return RtmbotdProcess(workdir, fake.url, mode, [], settings={"ACTIVE_PLUGINS": ACTIVE},
+                              argv=[str(ours.script)])
     return make
 
 
-def make_floor(mode: str) -> Callable[[FakeSlack, Path], Child]:
+def make_floor(mode: str, ours: rtmbotd_venv.RtmbotdEnv) -> Callable[[FakeSlack, Path], Child]:
     def make(fake: FakeSlack, workdir: Path) -> Child:
         workdir.mkdir(parents=True, exist_ok=True)
-        return Child(f"floor-{mode}", [sys.executable, str(BENCH / "floor_client.py"),
+        return Child(f"floor-{mode}", [str(ours.python), str(BENCH / "floor_client.py"),
                                         "--api-url", fake.url, "--mode", mode], workdir, child_env())
     return make
 
@@ -312,9 +312,11 @@ def goal_lines(results: list[Result]) -> list[str]:
     return lines
 
 
-def versions_line(env: rtmbot_venv.RtmbotEnv | None) -> list[str]:
-    ours = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("websockets", "aiohttp", "slack_sdk"))
-    lines = [f"rtmbotd {__version__} ({ours}); floor: the same websockets/aiohttp"]
+def versions_line(env: rtmbot_venv.RtmbotEnv | None, ours: rtmbotd_venv.RtmbotdEnv) -> list[str]:
+    v = ours.versions
+    libs = ", ".join(f"{p} {v.get(p)}" for p in ("websockets", "slack_sdk", "PyYAML", "SQLAlchemy"))
+    lines = [f"rtmbotd {v.get('rtmbotd')} ({libs}) installed with pip (not editable) in",
+             f"         {ours.python.parent.parent}; floor: the same venv, websockets and rtmbotd.slack.http"]
     if env is not None:
         v = env.versions
         lines.append(f"python-rtmbot {v.get('rtmbot')} (slackclient {v.get('slackclient')}, "
@@ -340,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     started_utc = datetime.datetime.now(datetime.timezone.utc)
     workroot = Path(tempfile.mkdtemp(prefix="rtmbotd-bench-compare-"))
 
+    try:
+        ours = rtmbotd_venv.ensure(progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except (rtmbot_venv.SetupError, OSError, ValueError) as exc:
+        print(f"cannot install this checkout of rtmbotd into a venv: {exc}", file=sys.stderr)
+        return 1
     env, setup_error = None, None
     try:
         env = rtmbot_venv.ensure(progress=lambda m: print(m, file=sys.stderr, flush=True))
@@ -348,10 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         print(setup_error, file=sys.stderr)
 
     systems = [
-        System("floor RTM", "rtm", None, make_floor("rtm")),
-        System("floor Socket Mode", "socket_mode", None, make_floor("socket_mode")),
-        System("rtmbotd RTM", "rtm", "floor RTM", make_rtmbotd("rtm")),
-        System("rtmbotd Socket Mode", "socket_mode", "floor Socket Mode", make_rtmbotd("socket_mode")),
+        System("floor RTM", "rtm", None, make_floor("rtm", ours)),
+        System("floor Socket Mode", "socket_mode", None, make_floor("socket_mode", ours)),
+        System("rtmbotd RTM", "rtm", "floor RTM", make_rtmbotd("rtm", ours)),
+        System("rtmbotd Socket Mode", "socket_mode", "floor Socket Mode", make_rtmbotd("socket_mode", ours)),
     ]
     if env is not None:
         systems.append(System("python-rtmbot 0.4.1", "rtm", "floor RTM", make_rtmbot(env)))
@@ -369,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     out = [f"{command}: rtmbotd vs python-rtmbot 0.4.1 vs the floor"
            + (" (QUICK: smoke-test counts)" if args.quick else ""),
            f"date:    {started_utc:%Y-%m-%d %H:%M} UTC, took {took:.0f} s",
-           *machine_lines(), *(f"version: {line}" for line in versions_line(env)),
+           *machine_lines(), *(f"version: {line}" for line in versions_line(env, ours)),
            "setup:   each system on its own fake Slack (rtmbotd.testing.FakeSlack, in the benchmark",
            "         process, 127.0.0.1), all running side by side: started one by one, idle CPU read",
            f"         for all in one window, latency in {plan.rounds} rounds taking turns, bursts one at a time;",

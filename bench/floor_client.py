@@ -5,7 +5,8 @@
 RTM: `rtm.connect` over HTTP (urllib), then on a `websockets` connection each user
 message in a DM is answered at once with an RTM message frame. Socket Mode:
 `apps.connections.open`, each envelope acked at once on the socket, and the answer
-posted with `chat.postMessage` over a keep-alive aiohttp session. No plugin machinery,
+posted with `chat.postMessage` over rtmbotd's keep-alive HTTP client
+(rtmbotd.slack.http, the one the daemon posts with). No plugin machinery,
 no queue, no loop of its own: the reply is written in the read handler. The reply
 text is the `repeat` plugin's, so the benchmark matches replies the same way.
 """
@@ -18,8 +19,9 @@ import signal
 import urllib.parse
 import urllib.request
 
-import aiohttp
 from websockets.asyncio.client import connect
+
+from rtmbotd.slack.http import HttpClient
 
 BOT_TOKEN = "xoxb-bench"
 APP_TOKEN = "xapp-bench"
@@ -73,13 +75,13 @@ async def socket_mode(api_url: str) -> None:
     headers = {"Authorization": f"Bearer {BOT_TOKEN}"}
     posts: set[asyncio.Task] = set()
 
-    async def post(channel: str, text: str) -> None:
-        async with session.post(api_url + "chat.postMessage", json={"channel": channel, "text": text},
-                                headers=headers) as response:
-            await response.read()
+    http = HttpClient(api_url)
 
-    connector = aiohttp.TCPConnector(limit=32, keepalive_timeout=60)   # as rtmbotd's SlackWeb
-    async with aiohttp.ClientSession(connector=connector) as session, _websocket(url) as ws:
+    async def post(channel: str, text: str) -> None:
+        body = json.dumps({"channel": channel, "text": text}, ensure_ascii=False).encode("utf-8")
+        await http.post("chat.postMessage", body, "application/json; charset=utf-8", headers)
+
+    async with _websocket(url) as ws:
         async for raw in ws:
             envelope = json.loads(raw)
             envelope_id = envelope.get("envelope_id")

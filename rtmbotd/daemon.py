@@ -92,6 +92,8 @@ class Daemon:
         self._status_at = 0.0
         self._sweep_at = 0.0
         self._directory_retry_at: float | None = None
+        self._finishing = False          # the stop's last, awaited part is running
+        self._done: asyncio.Future | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.inbox: Inbox | None = None
         self.connector: Connector | None = None
@@ -119,7 +121,8 @@ class Daemon:
     async def run(self) -> int:
         """Run until stopped; returns the exit code."""
         self.loop = asyncio.get_running_loop()
-        self.inbox = Inbox(self.loop)
+        self._done = self.loop.create_future()
+        self.inbox = Inbox(self.loop, self._drain)
         self.connector = Connector(self._post, self.outbox, self.clock)
         self.host = PluginHost(self.inbox.put_threadsafe, self.clock)
         self.router = Router(self.outbox, self.directory, lambda user: self.connector.open_dm(user, DMOpened),
@@ -133,9 +136,11 @@ class Daemon:
         if self.notifier.watchdog_interval:
             self._watchdog_at = self.clock()     # systemd's watchdog runs from exec, not READY
         self._build(self.config.path)
+        self.inbox.start()
         try:
-            await self._loop()
+            await self._done
         finally:
+            self.inbox.close()
             if self.install_signals:
                 for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                     self.loop.remove_signal_handler(signum)
@@ -144,8 +149,9 @@ class Daemon:
     def _open_store(self) -> None:
         """Open the plugin store (raises StoreError) and queue last run's undelivered messages."""
         if self.store is None:
-            from rtmbotd.store import Store
-            self.store = Store.open(self.config.store_url, self.config.base_path, self.config.store_synchronous)
+            from rtmbotd.store_lazy import open_daemon_store
+            self.store = open_daemon_store(self.config.store_url, self.config.base_path,
+                                           self.config.store_synchronous)
         self.env.store_for = self.store.plugin
         records = self.store.load_outbox()
         if not records:
@@ -187,29 +193,46 @@ class Daemon:
         if self.inbox is not None:
             self.inbox.put_threadsafe(Signal(signum))
 
-    async def _loop(self) -> None:
+    def _drain(self) -> None:
+        """The inbox's consumer: every item in order, then the timers; it runs again when
+        an item arrives or at the next deadline (a cron job, the watchdog, a reconnect, a
+        rate-limited send), and never polls."""
         inbox = self.inbox
-        while self.state is not State.STOPPED:
-            now = self.clock()
-            deadline = self._next_deadline(now)
-            item = await inbox.get(None if deadline is None else max(0.0, deadline - now))
-            while item is not None:
+        while self.state is not State.STOPPED and not self._finishing:
+            while len(inbox) and self.state is not State.STOPPED:
+                item = inbox.get_nowait()
                 try:
                     self._handlers[type(item)](item)
                 except Exception:  # noqa: BLE001 - a bug here must not end the daemon
                     log.exception("internal error while handling %s", type(item).__name__)
-                item = inbox.get_nowait() if len(inbox) else None
             now = self.clock()
             try:
                 self._tick(now)
             except Exception:  # noqa: BLE001
                 log.exception("internal error in a timer")
             if self.state is State.STOPPING and self._stop_finished(now):
-                try:
-                    await self._finish_stop()
-                except Exception:  # noqa: BLE001 - stopping must end in STOPPED
-                    log.exception("internal error while stopping")
-                    self.state = State.STOPPED
+                self._finishing = True
+                self.loop.create_task(self._finish_stop_then_end(), name="rtmbotd-stop")
+                return
+            if not len(inbox):
+                break
+        if self.state is State.STOPPED:
+            self._end()
+        elif not self._finishing:
+            now = self.clock()
+            inbox.wake_at(self._next_deadline(now), now)
+
+    async def _finish_stop_then_end(self) -> None:
+        try:
+            await self._finish_stop()
+        except Exception:  # noqa: BLE001 - stopping must end in STOPPED
+            log.exception("internal error while stopping")
+        self.state = State.STOPPED
+        self._end()
+
+    def _end(self) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
 
     def _next_deadline(self, now: float) -> float | None:
         times = [self._watchdog_at, self._stop_deadline, self.connector.next_deadline(now),

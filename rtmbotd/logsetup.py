@@ -52,7 +52,7 @@ class Logging:
     def configure(self, *, debug: bool, logfile: str | None) -> None:
         root = logging.getLogger()
         root.setLevel(logging.DEBUG if debug else logging.WARNING if self.quiet else logging.INFO)
-        for noisy in ("websockets", "asyncio", "slack_sdk", "aiohttp", "rtmbotd.slack.sdk"):
+        for noisy in ("websockets", "asyncio", "slack_sdk"):
             logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
         if self.handler is not None and logfile == self.logfile:
             return

@@ -10,12 +10,12 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Mapping
-
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from typing import TYPE_CHECKING, Mapping
 
 from rtmbotd.store_errors import StoreError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ def default_directory(base_path: Path | str | None, env: Mapping[str, str]) -> P
 def resolve_url(url: str | URL | None, base_path: Path | str | None = None,
                 env: Mapping[str, str] | None = None) -> URL:
     """The SQLAlchemy URL the store opens; raises StoreError for an unusable setting."""
+    from sqlalchemy.engine import URL, make_url
+    from sqlalchemy.exc import ArgumentError
     env = os.environ if env is None else env
     if url is None or (isinstance(url, str) and not url.strip()):
         path = default_directory(base_path, env) / DEFAULT_FILENAME

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.protocol import State
 
 from rtmbotd.frames import BadFrame, decode_frame
 from rtmbotd.slack.web import proxy_for
@@ -21,6 +22,7 @@ from rtmbotd.slack.web import proxy_for
 log = logging.getLogger(__name__)
 
 MAX_FRAME = 16 * 1024 * 1024
+WRITE_BUFFER_HIGH = 64 * 1024    # above this many unsent bytes, frames wait for the writer's drain
 _ids = itertools.count(1)
 
 
@@ -60,6 +62,7 @@ class Link:
         self.ws = ws
         self._post = post
         self._outgoing: asyncio.Queue[str | None] = asyncio.Queue()
+        self._writing = False           # the writer task is inside ws.send()
         self._tasks: list[asyncio.Task] = []
 
     def __repr__(self) -> str:
@@ -71,8 +74,29 @@ class Link:
         return self
 
     def send(self, obj: dict) -> None:
-        """Queue a JSON frame; frames go out in the order they were queued."""
-        self._outgoing.put_nowait(json.dumps(obj, ensure_ascii=False))
+        """Send a JSON frame; frames go out in the order they were given.
+
+        When nothing is queued and the socket takes data, the frame is written at once
+        (websockets' sans-I/O protocol frames it, the transport takes the bytes), saving
+        a task switch per reply. Otherwise it waits in order for the writer task, which
+        goes through `ws.send()` and its flow control.
+        """
+        frame = json.dumps(obj, ensure_ascii=False)
+        if not self._writing and self._outgoing.empty() and self._write_now(frame):
+            return
+        self._outgoing.put_nowait(frame)
+
+    def _write_now(self, frame: str) -> bool:
+        transport = getattr(self.ws, "transport", None)
+        protocol = getattr(self.ws, "protocol", None)
+        if (transport is None or protocol is None or transport.is_closing() or protocol.state is not State.OPEN
+                or transport.get_write_buffer_size() > WRITE_BUFFER_HIGH):
+            return False
+        protocol.send_text(frame.encode("utf-8"))
+        for data in protocol.data_to_send():
+            if data:
+                transport.write(data)
+        return True
 
     def on_event(self, event: dict) -> None:
         """Hook for protocol duties that cannot wait for the loop (Socket Mode acks)."""
@@ -103,6 +127,7 @@ class Link:
             frame = await self._outgoing.get()
             if frame is None:
                 return
+            self._writing = True
             try:
                 await self.ws.send(frame)
             except websockets.ConnectionClosed:
@@ -110,6 +135,8 @@ class Link:
             except Exception as exc:  # noqa: BLE001
                 log.warning("%r: send failed: %s", self, exc)
                 return
+            finally:
+                self._writing = False
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close politely (close frame, wait for the peer briefly)."""

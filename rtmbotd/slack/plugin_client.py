@@ -1,11 +1,13 @@
-"""The `slack_client` plugins get: python-rtmbot's `api_call(method, **kwargs)` on slack_sdk."""
+"""The `slack_client` plugins get: python-rtmbot's `api_call(method, **kwargs)` on slack_sdk.
+
+slack_sdk is imported on a plugin's first call, so a daemon whose plugins never call the
+Web API does not carry it.
+"""
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
-
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from rtmbotd.slack.web import proxy_for
 
@@ -16,17 +18,34 @@ class PluginSlackClient:
     """Synchronous Web API access for plugin code (runs on the plugin's own thread)."""
 
     def __init__(self) -> None:
-        self.web: WebClient | None = None
+        self._settings: tuple[str, str] | None = None
+        self._web: Any = None                     # slack_sdk.WebClient for _settings
+        self._lock = threading.Lock()
 
     def configure(self, token: str | None, base_url: str) -> None:
-        self.web = WebClient(token=token, base_url=base_url, proxy=proxy_for(base_url)) if token else None
+        with self._lock:
+            settings = (token, base_url) if token else None
+            if settings != self._settings:
+                self._settings, self._web = settings, None
+
+    @property
+    def web(self) -> Any:
+        """slack_sdk's WebClient for the current token, or None without one."""
+        with self._lock:
+            if self._web is None and self._settings is not None:
+                from slack_sdk import WebClient
+                token, base_url = self._settings
+                self._web = WebClient(token=token, base_url=base_url, proxy=proxy_for(base_url))
+            return self._web
 
     def api_call(self, method: str, **kwargs: Any) -> dict:
         """Call a Web API method; returns Slack's JSON body, errors included (like slackclient)."""
-        if self.web is None:
+        web = self.web
+        if web is None:
             return {"ok": False, "error": "not_configured"}
+        from slack_sdk.errors import SlackApiError
         try:
-            return self.web.api_call(method, json=kwargs).data
+            return web.api_call(method, json=kwargs).data
         except SlackApiError as exc:
             data = exc.response.data
             return data if isinstance(data, dict) else {"ok": False, "error": str(exc)}

@@ -1,16 +1,15 @@
-"""Slack Web API calls on the daemon's loop (slack_sdk's AsyncWebClient, keep-alive)."""
+"""Slack Web API calls on the daemon's loop, over keep-alive connections (slack/http.py)."""
 from __future__ import annotations
 
-import asyncio
+import json as jsonlib
 import logging
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
+from rtmbotd import __version__
+from rtmbotd.slack.http import HttpClient, HttpError, Response
 
 log = logging.getLogger(__name__)
 
@@ -63,31 +62,27 @@ class SlackWeb:
 
     def __init__(self, token: str, base_url: str, *, timeout: float = 30.0) -> None:
         self.base_url = base_url
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=32, keepalive_timeout=60),
-            timeout=aiohttp.ClientTimeout(total=timeout))
-        self._client = AsyncWebClient(token=token, base_url=base_url, timeout=int(timeout),
-                                      proxy=proxy_for(base_url), session=self._session,
-                                      retry_handlers=[], logger=logging.getLogger("rtmbotd.slack.sdk"))
+        self._auth = {"Authorization": f"Bearer {token}"}
+        self._http = HttpClient(base_url, timeout=timeout, proxy=proxy_for(base_url),
+                                user_agent=f"rtmbotd/{__version__}")
 
     async def call(self, method: str, *, json: bool = False, **params: Any) -> dict:
-        """Call `method`; return the response body or raise WebError."""
+        """Call `method` (JSON body, or form-encoded); return Slack's answer or raise WebError."""
         try:
             if json:
-                resp = await self._client.api_call(method, json=params)
+                body = jsonlib.dumps(params, ensure_ascii=False).encode("utf-8")
+                ctype = "application/json; charset=utf-8"
             else:
-                resp = await self._client.api_call(method, params=params or None)
-            return resp.data if isinstance(resp.data, dict) else {"ok": True}
-        except SlackApiError as exc:
-            r = exc.response
-            retry = r.headers.get("Retry-After") or r.headers.get("retry-after")
-            error = (r.data or {}).get("error") if isinstance(r.data, dict) else None
-            raise WebError(method, error or f"http_{r.status_code}", _seconds(retry), r.status_code,
-                           transport=r.status_code >= 500) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise WebError(method, f"{type(exc).__name__}: {exc}".rstrip(": "), transport=True) from None
+                body = urllib.parse.urlencode({k: _form_value(v) for k, v in params.items()
+                                               if v is not None}).encode("ascii")
+                ctype = "application/x-www-form-urlencoded"
         except (TypeError, ValueError) as exc:   # the request itself cannot be encoded
             raise WebError(method, f"bad request: {type(exc).__name__}: {exc}") from None
+        try:
+            resp = await self._http.post(method, body, ctype, self._auth)
+        except HttpError as exc:
+            raise WebError(method, str(exc), transport=True) from None
+        return _answer(method, resp)
 
     async def paginate(self, method: str, key: str, **params: Any) -> list[dict]:
         """Every item of a cursor-paginated listing."""
@@ -102,7 +97,35 @@ class SlackWeb:
         return items
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._http.close()
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return jsonlib.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _answer(method: str, resp: Response) -> dict:
+    """Slack's JSON answer, or WebError for a refusal, a rate limit or a server failure."""
+    retry = _seconds(resp.headers.get("retry-after"))
+    try:
+        data = jsonlib.loads(resp.body) if resp.body else None
+    except ValueError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if resp.status >= 500:
+        raise WebError(method, error or f"http_{resp.status}", retry, resp.status, transport=True)
+    if resp.status == 429:
+        raise WebError(method, error or "ratelimited", retry, 429)
+    if not isinstance(data, dict):
+        raise WebError(method, f"http_{resp.status}: answer is not a JSON object", retry, resp.status,
+                       transport=resp.status == 200)
+    if resp.status != 200 or not data.get("ok"):
+        raise WebError(method, error or f"http_{resp.status}", retry, resp.status)
+    return data
 
 
 def _seconds(value: str | None) -> float | None:

@@ -103,9 +103,14 @@ class Hub:
                 "debug_info": {"host": "fake", "approximate_connection_time": 18060},
                 "connection_info": {"app_id": APP_ID},
             })
-        await ws.send_str(hello)
+        # Counted before the hello goes out: a client that has read it sees itself counted.
         self.connections[mode].append(conn)
         self.journal.connection_opened(mode)
+        try:
+            await ws.send_str(hello)
+        except BaseException:
+            self._forget(conn)
+            raise
         log.debug("%s connection opened from %s", mode, request.remote)
         return conn
 

@@ -127,3 +127,48 @@ def test_store_cli_reads_what_the_running_daemon_wrote(tmp_path, fake):
         assert data["writer"]["writes"] == 101
     finally:
         bot.stop()
+
+
+def _mapped_files(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as maps:
+        return maps.read()
+
+
+def test_default_store_is_created_on_first_use_and_kept_across_restarts(tmp_path, fake):
+    plugin = '''
+        outputs = []
+        def process_message(data):
+            if data.get("text") == "count":
+                outputs.append([data["channel"], "count %d" % store.incr("n")])
+            elif data.get("text") == "ping":
+                outputs.append([data["channel"], "pong"])
+        '''
+    db = tmp_path / "rtmbot.sqlite"          # STORE_URL unset: rtmbot.sqlite in BASE_PATH
+    bot = Rtmbotd(tmp_path, fake, plugins={"counting": plugin}, settings={"BASE_PATH": str(tmp_path)})
+    del bot.settings["STORE_URL"]
+    bot.write_config()
+    try:
+        bot.start()
+        assert bot.say("ping") == ["pong"]
+        assert not db.exists()
+        mapped = _mapped_files(bot.proc.pid)
+        assert "_sqlite3" not in mapped and "aiohttp" not in mapped   # neither loaded nor needed
+        assert "created when first needed" in bot.log()
+        assert bot.say("count") == ["count 1"]
+        assert db.exists()
+        assert bot.say("count") == ["count 2"]
+        bot.signal(signal.SIGTERM)
+        assert bot.wait_exit() == 0
+    finally:
+        bot.stop()
+    again = Rtmbotd(tmp_path, fake, plugins={"counting": plugin}, settings={"BASE_PATH": str(tmp_path)})
+    del again.settings["STORE_URL"]
+    again.write_config()
+    try:
+        again.start()
+        assert "_sqlite3" in _mapped_files(again.proc.pid)    # an existing store is opened at start
+        assert again.say("count") == ["count 3"]
+    finally:
+        again.stop()
+    with sqlite3.connect(db) as conn:
+        assert json.loads(conn.execute("select value from rtmbot_kv where plugin='counting' and key='n'").fetchone()[0]) == 3
