@@ -8,9 +8,10 @@ a POST answered with JSON; this does that and no more, on connections that stay 
 Plugins still get slack_sdk's `WebClient` (rtmbotd.slack.plugin_client).
 
 Errors: every failure to get a complete answer raises `HttpError` (the caller retries).
-A reused connection that turns out to be closed by the server before any byte of the
-answer arrived is replaced once: the server dropped it while idle, so the request was
-never read.
+A reused connection found closed before any byte of the answer came back is replaced
+by a new one and the request sent again: servers close idle keep-alive connections at
+will. (Had the server read the request before closing, it would run twice: the risk
+every keep-alive client takes, and rarer than a retry after a timeout.)
 """
 from __future__ import annotations
 
@@ -181,7 +182,7 @@ class HttpClient:
         try:
             writer.write(f"CONNECT {self.host}:{self.port} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                          f"User-Agent: {self.user_agent}\r\n\r\n".encode("latin-1"))
-            status, _ = await _read_head(reader)
+            status, _, _ = await _read_head(reader)
             if status != 200:
                 raise HttpError(f"proxy {proxy.hostname}:{proxy.port} refused CONNECT: HTTP {status}")
             if self.tls and hasattr(writer, "start_tls"):                  # Python >= 3.11
@@ -205,7 +206,7 @@ class HttpClient:
         try:
             conn.writer.write(request)
             await conn.writer.drain()
-            status, headers = await _read_head(conn.reader)
+            status, version, headers = await _read_head(conn.reader)
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             if conn.reused and (not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial):
                 raise _Stale() from None
@@ -213,7 +214,7 @@ class HttpClient:
         except OSError as exc:
             raise HttpError(f"connection lost: {exc}") from None
         try:
-            body, keep = await _read_body(conn.reader, headers)
+            body = await _read_body(conn.reader, headers)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             raise HttpError(f"answer cut short: {exc}") from None
         encoding = headers.get("content-encoding", "").lower()
@@ -224,7 +225,8 @@ class HttpClient:
                 raise HttpError(f"bad gzip body: {exc}") from None
         elif encoding not in ("", "identity"):
             raise HttpError(f"unsupported Content-Encoding {encoding!r}")
-        keep = keep and "close" not in headers.get("connection", "").lower()
+        keep = (version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+                and ("content-length" in headers or "chunked" in headers.get("transfer-encoding", "").lower()))
         return Response(status, headers, body), keep
 
     async def close(self) -> None:
@@ -232,7 +234,8 @@ class HttpClient:
             self._idle.pop().close()
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, str, dict[str, str]]:
+    """Status code, HTTP version and headers of an answer."""
     try:
         raw = await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError:
@@ -243,17 +246,16 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
         raise HttpError(f"not an HTTP answer: {lines[0][:80]!r}")
-    headers: dict[str, str] = {"_version": parts[0]}
+    headers: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         if sep:
             headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers
+    return int(parts[1]), parts[0], headers
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> tuple[bytes, bool]:
-    """The body and whether the connection can carry another request."""
-    keep = headers.get("_version") == "HTTP/1.1"
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    """The body: chunked, Content-Length, or up to the end of the connection."""
     if "chunked" in headers.get("transfer-encoding", "").lower():
         chunks, size = [], 0
         while True:
@@ -265,7 +267,7 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> t
             if n == 0:
                 while (await reader.readuntil(b"\r\n")) != b"\r\n":     # trailers
                     pass
-                return b"".join(chunks), keep
+                return b"".join(chunks)
             size += n
             if size > MAX_BODY:
                 raise HttpError("answer too large")
@@ -275,7 +277,7 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> t
     if length is not None:
         if not length.isdigit() or int(length) > MAX_BODY:
             raise HttpError(f"bad Content-Length {length[:20]!r}")
-        return await reader.readexactly(int(length)), keep
+        return await reader.readexactly(int(length))
     body = await reader.read(MAX_BODY + 1)           # no length: the body runs to EOF
     while body and not reader.at_eof() and len(body) <= MAX_BODY:
         more = await reader.read(MAX_BODY + 1 - len(body))
@@ -284,4 +286,4 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> t
         body += more
     if len(body) > MAX_BODY:
         raise HttpError("answer too large")
-    return body, False
+    return body
