@@ -239,7 +239,6 @@ class Connector:
             self.outbox.unsend(msg)
         if lost:
             log.info("%d unacknowledged message(s) will be sent again", len(lost))
-            self.pump(now)
         if link is self.pending:
             self.pending = None
             self.hello_deadline = None
@@ -254,6 +253,8 @@ class Connector:
                 self.backoff.reset()
             if self.pending is None and not self.connecting:
                 self._schedule_retry(now, item.reason, first_free=now - self.linked_at >= HEALTHY_AFTER)
+        if lost:       # after the dead link is forgotten: never back onto it
+            self.pump(now)
 
     def _schedule_retry(self, now: float, why: str, first_free: bool = False) -> None:
         if self.stopping or not self.enabled:
@@ -317,6 +318,8 @@ class Connector:
                 self._post(result(user, (resp.get("channel") or {}).get("id")))
             except WebError as exc:
                 self._post(result(user, None, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - a DM must never be left waiting
+                self._post(result(user, None, f"{type(exc).__name__}: {exc}"))
         if self.web is None:
             self._post(result(user, None, "no Slack token"))
         else:

@@ -93,6 +93,8 @@ class Daemon:
         self._sweep_at = 0.0
         self._directory_retry_at: float | None = None
         self._finishing = False          # the stop's last, awaited part is running
+        self._to_restore: list[int] = []  # saved messages not queued yet (tags of _restored)
+        self._stop_task: asyncio.Task | None = None
         self._done: asyncio.Future | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.inbox: Inbox | None = None
@@ -156,15 +158,21 @@ class Daemon:
         records = self.store.load_outbox()
         if not records:
             return
-        now = self.clock()
         self.outbox.on_settled = lambda msg: self._settle_tag(msg.tag, part=True)
         self.outbox.on_enqueued = self._count_part
         for tag, record in enumerate(records):
             self._restored[tag] = record
-            out = Output(record["channel"], record.get("text"), dict(record.get("extra") or {}),
-                         record.get("plugin", "?"), tag)
-            self.router.route(out, now)   # names and users resolve again, as at first
+        self._to_restore = list(self._restored)
         log.info("%d message(s) saved at the last stop will be sent first", len(records))
+
+    def _route_restored(self, now: float) -> None:
+        """Queue last run's messages once the first generation configured the connector:
+        names and users resolve again, as at first (a user id needs a DM opened)."""
+        for tag in self._to_restore:
+            record = self._restored[tag]
+            self.router.route(Output(record["channel"], record.get("text"), dict(record.get("extra") or {}),
+                                     record.get("plugin", "?"), tag), now)
+        self._to_restore = []
 
     def _count_part(self, msg: Any) -> None:
         if msg.tag in self._restored:
@@ -210,9 +218,9 @@ class Daemon:
                 self._tick(now)
             except Exception:  # noqa: BLE001
                 log.exception("internal error in a timer")
-            if self.state is State.STOPPING and self._stop_finished(now):
+            if self.state is State.STOPPING and self._stop_finished_safely(now):
                 self._finishing = True
-                self.loop.create_task(self._finish_stop_then_end(), name="rtmbotd-stop")
+                self._stop_task = self.loop.create_task(self._finish_stop_then_end(), name="rtmbotd-stop")
                 return
             if not len(inbox):
                 break
@@ -220,7 +228,19 @@ class Daemon:
             self._end()
         elif not self._finishing:
             now = self.clock()
-            inbox.wake_at(self._next_deadline(now), now)
+            try:
+                deadline = self._next_deadline(now)
+            except Exception:  # noqa: BLE001 - keep waking: retry the book-keeping soon
+                log.exception("internal error while computing the next deadline")
+                deadline = now + 1.0
+            inbox.wake_at(deadline, now)
+
+    def _stop_finished_safely(self, now: float) -> bool:
+        try:
+            return self._stop_finished(now)
+        except Exception:  # noqa: BLE001 - a bug here must not keep the daemon from stopping
+            log.exception("internal error while checking the stop")
+            return True
 
     async def _finish_stop_then_end(self) -> None:
         try:
@@ -333,6 +353,8 @@ class Daemon:
         self.outbox.configure(config.rate_limit, config.rate_burst, now)
         self.slack_client.configure(config.slack_token, config.api_url)
         self.connector.configure(config, now)
+        if self._to_restore:
+            self._route_restored(now)
         if not config.has_token:
             log.warning("no Slack token: set SLACK_TOKEN in %s, then reload", config.path)
 
@@ -398,7 +420,8 @@ class Daemon:
 
     def _save_outbox(self) -> None:
         """Keep what could not be delivered; it is sent, in order, on the next start."""
-        records = self.outbox.snapshot() + self.router.pending_records()
+        unrouted = [self._restored[tag] for tag in self._to_restore]   # stopped before the first swap
+        records = unrouted + self.outbox.snapshot() + self.router.pending_records()
         try:
             if records:
                 self.store.save_outbox(records)

@@ -64,3 +64,28 @@ def test_web_errors_retry_only_passing_conditions():
     for code in ("channel_not_found", "invalid_blocks_format", "not_allowed_token_type", "some_new_error"):
         assert WebError("chat.postMessage", code, status=200).permanent is True
     assert WebError("chat.postMessage", "bad request: TypeError: not serializable").permanent is True
+
+
+def test_losing_the_current_link_never_resends_onto_it_and_sending_resumes_on_the_next():
+    async def scenario():
+        posts = []
+        box = Outbox(0, 4)
+        conn = Connector(posts.append, box, lambda: 0.0)
+        conn.config = Config(path=Path("/x"), base_path=Path("/x"), slack_token="xoxb-1")
+        old = RtmLink(StubSocket(), posts.append, {})
+        conn.pending = old
+        conn.on_hello(old, 0.0)
+        box.enqueue("C1", "hello", "p", 0.0)
+        conn.pump(0.0)
+        assert [f["text"] for f in sent_texts(old)] == ["hello"]
+        conn.handle_closed(LinkClosed(old, "lost"), 0.1)      # unacknowledged: back in the outbox
+        assert sent_texts(old) == [] and conn.link is None
+        new = RtmLink(StubSocket(), posts.append, {})
+        conn.pending = new
+        box.enqueue("C1", "second", "p", 1.0)
+        conn.on_hello(new, 1.0)
+        conn.pump(1.0)
+        assert [f["text"] for f in sent_texts(new)] == ["hello", "second"]
+        for task in list(conn._tasks):
+            task.cancel()
+    asyncio.run(scenario())

@@ -254,9 +254,11 @@ def _server_tls(files: dict[str, Path]) -> ssl.SSLContext:
 class ConnectProxy:
     """An HTTP CONNECT proxy on 127.0.0.1 that tunnels to 127.0.0.1 or answers `refuse`."""
 
-    def __init__(self, refuse: str | None = None) -> None:
+    def __init__(self, refuse: str | None = None, hang_up: bool = False) -> None:
         self.refuse = refuse
+        self.hang_up = hang_up
         self.targets: list[str] = []
+        self.auth: list[str | None] = []
 
     async def __aenter__(self) -> "ConnectProxy":
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -270,6 +272,11 @@ class ConnectProxy:
         head = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
         target = head[0].split()[1]
         self.targets.append(target)
+        fields = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:] if h)}
+        self.auth.append(fields.get("proxy-authorization"))
+        if self.hang_up:
+            writer.close()
+            return
         if self.refuse:
             writer.write(f"HTTP/1.1 {self.refuse}\r\nContent-Length: 0\r\n\r\n".encode())
             writer.close()
@@ -401,6 +408,115 @@ def test_cancelling_a_call_is_not_mistaken_for_its_timeout():
         http.timeout = 0.2
         with pytest.raises(HttpError, match="no answer within 0.2 s"):
             await http.post("b", b"", "text/plain")
+        never.set()
+        server.close()
+    run(scenario())
+
+
+def test_proxy_credentials_are_sent_and_a_proxy_hanging_up_is_an_http_error():
+    async def scenario():
+        async with Server(lambda r: ok_json({"ok": True})) as srv, ConnectProxy() as proxy, \
+                ConnectProxy(hang_up=True) as rude:
+            with_auth = proxy.url.replace("http://", "http://b%C3%B6b:p%40ss@")
+            http = HttpClient(srv.url, proxy=with_auth, timeout=5)
+            await http.post("auth.test", b"", "text/plain")
+            await http.close()
+            with pytest.raises(HttpError, match="the proxy hung up"):
+                await HttpClient(srv.url, proxy=rude.url, timeout=5).post("auth.test", b"", "text/plain")
+            return proxy
+    proxy = run(scenario())
+    import base64
+    assert proxy.auth == ["Basic " + base64.b64encode("böb:p@ss".encode()).decode()]
+
+
+@pytest.mark.parametrize("raw, match", [
+    ("HTTP/1.1 200 OK\r\nContent-Length: \u00b2\r\n\r\n".encode("latin-1"), "bad Content-Length"),
+    ("HTTP/1.1 \u00b200 OK\r\n\r\n".encode("latin-1"), "not an HTTP answer"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", "bad chunk size"),
+])
+def test_numbers_are_ascii_digits_only(raw, match):
+    async def scenario():
+        async with Server(lambda r: raw) as srv:
+            with pytest.raises(HttpError, match=match):
+                await HttpClient(srv.url, timeout=5).post("a", b"", "text/plain")
+    run(scenario())
+
+
+def test_a_reused_connection_reset_mid_answer_is_not_sent_again():
+    async def scenario():
+        answers = iter([ok_json({"ok": True}), b"HTTP/1.1 200 OK\r\nContent-"])
+
+        async with Server(lambda r: next(answers)) as srv:
+            http = HttpClient(srv.url, timeout=5)
+            await http.post("a", b"1", "text/plain")
+            task = asyncio.create_task(http.post("b", b"2", "text/plain"))
+            while len(srv.requests) < 2:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            sock = srv.writers[0].get_extra_info("socket")
+            import socket as socket_module
+            import struct
+            sock.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_LINGER, struct.pack("ii", 1, 0))
+            srv.writers[0].transport.abort()          # RST after part of the answer
+            with pytest.raises(HttpError):
+                await task
+            return srv
+    assert len(run(scenario()).requests) == 2
+
+
+def test_interim_and_bodiless_answers():
+    answers = iter([b"HTTP/1.1 100 Continue\r\n\r\n" + ok_json({"ok": True, "n": 1}),
+                    b"HTTP/1.1 204 No Content\r\n\r\n", ok_json({"ok": True, "n": 3})])
+
+    async def scenario():
+        async with Server(lambda r: next(answers)) as srv:
+            http = HttpClient(srv.url, timeout=5)
+            got = [await http.post("a", b"", "text/plain") for _ in range(3)]
+            await http.close()
+            return srv, got
+    srv, got = run(scenario())
+    assert [r.status for r in got] == [200, 204, 200] and got[1].body == b""
+    assert json.loads(got[2].body)["n"] == 3 and srv.connections == 1
+
+
+def test_waiting_callers_get_connections_in_arrival_order(monkeypatch):
+    from rtmbotd.slack import http as http_module
+    monkeypatch.setattr(http_module, "MAX_CONNECTIONS", 1)
+    order = []
+
+    async def scenario():
+        async with Server(lambda r: ok_json({"ok": True})) as srv:
+            http = HttpClient(srv.url, timeout=5)
+
+            async def call(name):
+                await http.post(name, b"", "text/plain")
+                order.append(name)
+            first = asyncio.create_task(call("first"))
+            await asyncio.sleep(0)
+            waiting = [asyncio.create_task(call(f"w{i}")) for i in range(3)]
+            await asyncio.sleep(0)
+            await first
+            late = asyncio.create_task(call("late"))       # must not overtake w0..w2
+            await asyncio.gather(*waiting, late)
+            await http.close()
+    run(scenario())
+    assert order == ["first", "w0", "w1", "w2", "late"]
+
+
+@pytest.mark.skipif(not hasattr(asyncio.Task, "uncancel"), reason="Python 3.11+ counts cancels")
+def test_a_cancel_arriving_with_the_timeout_still_cancels():
+    async def scenario():
+        never = asyncio.Event()
+
+        async def hang(reader, writer):
+            await never.wait()
+        server = await asyncio.start_server(hang, "127.0.0.1", 0)
+        http = HttpClient(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/", timeout=0.2)
+        task = asyncio.create_task(http.post("a", b"", "text/plain"))
+        await asyncio.sleep(0)
+        asyncio.get_running_loop().call_later(0.2, task.cancel)     # same moment as the timeout
+        with pytest.raises(asyncio.CancelledError):
+            await task
         never.set()
         server.close()
     run(scenario())

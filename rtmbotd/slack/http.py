@@ -16,6 +16,8 @@ every keep-alive client takes, and rarer than a retry after a timeout.)
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import ssl
 import time
 import urllib.parse
@@ -28,6 +30,8 @@ MAX_HEADER = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
 IDLE_TIMEOUT = 30.0          # an idle connection older than this is closed, not reused
 MAX_CONNECTIONS = 16         # requests in flight per client; more wait for a free one
+_DIGITS = re.compile(r"[0-9]+")
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
 
 
 class HttpError(Exception):
@@ -101,39 +105,38 @@ class HttpClient:
         try:
             return await self._exchange(request)
         except asyncio.CancelledError:
-            if not expired:
+            # Ours alone: the timeout. Another cancel arriving too (3.11+ counts them) wins.
+            if not expired or (hasattr(task, "uncancel") and task.uncancel() > 0):
                 raise
-            if hasattr(task, "uncancel"):          # Python >= 3.11: this cancel is handled
-                task.uncancel()
             raise HttpError(f"no answer within {self.timeout:g} s") from None
         finally:
             timer.cancel()
             self._release()
 
     async def _slot(self) -> None:
-        while self._free == 0:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                elif waiter.done() and not waiter.cancelled():
-                    self._wake_next()        # it was woken for a slot it will not use
-                raise
-        self._free -= 1
+        """Take a connection slot; callers waiting for one get it in arrival order."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter                     # resolved by _release: the slot is ours
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()              # handed a slot it will not use
+            else:
+                self._waiters.remove(waiter)
+            raise
 
     def _release(self) -> None:
-        self._free += 1
-        self._wake_next()
-
-    def _wake_next(self) -> None:
+        """Give the slot to the longest waiting caller, else back to the pool."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
+        self._free += 1
 
     async def _exchange(self, request: bytes) -> Response:
         while True:
@@ -172,6 +175,8 @@ class HttpClient:
                 reader, writer = await self._tunnel()
         except (OSError, ssl.SSLError) as exc:
             raise HttpError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+        except asyncio.IncompleteReadError:
+            raise HttpError(f"cannot connect to {self.host}:{self.port}: the proxy hung up") from None
         return _Conn(reader, writer, self.clock())
 
     async def _tunnel(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -180,8 +185,14 @@ class HttpClient:
         assert proxy is not None
         reader, writer = await asyncio.open_connection(proxy.hostname, proxy.port or 80)
         try:
-            writer.write(f"CONNECT {self.host}:{self.port} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                         f"User-Agent: {self.user_agent}\r\n\r\n".encode("latin-1"))
+            head = [f"CONNECT {self.host}:{self.port} HTTP/1.1", f"Host: {self.host}:{self.port}",
+                    f"User-Agent: {self.user_agent}"]
+            if proxy.username is not None:
+                user = urllib.parse.unquote(proxy.username)
+                password = urllib.parse.unquote(proxy.password or "")
+                token = base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+                head.append(f"Proxy-Authorization: Basic {token}")
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
             status, _, _ = await _read_head(reader)
             if status != 200:
                 raise HttpError(f"proxy {proxy.hostname}:{proxy.port} refused CONNECT: HTTP {status}")
@@ -206,17 +217,23 @@ class HttpClient:
         try:
             conn.writer.write(request)
             await conn.writer.drain()
-            status, version, headers = await _read_head(conn.reader)
+            first = await conn.reader.readexactly(1)
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            if conn.reused and (not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial):
+            if conn.reused:              # not a byte of the answer: closed while idle
                 raise _Stale() from None
             raise HttpError(f"connection lost: {exc or type(exc).__name__}") from None
         except OSError as exc:
             raise HttpError(f"connection lost: {exc}") from None
         try:
-            body = await _read_body(conn.reader, headers)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            raise HttpError(f"answer cut short: {exc}") from None
+            status, version, headers = await _read_head(conn.reader, first)
+            while 100 <= status < 200:    # interim answers (100 Continue): the real one follows
+                status, version, headers = await _read_head(conn.reader)
+            if status in (204, 304):     # no body, whatever the headers say
+                body = b""
+            else:
+                body = await _read_body(conn.reader, headers)
+        except (OSError, EOFError, asyncio.LimitOverrunError) as exc:   # EOFError: IncompleteReadError
+            raise HttpError(f"answer cut short: {exc or type(exc).__name__}") from None
         encoding = headers.get("content-encoding", "").lower()
         if encoding == "gzip":
             try:
@@ -225,8 +242,9 @@ class HttpClient:
                 raise HttpError(f"bad gzip body: {exc}") from None
         elif encoding not in ("", "identity"):
             raise HttpError(f"unsupported Content-Encoding {encoding!r}")
-        keep = (version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-                and ("content-length" in headers or "chunked" in headers.get("transfer-encoding", "").lower()))
+        delimited = (status in (204, 304) or "content-length" in headers
+                     or "chunked" in headers.get("transfer-encoding", "").lower())
+        keep = version == "HTTP/1.1" and delimited and "close" not in headers.get("connection", "").lower()
         return Response(status, headers, body), keep
 
     async def close(self) -> None:
@@ -234,17 +252,17 @@ class HttpClient:
             self._idle.pop().close()
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, str, dict[str, str]]:
-    """Status code, HTTP version and headers of an answer."""
+async def _read_head(reader: asyncio.StreamReader, first: bytes = b"") -> tuple[int, str, dict[str, str]]:
+    """Status code, HTTP version and headers of an answer (`first`: its bytes read already)."""
     try:
-        raw = await reader.readuntil(b"\r\n\r\n")
+        raw = first + await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError:
         raise HttpError("answer headers too long") from None
     if len(raw) > MAX_HEADER:
         raise HttpError("answer headers too long")
     lines = raw.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _DIGITS.fullmatch(parts[1]):
         raise HttpError(f"not an HTTP answer: {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -260,10 +278,10 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
         chunks, size = [], 0
         while True:
             line = await reader.readuntil(b"\r\n")
-            try:
-                n = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise HttpError(f"bad chunk size {line[:40]!r}") from None
+            size_field = line.split(b";", 1)[0].strip()
+            if not _HEX.fullmatch(size_field):
+                raise HttpError(f"bad chunk size {line[:40]!r}")
+            n = int(size_field, 16)
             if n == 0:
                 while (await reader.readuntil(b"\r\n")) != b"\r\n":     # trailers
                     pass
@@ -275,7 +293,7 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
             await reader.readexactly(2)
     length = headers.get("content-length")
     if length is not None:
-        if not length.isdigit() or int(length) > MAX_BODY:
+        if not _DIGITS.fullmatch(length) or int(length) > MAX_BODY:
             raise HttpError(f"bad Content-Length {length[:20]!r}")
         return await reader.readexactly(int(length))
     body = await reader.read(MAX_BODY + 1)           # no length: the body runs to EOF

@@ -22,7 +22,7 @@ from rtmbotd.slack.web import proxy_for
 log = logging.getLogger(__name__)
 
 MAX_FRAME = 16 * 1024 * 1024
-WRITE_BUFFER_HIGH = 64 * 1024    # above this many unsent bytes, frames wait for the writer's drain
+WRITE_BUFFER_HIGH = 16 * 1024    # above this many unsent bytes (websockets pauses at 32 KiB), frames wait for the writer
 _ids = itertools.count(1)
 
 

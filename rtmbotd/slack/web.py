@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import logging
+import ssl
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ class SlackWeb:
             resp = await self._http.post(method, body, ctype, self._auth)
         except HttpError as exc:
             raise WebError(method, str(exc), transport=True) from None
+        except (OSError, EOFError, ValueError, ssl.SSLError) as exc:   # a gap in HttpClient: retry
+            raise WebError(method, f"{type(exc).__name__}: {exc}", transport=True) from None
         return _answer(method, resp)
 
     async def paginate(self, method: str, key: str, **params: Any) -> list[dict]:

@@ -172,3 +172,43 @@ def test_default_store_is_created_on_first_use_and_kept_across_restarts(tmp_path
         again.stop()
     with sqlite3.connect(db) as conn:
         assert json.loads(conn.execute("select value from rtmbot_kv where plugin='counting' and key='n'").fetchone()[0]) == 3
+
+
+def test_saved_messages_to_a_user_id_are_delivered_at_the_next_start(tmp_path, fake):
+    from rtmbotd.store import Store
+    with Store.open(f"sqlite:///{tmp_path / 'store.sqlite'}") as store:   # as a stop leaves it
+        store.save_outbox([{"channel": "U2BOB", "text": "saved for bob", "plugin": "p"},
+                           {"channel": "C1GENERAL", "text": "saved for general", "plugin": "p"}])
+    bot = Rtmbotd(tmp_path, fake, plugins={})
+    try:
+        bot.start()
+        msgs = fake.wait_for_messages(2, timeout=15)
+        assert sorted(m["text"] for m in msgs) == ["saved for bob", "saved for general"]
+        bob = [m for m in msgs if m["text"] == "saved for bob"][0]
+        assert bob["channel"].startswith("D")               # a DM opened for U2BOB
+        assert "dropped" not in bot.log()
+        bot.signal(signal.SIGTERM)
+        assert bot.wait_exit() == 0
+    finally:
+        bot.stop()
+    with Store.open(f"sqlite:///{tmp_path / 'store.sqlite'}") as store:
+        assert store.load_outbox() == []                     # delivered: nothing left saved
+
+
+def test_a_stop_before_the_first_generation_keeps_the_saved_messages(tmp_path, fake):
+    from rtmbotd.store import Store
+    saved = [{"channel": "U2BOB", "text": "still saved", "plugin": "p"}]
+    with Store.open(f"sqlite:///{tmp_path / 'store.sqlite'}") as store:
+        store.save_outbox(saved)
+    bot = Rtmbotd(tmp_path, fake, plugins={"slowimport": "import time\ntime.sleep(3)\n"},
+                  settings={"PLUGIN_IMPORT_TIMEOUT": 10})
+    try:
+        bot.start(wait_ready=False, wait_connected=False)
+        bot.wait_log("will be sent first")
+        bot.signal(signal.SIGTERM)                           # while plugins are still importing
+        assert bot.wait_exit() == 0
+    finally:
+        bot.stop()
+    with Store.open(f"sqlite:///{tmp_path / 'store.sqlite'}") as store:
+        assert [r["text"] for r in store.load_outbox()] == ["still saved"]
+    assert fake.sent_messages() == []
