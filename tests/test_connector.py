@@ -25,15 +25,21 @@ def sent_texts(link):
     return out
 
 
+def connected_rtm():
+    """A connector with an RTM link (stub socket) that said hello; (connector, outbox, link, posts)."""
+    posts = []
+    box = Outbox(0, 4)
+    conn = Connector(posts.append, box, lambda: 0.0)
+    conn.config = Config(path=Path("/x"), base_path=Path("/x"), slack_token="xoxb-1")
+    link = RtmLink(StubSocket(), posts.append, {})
+    conn.pending = link
+    conn.on_hello(link, 0.0)
+    return conn, box, link, posts
+
+
 def test_replacement_link_keeps_order_of_unacked_messages():
     async def scenario():
-        posts = []
-        box = Outbox(0, 4)
-        conn = Connector(posts.append, box, lambda: 0.0)
-        conn.config = Config(path=Path("/x"), base_path=Path("/x"), slack_token="xoxb-1")
-        old = RtmLink(StubSocket(), posts.append, {})
-        conn.pending = old
-        conn.on_hello(old, 0.0)
+        conn, box, old, posts = connected_rtm()
         for text in ("1", "2", "3"):
             box.enqueue("C1", text, "p", 0.0)
         conn.pump(0.0)
@@ -68,13 +74,7 @@ def test_web_errors_retry_only_passing_conditions():
 
 def test_losing_the_current_link_never_resends_onto_it_and_sending_resumes_on_the_next():
     async def scenario():
-        posts = []
-        box = Outbox(0, 4)
-        conn = Connector(posts.append, box, lambda: 0.0)
-        conn.config = Config(path=Path("/x"), base_path=Path("/x"), slack_token="xoxb-1")
-        old = RtmLink(StubSocket(), posts.append, {})
-        conn.pending = old
-        conn.on_hello(old, 0.0)
+        conn, box, old, posts = connected_rtm()
         box.enqueue("C1", "hello", "p", 0.0)
         conn.pump(0.0)
         assert [f["text"] for f in sent_texts(old)] == ["hello"]

@@ -72,6 +72,13 @@ class Server:
             writer.close()
 
 
+async def silent_server(until: asyncio.Event) -> asyncio.AbstractServer:
+    """A server on 127.0.0.1 that accepts and never answers (until `until` is set)."""
+    async def hang(reader, writer):
+        await until.wait()
+    return await asyncio.start_server(hang, "127.0.0.1", 0)
+
+
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 30))
 
@@ -182,10 +189,7 @@ def test_malformed_answers_raise_http_error(raw, match):
 def test_silence_times_out_and_refused_connection_is_reported():
     async def scenario():
         never = asyncio.Event()
-
-        async def hang(reader, writer):
-            await never.wait()
-        server = await asyncio.start_server(hang, "127.0.0.1", 0)
+        server = await silent_server(never)
         port = server.sockets[0].getsockname()[1]
         http = HttpClient(f"http://127.0.0.1:{port}/api/", timeout=0.3)
         with pytest.raises(HttpError, match="no answer within 0.3 s"):
@@ -394,10 +398,7 @@ def test_requests_beyond_the_connection_limit_wait_for_a_free_connection():
 def test_cancelling_a_call_is_not_mistaken_for_its_timeout():
     async def scenario():
         never = asyncio.Event()
-
-        async def hang(reader, writer):
-            await never.wait()
-        server = await asyncio.start_server(hang, "127.0.0.1", 0)
+        server = await silent_server(never)
         http = HttpClient(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/", timeout=10)
         task = asyncio.create_task(http.post("a", b"", "text/plain"))
         await asyncio.sleep(0.1)
@@ -507,10 +508,7 @@ def test_waiting_callers_get_connections_in_arrival_order(monkeypatch):
 def test_a_cancel_arriving_with_the_timeout_still_cancels():
     async def scenario():
         never = asyncio.Event()
-
-        async def hang(reader, writer):
-            await never.wait()
-        server = await asyncio.start_server(hang, "127.0.0.1", 0)
+        server = await silent_server(never)
         http = HttpClient(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/", timeout=0.2)
         task = asyncio.create_task(http.post("a", b"", "text/plain"))
         await asyncio.sleep(0)
