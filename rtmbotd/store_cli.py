@@ -85,6 +85,9 @@ def _open(args: argparse.Namespace, config: Config, create: bool) -> Store:
         if url is None and not os.environ.get("STATE_DIRECTORY") and service_file.exists():
             hint = (f"\nthe service keeps its store in {SERVICE_STATE_DIRECTORY}: run with "
                     f"STATE_DIRECTORY={SERVICE_STATE_DIRECTORY}, or --url sqlite:///{service_file}")
+        elif url is None and "no store at" in str(exc):
+            hint = ("\nnothing is stored yet: the daemon creates this file when a plugin first uses "
+                    "its store; `rtmbotd store set --create PLUGIN KEY VALUE` creates it now")
         raise StoreError(f"{exc}{hint}") from None
 
 

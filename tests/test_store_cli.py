@@ -166,3 +166,14 @@ def test_python_m_rtmbotd_store(tmp_path: Path) -> None:
     assert rtmbotd("get", "p", "zzz").returncode == 1
     assert rtmbotd("del", "p", "a").returncode == 0
     assert rtmbotd("del", "p", "a").returncode == 1
+
+
+def test_a_default_store_not_created_yet_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    # STORE_URL unset: the daemon creates rtmbot.sqlite on first use, so a fresh service has none
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    status, _, err = run(["dump"], None, tmp_path, monkeypatch, capsys)
+    assert status == 74 and "nothing is stored yet" in err and "--create" in err
+    assert not (tmp_path / "rtmbot.sqlite").exists()
+    assert run(["set", "--create", "p", "k", "1"], None, tmp_path, monkeypatch, capsys)[0] == 0
+    assert run(["dump"], None, tmp_path, monkeypatch, capsys)[1].strip().startswith("{")
