@@ -274,7 +274,7 @@ def build_table(results: list[Result], plan: Plan) -> Table:
     table.add("  duplicate replies", cells(burst(lambda b: f"{b.duplicates}")))
     table.section("resources and start")
     table.add(f"  idle CPU over {plan.idle_s:g} s, % of one core",
-              cells(lambda r: num(r.idle.percent_of_core, "%", 2) if r.idle else "-"))
+              cells(lambda r: num(r.idle.percent_of_core, "%", 3) if r.idle else "-"))
     table.add("  RSS after start", cells(lambda r: num(r.rss_start, "MiB", 1)))
     table.add("  start → first reply", cells(lambda r: ms(r.to_first_reply)))
     return table
@@ -304,8 +304,8 @@ def goal_lines(results: list[Result]) -> list[str]:
         if old and old.idle and old.rss_start and not old.error:
             cpu_ok = r.idle.percent_of_core <= old.idle.percent_of_core
             rss_ok = r.rss_start <= old.rss_start
-            lines.append(f"  {r.label}: idle CPU {r.idle.percent_of_core:.2f} % vs python-rtmbot's "
-                         f"{old.idle.percent_of_core:.2f} %: {'met' if cpu_ok else 'MISSED'}; "
+            lines.append(f"  {r.label}: idle CPU {r.idle.percent_of_core:.3f} % vs python-rtmbot's "
+                         f"{old.idle.percent_of_core:.3f} %: {'met' if cpu_ok else 'MISSED'}; "
                          f"RSS {r.rss_start:.1f} vs {old.rss_start:.1f} MiB: {'met' if rss_ok else 'MISSED'}")
         else:
             lines.append(f"  {r.label}: idle CPU and RSS: python-rtmbot has no figures to compare with")

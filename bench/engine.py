@@ -221,7 +221,7 @@ def build_table(results: list[ModeResult], plan: Plan) -> Table:
         [burst(r, lambda b: f"{b.duplicates} / {b.redeliveries}") for r in results])
     table.section("resources")
     row(f"  idle CPU over {plan.idle_s:g} s, % of one core",
-        [(num(r.idle.percent_of_core, "%", 2) + mark(r.idle.percent_of_core, GOAL_IDLE_CPU, True))
+        [(num(r.idle.percent_of_core, "%", 3) + mark(r.idle.percent_of_core, GOAL_IDLE_CPU, True))
          if r.idle else "-" for r in results], "< 0.5 %")
     row("  RSS after start", [num(r.rss_start, "MiB", 1) for r in results])
     row("  RSS after the burst (peak)",
