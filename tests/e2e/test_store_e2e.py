@@ -4,6 +4,7 @@ import random
 import signal
 import sqlite3
 import subprocess
+import textwrap
 import time
 
 import pytest
@@ -22,21 +23,21 @@ def process_message(data):
 '''
 
 
+def once_flag_exists(flag, body: str) -> str:
+    """A module plugin whose cron job runs `body` (Python appending to `outputs`) once,
+    as soon as the file `flag` exists."""
+    return (f"import os\noutputs = []\ncrontable = [[0.1, 'tick']]\ndone = False\n"
+            f"def tick():\n    global done\n    if not done and os.path.exists({str(flag)!r}):\n"
+            f"        done = True\n" + textwrap.indent(textwrap.dedent(body).strip(), " " * 8) + "\n")
+
+
 def test_undelivered_messages_survive_a_stop_and_go_out_once_in_order(tmp_path, fake):
     flag = tmp_path / "go"
-    bot = Rtmbotd(tmp_path, fake, plugins={"burst": f'''
-        import os
-        outputs = []
-        crontable = [[0.1, "tick"]]
-        done = False
-        def tick():
-            global done
-            if not done and os.path.exists({str(flag)!r}):
-                done = True
-                for i in range(5):
-                    outputs.append(["C1GENERAL", "saved %d" % i])
-                outputs.append(["@bob", "saved for bob"])       # waits for a DM channel too
-        '''}, settings={"STOP_TIMEOUT": 1})
+    bot = Rtmbotd(tmp_path, fake, plugins={"burst": once_flag_exists(flag, """
+        for i in range(5):
+            outputs.append(["C1GENERAL", "saved %d" % i])
+        outputs.append(["@bob", "saved for bob"])       # waits for a DM channel too
+        """)}, settings={"STOP_TIMEOUT": 1})
     try:
         bot.start()
         fake.refuse_connections(1000)
@@ -212,3 +213,37 @@ def test_a_stop_before_the_first_generation_keeps_the_saved_messages(tmp_path, f
     with Store.open(f"sqlite:///{tmp_path / 'store.sqlite'}") as store:
         assert [r["text"] for r in store.load_outbox()] == ["still saved"]
     assert fake.sent_messages() == []
+
+
+def test_undelivered_messages_create_the_default_store_at_the_stop(tmp_path, fake):
+    flag = tmp_path / "go"
+    db = tmp_path / "rtmbot.sqlite"          # STORE_URL unset: created only when needed
+    plugin = once_flag_exists(flag, """outputs.append(["C1GENERAL", "kept across the restart"])""")
+    bot = Rtmbotd(tmp_path, fake, plugins={"later": plugin}, settings={"BASE_PATH": str(tmp_path), "STOP_TIMEOUT": 1})
+    del bot.settings["STORE_URL"]
+    bot.write_config()
+    try:
+        bot.start()
+        assert not db.exists()
+        fake.refuse_connections(1000)
+        fake.drop_connections()
+        bot.wait_log("Slack connection lost")
+        flag.touch()
+        time.sleep(0.5)
+        bot.signal(signal.SIGTERM)
+        assert bot.wait_exit() == 0
+        assert "1 undelivered message(s) saved" in bot.log()
+        assert db.exists()
+    finally:
+        bot.stop()
+    flag.unlink()
+    fake.refuse_connections(0)
+    again = Rtmbotd(tmp_path, fake, plugins={}, settings={"BASE_PATH": str(tmp_path)})
+    del again.settings["STORE_URL"]
+    again.write_config()
+    try:
+        again.start()
+        msgs = fake.wait_for_messages(1, timeout=15)
+        assert [m["text"] for m in msgs] == ["kept across the restart"]
+    finally:
+        again.stop()
