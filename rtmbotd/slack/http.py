@@ -158,6 +158,8 @@ class HttpClient:
 
     async def _acquire(self) -> _Conn:
         now = self.clock()
+        while self._idle and (now - self._idle[0].idle_since >= IDLE_TIMEOUT or self._idle[0].reader.at_eof()):
+            self._idle.popleft().close()     # the oldest first: closed ones free their sockets
         while self._idle:
             conn = self._idle.pop()          # the most recently used is the likeliest alive
             if now - conn.idle_since < IDLE_TIMEOUT and not conn.reader.at_eof():
