@@ -94,7 +94,7 @@ class Daemon:
         self._directory_retry_at: float | None = None
         self._finishing = False          # the stop's last, awaited part is running
         self._to_restore: list[int] = []  # saved messages not queued yet (tags of _restored)
-        self._stop_task: asyncio.Task | None = None
+        self._stop_task: asyncio.Task | None = None   # held: the loop keeps only weak references
         self._done: asyncio.Future | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.inbox: Inbox | None = None

@@ -11,7 +11,15 @@ from rtmbotd.slack.rtm import RtmLink
 from rtmbotd.slack.web import WebError
 
 
+class StubTransport:
+    def is_closing(self):
+        return True          # so frames queue in the link, where the tests read them
+
+
 class StubSocket:
+    transport = StubTransport()
+    protocol = None
+
     async def close(self, *args):
         pass
 

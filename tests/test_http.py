@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import ssl
 import subprocess
 from pathlib import Path
@@ -70,6 +69,11 @@ class Server:
             pass
         finally:
             writer.close()
+
+
+def api_url(server: asyncio.AbstractServer) -> str:
+    """The Web API base URL of a server listening on 127.0.0.1."""
+    return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/"
 
 
 async def silent_server(until: asyncio.Event) -> asyncio.AbstractServer:
@@ -190,14 +194,14 @@ def test_silence_times_out_and_refused_connection_is_reported():
     async def scenario():
         never = asyncio.Event()
         server = await silent_server(never)
-        port = server.sockets[0].getsockname()[1]
-        http = HttpClient(f"http://127.0.0.1:{port}/api/", timeout=0.3)
+        url = api_url(server)
+        http = HttpClient(url, timeout=0.3)
         with pytest.raises(HttpError, match="no answer within 0.3 s"):
             await http.post("a", b"", "text/plain")
         server.close()
         never.set()
         await server.wait_closed()
-        refused = HttpClient(f"http://127.0.0.1:{port}/api/", timeout=5)
+        refused = HttpClient(url, timeout=5)
         with pytest.raises(HttpError, match="cannot connect to 127.0.0.1"):
             await refused.post("a", b"", "text/plain")
     run(scenario())
@@ -360,8 +364,6 @@ def test_requests_beyond_the_connection_limit_wait_for_a_free_connection():
     in_flight, most = 0, 0
 
     async def scenario():
-        nonlocal in_flight, most
-
         async def slow(reader, writer):
             nonlocal in_flight, most
             try:
@@ -378,7 +380,7 @@ def test_requests_beyond_the_connection_limit_wait_for_a_free_connection():
             except (asyncio.IncompleteReadError, ConnectionError):
                 writer.close()
         server = await asyncio.start_server(slow, "127.0.0.1", 0)
-        http = HttpClient(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/", timeout=10)
+        http = HttpClient(api_url(server), timeout=10)
         calls = [asyncio.create_task(http.post("m", b"{}", "application/json"))
                  for _ in range(http_module.MAX_CONNECTIONS + 9)]
         while in_flight < http_module.MAX_CONNECTIONS:
@@ -399,7 +401,7 @@ def test_cancelling_a_call_is_not_mistaken_for_its_timeout():
     async def scenario():
         never = asyncio.Event()
         server = await silent_server(never)
-        http = HttpClient(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/", timeout=10)
+        http = HttpClient(api_url(server), timeout=10)
         task = asyncio.create_task(http.post("a", b"", "text/plain"))
         await asyncio.sleep(0.1)
         task.cancel()
@@ -509,7 +511,7 @@ def test_a_cancel_arriving_with_the_timeout_still_cancels():
     async def scenario():
         never = asyncio.Event()
         server = await silent_server(never)
-        http = HttpClient(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/", timeout=0.2)
+        http = HttpClient(api_url(server), timeout=0.2)
         task = asyncio.create_task(http.post("a", b"", "text/plain"))
         await asyncio.sleep(0)
         asyncio.get_running_loop().call_later(0.2, task.cancel)     # same moment as the timeout

@@ -158,14 +158,18 @@ class HttpClient:
 
     async def _acquire(self) -> _Conn:
         now = self.clock()
-        while self._idle and (now - self._idle[0].idle_since >= IDLE_TIMEOUT or self._idle[0].reader.at_eof()):
+        while self._idle and not self._usable(self._idle[0], now):
             self._idle.popleft().close()     # the oldest first: closed ones free their sockets
         while self._idle:
             conn = self._idle.pop()          # the most recently used is the likeliest alive
-            if now - conn.idle_since < IDLE_TIMEOUT and not conn.reader.at_eof():
+            if self._usable(conn, now):
                 return conn
             conn.close()
         return await self._connect()
+
+    @staticmethod
+    def _usable(conn: _Conn, now: float) -> bool:
+        return now - conn.idle_since < IDLE_TIMEOUT and not conn.reader.at_eof()
 
     async def _connect(self) -> _Conn:
         try:
@@ -175,7 +179,7 @@ class HttpClient:
                     server_hostname=self.host if self.tls else None)
             else:
                 reader, writer = await self._tunnel()
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:               # ssl.SSLError is one too
             raise HttpError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
         except asyncio.IncompleteReadError:
             raise HttpError(f"cannot connect to {self.host}:{self.port}: the proxy hung up") from None

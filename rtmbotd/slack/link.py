@@ -87,9 +87,8 @@ class Link:
         self._outgoing.put_nowait(frame)
 
     def _write_now(self, frame: str) -> bool:
-        transport = getattr(self.ws, "transport", None)
-        protocol = getattr(self.ws, "protocol", None)
-        if (transport is None or protocol is None or transport.is_closing() or protocol.state is not State.OPEN
+        transport, protocol = self.ws.transport, self.ws.protocol
+        if (transport.is_closing() or protocol.state is not State.OPEN
                 or transport.get_write_buffer_size() > WRITE_BUFFER_HIGH):
             return False
         protocol.send_text(frame.encode("utf-8"))

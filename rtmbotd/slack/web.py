@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json as jsonlib
 import logging
-import ssl
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -83,7 +82,7 @@ class SlackWeb:
             resp = await self._http.post(method, body, ctype, self._auth)
         except HttpError as exc:
             raise WebError(method, str(exc), transport=True) from None
-        except (OSError, EOFError, ValueError, ssl.SSLError) as exc:   # a gap in HttpClient: retry
+        except (OSError, EOFError, ValueError) as exc:   # a gap in HttpClient: retry
             raise WebError(method, f"{type(exc).__name__}: {exc}", transport=True) from None
         return _answer(method, resp)
 
