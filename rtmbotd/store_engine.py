@@ -24,8 +24,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from rtmbotd.store_errors import (StoreBusyError, StoreCorruptError, StoreError, StoreFullError,
-                                  StoreReadOnlyError, StoreUnavailableError, is_transient, translate)
+from rtmbotd.store_errors import (StoreBusyError, StoreCorruptError, StoreError, StoreUnavailableError,
+                                  filesystem_problem, is_transient, translate)
 from rtmbotd.store_schema import MIGRATIONS, Migration, newest, refuse_newer, stored_version, upgrade
 from rtmbotd.store_url import SYNCHRONOUS_LEVELS, display_url, sqlite_path
 
@@ -197,7 +197,7 @@ class SQLiteBackend(Backend):
         error = translate(exc, where)
         if self.path is None or isinstance(error, (StoreCorruptError, StoreBusyError)):
             return error
-        found = _filesystem_problem(self.path)
+        found = filesystem_problem(self.path)
         if found is None:
             return error
         kind, why = found
@@ -299,25 +299,6 @@ def open_backend(url: URL, synchronous: str = "FULL", lock_timeout: float = 120.
         backend.close()
         raise
     return backend
-
-
-def _filesystem_problem(path: Path) -> tuple[type[StoreError], str] | None:
-    """Why the SQLite file at `path` cannot be written, if the filesystem says so."""
-    folder = path.parent
-    try:
-        fs = os.statvfs(folder)
-    except OSError:
-        return None
-    if fs.f_flag & os.ST_RDONLY:
-        return StoreReadOnlyError, f"the filesystem holding {folder} is mounted read-only"
-    if fs.f_bfree == 0 or (fs.f_bavail == 0 and os.geteuid() != 0):
-        return StoreFullError, f"no space left on the filesystem holding {folder}"
-    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), folder):
-        if candidate.exists() and not os.access(candidate, os.W_OK):
-            st = candidate.stat()
-            return StoreReadOnlyError, (f"{candidate} is not writable by uid {os.geteuid()} "
-                                        f"(owner uid {st.st_uid}, mode {st.st_mode & 0o7777:o})")
-    return None
 
 
 def _give_to_directory_owner(path: Path) -> None:

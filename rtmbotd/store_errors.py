@@ -5,11 +5,15 @@ which store and what to do about it.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from rtmbotd.errors import StoreError
 
 __all__ = [
     "StoreError", "StoreBusyError", "StoreCorruptError", "StoreFullError", "StoreReadOnlyError",
-    "StoreUnavailableError", "StoreVersionError", "StoreWriteError", "is_transient", "translate",
+    "StoreUnavailableError", "StoreVersionError", "StoreWriteError", "filesystem_problem", "is_transient",
+    "translate",
 ]
 
 
@@ -106,3 +110,22 @@ def translate(exc: BaseException, where: str) -> StoreError:
     if state.startswith(("08", "57")) or not state:
         return StoreUnavailableError(f"{where}: cannot reach the database ({detail})")
     return StoreError(f"{where}: {detail}")
+
+
+def filesystem_problem(path: Path) -> tuple[type[StoreError], str] | None:
+    """Why the SQLite file at `path` cannot be written, if the filesystem says so."""
+    folder = path.parent
+    try:
+        fs = os.statvfs(folder)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY:
+        return StoreReadOnlyError, f"the filesystem holding {folder} is mounted read-only"
+    if fs.f_bfree == 0 or (fs.f_bavail == 0 and os.geteuid() != 0):
+        return StoreFullError, f"no space left on the filesystem holding {folder}"
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), folder):
+        if candidate.exists() and not os.access(candidate, os.W_OK):
+            st = candidate.stat()
+            return StoreReadOnlyError, (f"{candidate} is not writable by uid {os.geteuid()} "
+                                        f"(owner uid {st.st_uid}, mode {st.st_mode & 0o7777:o})")
+    return None

@@ -4,8 +4,9 @@ SQLAlchemy and an open database cost about 12 MiB resident. With STORE_URL unset
 store is an SQLite file; when that file does not exist yet, nothing was saved by an
 earlier run (no plugin keys, no outbox), so the daemon starts without opening it and
 opens it on first need: a plugin touching its `store`, or messages to keep at the stop.
-The file's directory is checked at start; when it could not hold the file, the store
-is opened at once so that the start fails with the store's own error.
+The file's directory is checked at start (rtmbotd.store_errors.filesystem_problem, the
+check the store uses to explain a failed write); when it could not hold the file, the
+store is opened at once so that the start fails with the store's own error.
 
 An existing file, and any STORE_URL, are opened at start as before: an unusable store
 stops the start with a clear error, and last run's undelivered messages are read.
@@ -39,6 +40,7 @@ def _open(url: str | None, base_path: Path | str | None, synchronous: str, env: 
 
 
 def _deferrable_path(url: str | None, base_path: Path | str | None, env: Mapping[str, str]) -> Path | None:
+    from rtmbotd.store_errors import filesystem_problem
     from rtmbotd.store_url import DEFAULT_FILENAME, default_directory
     if url is not None and str(url).strip():
         return None
@@ -47,12 +49,7 @@ def _deferrable_path(url: str | None, base_path: Path | str | None, env: Mapping
     except Exception:   # noqa: BLE001 - the real open reports it
         return None
     path = folder / DEFAULT_FILENAME
-    if path.exists() or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        return None
-    try:
-        if os.statvfs(folder).f_flag & os.ST_RDONLY:
-            return None
-    except OSError:
+    if path.exists() or not folder.is_dir() or filesystem_problem(path) is not None:
         return None
     return path
 
