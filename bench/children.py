@@ -8,15 +8,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Sequence
 
 import yaml
+
+import rtmbotd.testing.notify_listener
 
 REPO = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT = 10.0
@@ -62,61 +62,14 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class NotifyListener:
-    """An AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET.
+class NotifyListener(rtmbotd.testing.notify_listener.NotifyListener):
+    """rtmbotd.testing's stand-in for NOTIFY_SOCKET; a wait that times out is a BenchError."""
 
-    Each datagram is kept with the monotonic time it arrived.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(self.path)
-        self.messages: list[tuple[float, dict[str, str]]] = []
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="notify-listener", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                data = self._sock.recv(65536)
-            except OSError:
-                return
-            at = time.monotonic()
-            fields = dict(line.split("=", 1) for line in data.decode(errors="replace").splitlines()
-                          if "=" in line)
-            with self._cond:
-                self.messages.append((at, fields))
-                self._cond.notify_all()
-
-    def wait_for(self, key: str, value: str, *, after: int = 0, timeout: float = 20.0) -> int:
-        """Index of the first datagram at or after `after` carrying key=value."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for i in range(after, len(self.messages)):
-                    if self.messages[i][1].get(key) == value:
-                        return i
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BenchError(f"no {key}={value} on the notify socket within {timeout:g} s")
-                self._cond.wait(left)
-
-    def at(self, index: int) -> float:
-        with self._cond:
-            return self.messages[index][0]
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self.messages)
-
-    def close(self) -> None:
-        self._sock.close()
+    def wait_for(self, key: str, value: str | None = None, *, after: int = 0, timeout: float = 20.0) -> int:
         try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+            return super().wait_for(key, value, after=after, timeout=timeout)
+        except TimeoutError as exc:
+            raise BenchError(str(exc)) from None
 
 
 class Child:

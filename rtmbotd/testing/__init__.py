@@ -9,6 +9,7 @@ With pytest, the `rtmbot` fixture does the same (see rtmbotd.testing.pytest_plug
 """
 from rtmbotd.testing.bot import TestBot
 from rtmbotd.testing.fake_slack import FakeSlack
+from rtmbotd.testing.notify_listener import NotifyListener
 from rtmbotd.testing.waiting import wait_until
 
-__all__ = ["FakeSlack", "TestBot", "wait_until"]
+__all__ = ["FakeSlack", "NotifyListener", "TestBot", "wait_until"]

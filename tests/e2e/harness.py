@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import yaml
 
+from rtmbotd.testing.notify_listener import NotifyListener
 from rtmbotd.testing.waiting import wait_until  # noqa: F401  (re-exported for the e2e tests)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "plugins"
@@ -37,66 +35,6 @@ def clean_env(**extra: str) -> dict:
     env.update(extra)
     return env
 
-
-class NotifyListener:
-    """An AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        if path.exists():
-            path.unlink()        # left by an earlier process in the same folder
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.messages: list[tuple[float, dict]] = []
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except OSError:
-                return
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
-            with self._cond:
-                self.messages.append((time.monotonic(), fields))
-                self._cond.notify_all()
-
-    def wait_for(self, key: str, value: str | None = None, *, after: int = 0, timeout: float = 10.0) -> int:
-        """Index of the first message at or after `after` with key (=value); TimeoutError."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for i in range(after, len(self.messages)):
-                    fields = self.messages[i][1]
-                    if key in fields and (value is None or fields[key] == value):
-                        return i
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no {key}={value} notification; got {[m for _, m in self.messages]}")
-                self._cond.wait(left)
-
-    def sequence(self) -> list[str]:
-        """The notification kinds in order, STATUS-only and WATCHDOG messages left out."""
-        out = []
-        with self._cond:
-            for _, fields in self.messages:
-                for key in ("READY", "RELOADING", "STOPPING"):
-                    if key in fields:
-                        out.append(key)
-        return out
-
-    def statuses(self) -> list[str]:
-        with self._cond:
-            return [f["STATUS"] for _, f in self.messages if "STATUS" in f]
-
-    def count(self, key: str) -> int:
-        with self._cond:
-            return sum(1 for _, f in self.messages if key in f)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class Rtmbotd:
@@ -143,14 +81,14 @@ class Rtmbotd:
 
     def start(self, *args: str, wait_ready: bool = True, wait_connected: bool = True) -> "Rtmbotd":
         env = clean_env(**self.extra_env)
-        if self.notify:
+        if self.notify is not None:
             env["NOTIFY_SOCKET"] = self.notify.path
         self._log = open(self.log_path, "ab")
         opened = self.fake.connections_opened if self.fake else 0
         self.proc = subprocess.Popen(rtmbotd_command() + ["-c", str(self.conf), *args], env=env,
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=self.dir)
-        if wait_ready and self.notify:
+        if wait_ready and self.notify is not None:
             self.notify.wait_for("READY", "1", timeout=20)
         if wait_connected and self.fake:
             self.fake.wait_until(lambda: self.fake.connections_opened > opened, timeout=20)
@@ -187,7 +125,7 @@ class Rtmbotd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.notify:
+        if self.notify is not None:
             self.notify.close()
         if getattr(self, "_log", None):
             self._log.close()
