@@ -220,12 +220,22 @@ class Container:
         return "\n".join(text.splitlines()[-lines:])
 
     def wait_running(self, timeout: float = 90) -> str:
-        """`systemctl is-system-running --wait`: 'running', or 'degraded' (see failed_units)."""
-        proc = self.run("systemctl", "is-system-running", "--wait", check=False,
-                        timeout=timeout)
-        state = proc.stdout.strip()
+        """`systemctl is-system-running --wait`: 'running', or 'degraded' (see failed_units).
+
+        Just after boot() finds the container's systemd, its bus may not be listening
+        yet: systemctl then prints no state and fails at once, so it is asked again.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(1.0, deadline - time.monotonic())
+            proc = self.run("systemctl", "is-system-running", "--wait", check=False, timeout=left)
+            state = proc.stdout.strip()
+            if state or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
         if state not in ("running", "degraded"):
-            raise ContainerError(f"system state {state!r}:\n{self.console_tail()}")
+            raise ContainerError(f"system state {state!r} (systemctl exited {proc.returncode}: "
+                                 f"{proc.stderr.strip()!r}):\n{self.console_tail()}")
         return state
 
     def failed_units(self) -> list[str]:
