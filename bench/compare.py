@@ -32,7 +32,7 @@ from workload import Burst, burst_run, first_reply, latency_run  # noqa: E402
 
 import rtmbot_venv  # noqa: E402
 import rtmbotd_venv  # noqa: E402
-from rtmbotd.testing.fake_slack import FakeSlack  # noqa: E402
+from rtmbotd.testing.fakeslack import FakeSlack  # noqa: E402
 
 PLUGIN = BENCH / "compare_plugin" / "repeat.py"
 ACTIVE = ["plugins.repeat.RepeatPlugin"]

@@ -29,7 +29,7 @@ from report import Latency, Table, machine_lines, median, ms, num  # noqa: E402
 from workload import Burst, burst_run, first_reply, latency_run, wait_connected  # noqa: E402
 
 from rtmbotd import __version__  # noqa: E402
-from rtmbotd.testing.fake_slack import FakeSlack  # noqa: E402
+from rtmbotd.testing.fakeslack import FakeSlack  # noqa: E402
 
 MODES = {"rtm": "RTM", "socket_mode": "Socket Mode"}
 REPEAT = REPO / "plugins" / "repeat"

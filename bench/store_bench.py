@@ -31,7 +31,7 @@ from sqlalchemy import create_engine  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from rtmbotd.store import PluginStore, Store  # noqa: E402
-from rtmbotd.store_url import resolve_url  # noqa: E402
+from rtmbotd.store.url import resolve_url  # noqa: E402
 
 OPS = ("get", "set", "incr")
 THREADS = (1, 8)

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_options(console, top=False)
     console.add_argument("--channel", default="D1ALICE",
                          help="channel your lines go to (default D1ALICE, a DM; try C1GENERAL)")
-    from rtmbotd.store_cli import add_store_parser
+    from rtmbotd.store.cli import add_store_parser
     _common_options(add_store_parser(sub), top=False)
     return parser
 
@@ -87,7 +87,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 def check_config(config: Config) -> int:
     """Load what a (re)start would load: the store and every plugin, without connecting."""
-    from rtmbotd.plugins import PluginEnv, build_plugin_set
+    from rtmbotd.runtime.loader import PluginEnv, build_plugin_set
     import tempfile
     from rtmbotd.store import Store, StoreUnavailableError
     with tempfile.TemporaryDirectory(prefix="rtmbotd-check-") as scratch:
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_config:
             return check_config(config)
         if args.command == "store":
-            from rtmbotd.store_cli import run_store_command
+            from rtmbotd.store.cli import run_store_command
             return run_store_command(args, config)
         if args.command == "console" or (args.command is None and not config.has_token
                                           and not _under_systemd() and not (args.daemon or config.daemon)):

@@ -73,7 +73,7 @@ def _read_input(fake, prompt: Prompt, quiet: threading.Event) -> None:
 def run_console(config: Config, *, channel: str = "D1ALICE", overrides: dict | None = None) -> int:
     from rtmbotd.daemon import Daemon
     from rtmbotd.logsetup import Logging
-    from rtmbotd.testing.fake_slack import FakeSlack
+    from rtmbotd.testing.fakeslack import FakeSlack
 
     fake = FakeSlack().start()
     try:

@@ -16,22 +16,22 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from rtmbotd.config import Config
-from rtmbotd.connector import Connector, LinkFailed, LinkOpened, SendResult
-from rtmbotd.directory import Directory
+from rtmbotd.slack.connector import Connector, LinkFailed, LinkOpened, SendResult
+from rtmbotd.slack.directory import Directory
 from rtmbotd.errors import StoreError
-from rtmbotd.generation import Built, build_generation, reload_problem
-from rtmbotd.host import PluginHost
+from rtmbotd.runtime.generation import Built, build_generation, reload_problem
+from rtmbotd.runtime.host import PluginHost
 from rtmbotd.inbox import Inbox
 from rtmbotd.logsetup import Logging
 from rtmbotd.notify import Notifier
 from rtmbotd.outbox import Outbox
-from rtmbotd.plugins import PluginEnv, PluginSet
+from rtmbotd.runtime.loader import PluginEnv, PluginSet
 from rtmbotd.router import DMOpened, Output, Router, parse_output
 from rtmbotd.slack.link import LinkBadFrame, LinkClosed, LinkFrame
 from rtmbotd.slack.plugin_client import PluginSlackClient
 from rtmbotd.slack.web import WebError
 from rtmbotd.slack.protocol import CLASSIFIERS, Event, Goodbye, Hello, Pong, Reply
-from rtmbotd.worker import PluginReport, WorkerExited
+from rtmbotd.runtime.worker import PluginReport, WorkerExited
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class Daemon:
     def _open_store(self) -> None:
         """Open the plugin store (raises StoreError) and queue last run's undelivered messages."""
         if self.store is None:
-            from rtmbotd.store_lazy import open_daemon_store
+            from rtmbotd.store.lazy import open_daemon_store
             self.store = open_daemon_store(self.config.store_url, self.config.base_path,
                                            self.config.store_synchronous)
         self.env.store_for = self.store.plugin

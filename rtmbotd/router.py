@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from rtmbotd.directory import Directory, NeedsDM, UnknownTarget
+from rtmbotd.slack.directory import Directory, NeedsDM, UnknownTarget
 from rtmbotd.outbox import Outbox
 
 log = logging.getLogger(__name__)

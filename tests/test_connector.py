@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from rtmbotd.config import Config
-from rtmbotd.connector import Connector
+from rtmbotd.slack.connector import Connector
 from rtmbotd.outbox import Outbox
 from rtmbotd.slack.link import LinkClosed
 from rtmbotd.slack.rtm import RtmLink

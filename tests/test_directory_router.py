@@ -1,6 +1,6 @@
 import pytest
 
-from rtmbotd.directory import Directory, NeedsDM, UnknownTarget
+from rtmbotd.slack.directory import Directory, NeedsDM, UnknownTarget
 from rtmbotd.outbox import Outbox
 from rtmbotd.router import DMOpened, Router, parse_output
 

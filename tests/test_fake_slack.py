@@ -23,8 +23,8 @@ from slack_sdk.errors import SlackApiError  # noqa: E402
 from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 from websockets.sync.client import ClientConnection, connect  # noqa: E402
 
-from rtmbotd.testing.fake_slack import FakeSlack, FakeSlackClient  # noqa: E402
-from rtmbotd.testing.fake_slack_control import ControlError  # noqa: E402
+from rtmbotd.testing.fakeslack import FakeSlack, FakeSlackClient  # noqa: E402
+from rtmbotd.testing.fakeslack import ControlError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 T = 5.0  # every wait in this file has this deadline

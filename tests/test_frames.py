@@ -2,7 +2,7 @@ import json
 
 from hypothesis import given, strategies as st
 
-from rtmbotd.frames import BadFrame, copy_json, decode_frame, event_type
+from rtmbotd.slack.frames import BadFrame, copy_json, decode_frame, event_type
 
 
 def test_object_decodes():

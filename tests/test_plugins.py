@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from rtmbotd.config import load_config
-from rtmbotd.plugins import PluginEnv, build_plugin_set
+from rtmbotd.runtime.loader import PluginEnv, build_plugin_set
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
 

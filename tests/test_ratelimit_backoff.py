@@ -1,4 +1,4 @@
-from rtmbotd.backoff import Backoff
+from rtmbotd.slack.backoff import Backoff
 from rtmbotd.ratelimit import RateLimiter
 
 

@@ -1,4 +1,4 @@
-from rtmbotd.scheduler import Scheduler
+from rtmbotd.runtime.scheduler import Scheduler
 
 
 class Clock:

@@ -25,14 +25,14 @@ import pytest
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
-from rtmbotd import store_engine
+from rtmbotd.store import engine as store_engine
 from rtmbotd.errors import StoreError
 from rtmbotd.store import (ABSENT, PluginStore, Store, StoreCorruptError, StoreFullError, StoreReadOnlyError,
                            StoreUnavailableError, StoreVersionError)
-from rtmbotd.store_errors import StoreBusyError, translate
-from rtmbotd.store_plugin import table_prefix_for
-from rtmbotd.store_schema import MIGRATIONS, Migration
-from rtmbotd.store_url import resolve_url
+from rtmbotd.store.errors import StoreBusyError, translate
+from rtmbotd.store.plugin import table_prefix_for
+from rtmbotd.store.schema import MIGRATIONS, Migration
+from rtmbotd.store.url import resolve_url
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_SCRIPT = ROOT / "scripts" / "postgres-test-server"
@@ -537,7 +537,7 @@ def test_lock_held_by_another_process_longer_than_busy_timeout(tmp_path: Path, m
         try:
             assert child.stdout.readline().strip() == "holding", child.stderr.read()
             result: list[object] = []
-            caplog.set_level(logging.DEBUG, logger="rtmbotd.store_engine")
+            caplog.set_level(logging.DEBUG, logger="rtmbotd.store.engine")
             writer = threading.Thread(target=lambda: result.append(ps.incr("by_parent")))
             writer.start()
             wait_until(lambda: sum("lock contention" in r.getMessage() for r in caplog.records) >= 3,

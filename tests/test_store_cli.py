@@ -12,7 +12,7 @@ import pytest
 
 from rtmbotd.config import Config
 from rtmbotd.store import Store
-from rtmbotd.store_cli import add_store_parser, parse_value, run_store_command
+from rtmbotd.store.cli import add_store_parser, parse_value, run_store_command
 from tests.test_store import (CHILD_ENV, ROOT, pg_schema_url, postgres_url, sqlite_file,  # noqa: F401 - fixtures
                               integrity, store_url)
 

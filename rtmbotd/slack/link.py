@@ -16,7 +16,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
-from rtmbotd.frames import BadFrame, decode_frame
+from rtmbotd.slack.frames import BadFrame, decode_frame
 from rtmbotd.slack.web import proxy_for
 
 log = logging.getLogger(__name__)

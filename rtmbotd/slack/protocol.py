@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rtmbotd.frames import event_type
+from rtmbotd.slack.frames import event_type
 
 # Socket Mode envelope type -> the plugin callback its payload goes to (events_api
 # events go to process_<event type> instead, exactly like RTM events).

@@ -8,7 +8,7 @@
 With pytest, the `rtmbot` fixture does the same (see rtmbotd.testing.pytest_plugin).
 """
 from rtmbotd.testing.bot import TestBot
-from rtmbotd.testing.fake_slack import FakeSlack
+from rtmbotd.testing.fakeslack import FakeSlack
 from rtmbotd.testing.notify_listener import NotifyListener
 from rtmbotd.testing.waiting import wait_until
 

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from rtmbotd.testing.fake_slack import FakeSlack
+from rtmbotd.testing.fakeslack import FakeSlack
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -24,7 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def fake_slack():
     """A running FakeSlack on 127.0.0.1."""
-    from rtmbotd.testing.fake_slack import FakeSlack
+    from rtmbotd.testing.fakeslack import FakeSlack
     with FakeSlack() as fake:
         yield fake
 

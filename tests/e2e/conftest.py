@@ -1,6 +1,6 @@
 import pytest
 
-from rtmbotd.testing.fake_slack import FakeSlack
+from rtmbotd.testing.fakeslack import FakeSlack
 from tests.e2e.harness import Rtmbotd
 
 

@@ -212,7 +212,7 @@ def test_journal_priority_prefixes(make_bot, fake, tmp_path):
     st = os.fstat(bot._log.fileno())
     bot.extra_env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
     bot.start()
-    log = bot.wait_log(r"<6>INFO rtmbotd.connector: connected to Slack")
+    log = bot.wait_log(r"<6>INFO rtmbotd.slack.connector: connected to Slack")
     assert "<6>" in log
 
 

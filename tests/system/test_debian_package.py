@@ -100,7 +100,7 @@ class FakeSlackProcess:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, env=env, cwd=REPO, preexec_fn=nspawn.die_with_parent)
         self.url = self._read_url(timeout=30)
-        from rtmbotd.testing.fake_slack_control import FakeSlackClient
+        from rtmbotd.testing.fakeslack import FakeSlackClient
         self.client = FakeSlackClient(self.url)
 
     def _read_url(self, timeout: float) -> str:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
-from rtmbotd.plugins import Unit
+from rtmbotd.runtime.loader import Unit
 
 log = logging.getLogger(__name__)
 

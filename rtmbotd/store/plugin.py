@@ -15,11 +15,11 @@ from sqlalchemy import Connection, Engine, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from rtmbotd.store_errors import StoreError
-from rtmbotd.store_schema import kv
+from rtmbotd.store.errors import StoreError
+from rtmbotd.store.schema import kv
 
 if TYPE_CHECKING:
-    from rtmbotd.store import Store
+    from rtmbotd.store.database import Store
 
 T = TypeVar("T")
 

@@ -11,10 +11,10 @@ import logging
 import sys
 from typing import Any, Callable
 
-from rtmbotd.frames import copy_json
-from rtmbotd.plugins import PluginSet
-from rtmbotd.scheduler import Scheduler
-from rtmbotd.worker import PluginReport, Worker, run_event
+from rtmbotd.slack.frames import copy_json
+from rtmbotd.runtime.loader import PluginSet
+from rtmbotd.runtime.scheduler import Scheduler
+from rtmbotd.runtime.worker import PluginReport, Worker, run_event
 
 log = logging.getLogger(__name__)
 

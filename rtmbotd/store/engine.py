@@ -24,10 +24,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from rtmbotd.store_errors import (StoreBusyError, StoreCorruptError, StoreError, StoreUnavailableError,
+from rtmbotd.store.errors import (StoreBusyError, StoreCorruptError, StoreError, StoreUnavailableError,
                                   filesystem_problem, is_transient, translate)
-from rtmbotd.store_schema import MIGRATIONS, Migration, newest, refuse_newer, stored_version, upgrade
-from rtmbotd.store_url import SYNCHRONOUS_LEVELS, display_url, sqlite_path
+from rtmbotd.store.schema import MIGRATIONS, Migration, newest, refuse_newer, stored_version, upgrade
+from rtmbotd.store.url import SYNCHRONOUS_LEVELS, display_url, sqlite_path
 
 log = logging.getLogger(__name__)
 

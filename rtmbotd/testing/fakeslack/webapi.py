@@ -10,8 +10,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from rtmbotd.testing.fake_slack_hub import Hub
-from rtmbotd.testing.fake_slack_workspace import (
+from rtmbotd.testing.fakeslack.hub import Hub
+from rtmbotd.testing.fakeslack.workspace import (
     BOT_ID, BOT_NAME, BOT_USER_ID, CONVERSATION_TYPES, TEAM_DOMAIN, TEAM_ID, TEAM_NAME,
     Channel, CursorError, paginate)
 

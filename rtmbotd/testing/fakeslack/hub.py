@@ -15,9 +15,9 @@ from typing import Any, Awaitable
 
 from aiohttp import WSMsgType, web
 
-from rtmbotd.testing.fake_slack_journal import MODES, Journal
-from rtmbotd.testing.fake_slack_ratelimit import ChannelRateLimit
-from rtmbotd.testing.fake_slack_workspace import (
+from rtmbotd.testing.fakeslack.journal import MODES, Journal
+from rtmbotd.testing.fakeslack.ratelimit import ChannelRateLimit
+from rtmbotd.testing.fakeslack.workspace import (
     APP_ID, BOT_ID, BOT_USER_ID, TEAM_DOMAIN, TEAM_ID, Channel, Workspace)
 
 log = logging.getLogger(__name__)

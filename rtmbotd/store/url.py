@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from rtmbotd.store_errors import StoreError
+from rtmbotd.store.errors import StoreError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL

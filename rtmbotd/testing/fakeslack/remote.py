@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
-from rtmbotd.testing.fake_slack_controls import FakeSlackControls
+from rtmbotd.testing.fakeslack.controls import FakeSlackControls
 
 if TYPE_CHECKING:
-    from rtmbotd.testing.fake_slack import FakeSlack
+    from rtmbotd.testing.fakeslack.server import FakeSlack
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from rtmbotd.backoff import Backoff
+from rtmbotd.slack.backoff import Backoff
 from rtmbotd.config import Config
 from rtmbotd.outbox import Message, Outbox
 from rtmbotd.slack.link import Link, LinkClosed

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from sqlalchemy import Column, Connection, Integer, MetaData, PrimaryKeyConstraint, Table, Text, inspect
 from sqlalchemy import column, select, table
 
-from rtmbotd.store_errors import StoreVersionError
+from rtmbotd.store.errors import StoreVersionError
 
 log = logging.getLogger(__name__)
 

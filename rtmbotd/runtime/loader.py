@@ -19,7 +19,7 @@ from itertools import count
 from pathlib import Path
 from typing import Any, Callable
 
-from rtmbotd import compat
+from rtmbotd.runtime import compat
 from rtmbotd.config import Config
 
 log = logging.getLogger(__name__)

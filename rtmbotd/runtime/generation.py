@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from rtmbotd.config import Config, load_config
 from rtmbotd.errors import ConfigError
-from rtmbotd.plugins import PluginEnv, PluginSet, build_plugin_set
+from rtmbotd.runtime.loader import PluginEnv, PluginSet, build_plugin_set
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from rtmbotd.store_engine import Backend, open_backend
-from rtmbotd.store_errors import (StoreBusyError, StoreCorruptError, StoreError, StoreFullError,
+from rtmbotd.store.engine import Backend, open_backend
+from rtmbotd.store.errors import (StoreBusyError, StoreCorruptError, StoreError, StoreFullError,
                                   StoreReadOnlyError, StoreUnavailableError, StoreVersionError,
                                   StoreWriteError)
-from rtmbotd.store_plugin import ABSENT, PluginStore, check_key, encode, put_row
-from rtmbotd.store_schema import MIGRATIONS, Migration, kv, outbox
-from rtmbotd.store_url import resolve_url
+from rtmbotd.store.plugin import ABSENT, PluginStore, check_key, encode, put_row
+from rtmbotd.store.schema import MIGRATIONS, Migration, kv, outbox
+from rtmbotd.store.url import resolve_url
 
 __all__ = [
     "ABSENT", "PluginStore", "Store", "StoreBusyError", "StoreCorruptError", "StoreError", "StoreFullError",

@@ -4,7 +4,7 @@ SQLAlchemy and an open database cost about 12 MiB resident. With STORE_URL unset
 store is an SQLite file; when that file does not exist yet, nothing was saved by an
 earlier run (no plugin keys, no outbox), so the daemon starts without opening it and
 opens it on first need: a plugin touching its `store`, or messages to keep at the stop.
-The file's directory is checked at start (rtmbotd.store_errors.filesystem_problem, the
+The file's directory is checked at start (rtmbotd.store.errors.filesystem_problem, the
 check the store uses to explain a failed write); when it could not hold the file, the
 store is opened at once so that the start fails with the store's own error.
 
@@ -35,13 +35,13 @@ def open_daemon_store(url: str | None, base_path: Path | str | None, synchronous
 
 
 def _open(url: str | None, base_path: Path | str | None, synchronous: str, env: Mapping[str, str]) -> Any:
-    from rtmbotd.store import Store
+    from rtmbotd.store.database import Store
     return Store.open(url, base_path, synchronous, env=env)
 
 
 def _deferrable_path(url: str | None, base_path: Path | str | None, env: Mapping[str, str]) -> Path | None:
-    from rtmbotd.store_errors import filesystem_problem
-    from rtmbotd.store_url import DEFAULT_FILENAME, default_directory
+    from rtmbotd.store.errors import filesystem_problem
+    from rtmbotd.store.url import DEFAULT_FILENAME, default_directory
     if url is not None and str(url).strip():
         return None
     try:
@@ -112,7 +112,7 @@ class DeferredStore:
 
 
 class DeferredPluginStore:
-    """A plugin's `store` (see rtmbotd.store_plugin.PluginStore) that opens the database
+    """A plugin's `store` (see rtmbotd.store.plugin.PluginStore) that opens the database
     on first use; every call goes to the real one."""
 
     def __init__(self, owner: DeferredStore, name: str) -> None:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from rtmbotd.config import Config
 from rtmbotd.errors import StoreError
-from rtmbotd.store_url import DEFAULT_FILENAME
+from rtmbotd.store.url import DEFAULT_FILENAME
 
 if TYPE_CHECKING:      # SQLAlchemy is imported only when a store command runs
-    from rtmbotd.store import Store
+    from rtmbotd.store.database import Store
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _print_json(value: Any, out: TextIO) -> None:
 
 
 def _open(args: argparse.Namespace, config: Config, create: bool) -> Store:
-    from rtmbotd.store import Store
+    from rtmbotd.store.database import Store
     url = args.url or config.store_url
     try:
         return Store.open(url, base_path=config.base_path, synchronous=config.store_synchronous,
