@@ -1,6 +1,7 @@
 """The fake Slack itself, over real loopback sockets: slack_sdk for the Web API, websockets for RTM/Socket Mode."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import selectors
@@ -25,6 +26,7 @@ from websockets.sync.client import ClientConnection, connect  # noqa: E402
 
 from rtmbotd.testing.fakeslack import FakeSlack, FakeSlackClient  # noqa: E402
 from rtmbotd.testing.fakeslack import ControlError  # noqa: E402
+from rtmbotd.testing.fakeslack.controls import CONTROLS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 T = 5.0  # every wait in this file has this deadline
@@ -484,6 +486,29 @@ def test_control_api_via_fake_slack_client(fake, web):
         client._post("no_such_control")
     client.clear()
     assert client.sent_messages() == []
+
+
+def test_every_registered_control_is_offered_in_process_and_over_http(fake, web):
+    """One registry (controls.py) gives FakeSlack, FakeSlackClient and /_control alike."""
+    client = FakeSlackClient(fake.url)
+    web.chat_postMessage(channel="C1GENERAL", text="recorded")
+    assert len(CONTROLS) > 25
+    for name, control in CONTROLS.items():
+        for side in (FakeSlack, FakeSlackClient):
+            assert getattr(side, name).__doc__, f"{side.__name__}.{name} lacks its docstring"
+        if control.kind == "action":   # the route exists: bad arguments are a 400, not a 404
+            with pytest.raises(ControlError, match="Error"):
+                client._post(name, no_such_argument=1)
+        elif control.kind == "reading":                     # none needs an argument
+            here, there = getattr(fake, name), getattr(client, name)
+            if callable(here):
+                here, there = here(), there()
+            assert here == there, name
+    assert client.socket_mode_frames_received() == [] and client.open_connections("rtm") == 0
+    assert client.connections_opened_by_mode == fake.connections_opened_by_mode
+    assert "channel" in inspect.signature(FakeSlack.message).parameters    # signatures kept for help()
+    with pytest.raises(ControlError, match="unknown control"):
+        client._request("GET", "push_event")                       # an action is no read-back
 
 
 def test_module_runs_standalone_until_sigterm():

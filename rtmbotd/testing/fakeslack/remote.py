@@ -1,4 +1,9 @@
-"""Drive a fake Slack from another process: the /_control HTTP routes and `FakeSlackClient`."""
+"""Drive a fake Slack from another process: the /_control HTTP routes and `FakeSlackClient`.
+
+Both are derived from the registry in controls.py: an action is POST /_control/<name>
+with a JSON object of keyword arguments, a read-back GET /_control/<name>?arg=value
+(each value JSON, or a plain string). Bytes travel base64-encoded as `<arg>_b64`.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -8,32 +13,41 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from rtmbotd.testing.fakeslack.controls import FakeSlackControls
+from rtmbotd.testing.fakeslack.controls import ACTION, CONTROLS, WAITING, Control, FakeSlackControls
 
 if TYPE_CHECKING:
     from rtmbotd.testing.fakeslack.server import FakeSlack
 
 log = logging.getLogger(__name__)
 
-# Controls that change the fake; POST /_control/<name> with a JSON object of keyword arguments.
-ACTIONS = frozenset({
-    "push_event", "message", "push_raw", "push_slash_command", "push_interactive",
-    "drop_connections", "close_connections", "send_goodbye", "send_disconnect",
-    "fail_next", "refuse_connections", "set_web_api_down", "enforce_rate_limit", "clear",
-    "add_user", "add_channel", "rename_channel", "configure",
-})
+B64 = "_b64"
+WAIT_MARGIN = 5.0       # a long poll's HTTP timeout beyond the wait's own
 
 
-def _jsonable_frame(frame: str | bytes) -> str:
-    return frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):          # raw frames the bot sent
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _json(body: dict, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(body), status=status, content_type="application/json")
+    return web.Response(text=json.dumps(body, default=_jsonable), status=status,
+                        content_type="application/json")
+
+
+def _query_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text                       # ?channel=C1GENERAL typed by hand
+
+
+def _unknown(name: str) -> web.Response:
+    return _json({"ok": False, "error": f"unknown control {name!r}"}, 404)
 
 
 class ControlApi:
@@ -47,16 +61,17 @@ class ControlApi:
 
     async def post(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name not in ACTIONS:
-            return _json({"ok": False, "error": f"unknown control {name!r}"}, 404)
+        control = CONTROLS.get(name)
+        if control is None or control.kind != ACTION:
+            return _unknown(name)
         try:
             kwargs = await request.json() if request.can_read_body else {}
         except ValueError:
             return _json({"ok": False, "error": "body is not JSON"}, 400)
         if not isinstance(kwargs, dict):
             return _json({"ok": False, "error": "body must be a JSON object"}, 400)
-        if name == "push_raw" and "data_b64" in kwargs:
-            kwargs["data"] = base64.b64decode(kwargs.pop("data_b64"))
+        for key in [k for k in kwargs if k.endswith(B64)]:
+            kwargs[key[:-len(B64)]] = base64.b64decode(kwargs.pop(key))
         try:
             result = await self.fake.invoke(name, kwargs)
         except (TypeError, ValueError, KeyError) as exc:
@@ -64,47 +79,22 @@ class ControlApi:
         return _json({"ok": True, "result": result})
 
     async def get(self, request: web.Request) -> web.Response:
-        name, query = request.match_info["name"], request.query
-        readers = self._readers(query)
+        name = request.match_info["name"]
+        control = CONTROLS.get(name)
+        if control is None or control.kind == ACTION:
+            return _unknown(name)
+        kwargs = {key: _query_value(value) for key, value in request.query.items()}
+        call = lambda: control.implementation(self.fake)(**kwargs)  # noqa: E731
         try:
-            if name in ("wait_for_messages", "wait_for_connections"):
-                result = await self._wait(name, query)
-            elif name in readers:
-                result = readers[name]()
+            if control.kind == WAITING:   # a long poll: block a worker thread, not the loop
+                result = await asyncio.get_running_loop().run_in_executor(None, call)
             else:
-                return _json({"ok": False, "error": f"unknown control {name!r}"}, 404)
+                result = call()
         except TimeoutError as exc:
             return _json({"ok": False, "error": "timeout", "detail": str(exc)}, 408)
         except (TypeError, ValueError) as exc:
             return _json({"ok": False, "error": repr(exc)}, 400)
         return _json({"ok": True, "result": result})
-
-    def _readers(self, query: Any) -> dict[str, Callable[[], Any]]:
-        fake = self.fake
-        return {
-            "state": fake.state,
-            "sent_messages": lambda: fake.sent_messages(query.get("channel")),
-            "rejected_messages": fake.rejected_messages,
-            "edits": fake.edits,
-            "web_calls": lambda: fake.web_calls(query.get("method")),
-            "acks": fake.acks,
-            "unacked": fake.unacked,
-            "redeliveries": fake.redeliveries,
-            "rate_limit_violations": fake.rate_limit_violations,
-            "rtm_frames_received": lambda: [_jsonable_frame(f) for f in fake.rtm_frames_received()],
-        }
-
-    async def _wait(self, name: str, query: Any) -> Any:
-        """Long poll: the blocking wait runs in a worker thread so the loop keeps serving."""
-        n = int(query.get("n", "1"))
-        timeout = float(query.get("timeout", "5"))
-        if name == "wait_for_messages":
-            call = lambda: self.fake.wait_for_messages(n, channel=query.get("channel"),  # noqa: E731
-                                                       timeout=timeout)
-        else:
-            call = lambda: self.fake.wait_for_connections(n, mode=query.get("mode"),  # noqa: E731
-                                                          timeout=timeout)
-        return await asyncio.get_running_loop().run_in_executor(None, call)
 
 
 class ControlError(RuntimeError):
@@ -126,7 +116,7 @@ class FakeSlackClient(FakeSlackControls):
                  query: dict | None = None, timeout: float | None = None) -> Any:
         url = f"{self.root}/_control/{name}"
         if query:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+            url += "?" + urllib.parse.urlencode({k: json.dumps(v) for k, v in query.items() if v is not None})
         data = json.dumps(body or {}).encode() if method == "POST" else None
         request = urllib.request.Request(url, data=data, method=method,
                                          headers={"Content-Type": "application/json"})
@@ -141,41 +131,12 @@ class FakeSlackClient(FakeSlackControls):
         return answer["result"]
 
     def _post(self, name: str, **kwargs: Any) -> Any:
+        for key in [k for k, v in kwargs.items() if isinstance(v, bytes)]:   # a binary frame
+            kwargs[key + B64] = base64.b64encode(kwargs.pop(key)).decode()
         return self._request("POST", name, kwargs)
 
-    def _act(self, control: str, /, **kwargs: Any) -> Any:
-        if isinstance(kwargs.get("data"), bytes):       # push_raw of a binary frame
-            kwargs["data_b64"] = base64.b64encode(kwargs.pop("data")).decode()
-        return self._post(control, **kwargs)
-
-    def _read(self, name: str, /, **query: Any) -> Any:
-        return self._request("GET", name, query=query)
-
-    def clear(self) -> None:
-        self._post("clear")
-
-    def configure(self, **settings: Any) -> None:
-        """Set `echo_own_messages`, `ack_timeout` and/or `goodbye_grace`."""
-        self._post("configure", **settings)
-
-    # -- reading back ------------------------------------------------------------------------------
-
-    def state(self) -> dict:
-        return self._request("GET", "state")
-
-    @property
-    def connections_opened(self) -> int:
-        return self.state()["connections_opened"]
-
-    def open_connections(self, mode: str | None = None) -> int:
-        counts = self.state()["open_connections"]
-        return sum(counts.values()) if mode is None else counts[mode]
-
-    def wait_for_messages(self, n: int, *, channel: str | None = None,
-                          timeout: float = 5.0) -> list[dict]:
-        return self._request("GET", "wait_for_messages", timeout=timeout + 5.0,
-                             query={"n": n, "channel": channel, "timeout": timeout})
-
-    def wait_for_connections(self, n: int, mode: str | None = None, timeout: float = 5.0) -> int:
-        return self._request("GET", "wait_for_connections", timeout=timeout + 5.0,
-                             query={"n": n, "mode": mode, "timeout": timeout})
+    def _call(self, control: Control, kwargs: dict) -> Any:
+        if control.kind == ACTION:
+            return self._post(control.name, **kwargs)
+        timeout = kwargs["timeout"] + WAIT_MARGIN if control.kind == WAITING else None
+        return self._request("GET", control.name, query=kwargs, timeout=timeout)

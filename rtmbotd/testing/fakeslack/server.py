@@ -16,7 +16,7 @@ from typing import Any, Callable, TypeVar
 from aiohttp import web
 
 from rtmbotd.testing.fakeslack.remote import ControlApi, FakeSlackClient
-from rtmbotd.testing.fakeslack.controls import FakeSlackControls
+from rtmbotd.testing.fakeslack.controls import ACTION, CONTROLS, Control, FakeSlackControls
 from rtmbotd.testing.fakeslack.hub import Hub
 from rtmbotd.testing.fakeslack.journal import Journal
 from rtmbotd.testing.fakeslack.webapi import WebApi
@@ -66,28 +66,6 @@ class FakeSlack(FakeSlackControls):
         self._thread: threading.Thread | None = None
         self._port: int | None = None
         self._startup_error: BaseException | None = None
-        hub, web_api = self.hub, self.web_api
-        # Loop-side implementations of every control; shared by the methods below and /_control.
-        self._controls: dict[str, Callable[..., Any]] = {
-            "push_event": hub.push_event,
-            "message": hub.message,
-            "push_raw": hub.push_raw,
-            "push_slash_command": hub.push_slash_command,
-            "push_interactive": hub.push_interactive,
-            "drop_connections": hub.drop_connections,
-            "close_connections": hub.close_connections,
-            "send_goodbye": hub.send_goodbye,
-            "send_disconnect": hub.send_disconnect,
-            "fail_next": web_api.fail_next,
-            "refuse_connections": hub.refuse_connections,
-            "set_web_api_down": web_api.set_down,
-            "enforce_rate_limit": hub.enforce_rate_limit,
-            "clear": self.journal.clear,
-            "add_user": hub.add_user,
-            "add_channel": hub.add_channel,
-            "rename_channel": hub.rename_channel,
-            "configure": self._configure,
-        }
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -192,61 +170,33 @@ class FakeSlack(FakeSlackControls):
         for name, value in settings.items():
             setattr(self, name, value)
 
-    # -- running controls on the loop ---------------------------------------------------------------
+    # -- running controls (see controls.py for the registry) -----------------------------------------
 
     async def invoke(self, name: str, kwargs: dict) -> Any:
-        """Run control `name` on the fake's loop (the /_control routes call this directly)."""
-        result = self._controls[name](**kwargs)
+        """Run action `name` on the fake's loop (the /_control routes call this directly)."""
+        control = CONTROLS.get(name)
+        if control is None or control.kind != ACTION:
+            raise KeyError(f"unknown control {name!r}")
+        result = control.implementation(self)(**kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result
 
-    def _act(self, control: str, /, **kwargs: Any) -> Any:
+    def _call(self, control: Control, kwargs: dict) -> Any:
+        if control.kind != ACTION:            # read-backs never touch the loop
+            return control.implementation(self)(**kwargs)
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             raise RuntimeError("FakeSlack not started")
         if threading.current_thread() is thread:
-            raise RuntimeError(f"FakeSlack.{control}() blocks; call it from another thread")
-        return asyncio.run_coroutine_threadsafe(self.invoke(control, kwargs), loop).result(
+            raise RuntimeError(f"FakeSlack.{control.name}() blocks; call it from another thread")
+        return asyncio.run_coroutine_threadsafe(self.invoke(control.name, kwargs), loop).result(
             CONTROL_TIMEOUT)
-
-    # -- controls ---------------------------------------------------------------------------------------
-
-    def clear(self) -> None:
-        """Forget recorded messages, calls, frames, acks and violations."""
-        self.journal.clear()
 
     # -- reading back (any thread, never blocks on the loop) ----------------------------------------
 
-    def _read(self, name: str, /, **query: Any) -> Any:
-        journal = self.journal
-        readers = {
-            "sent_messages": lambda channel=None: journal.messages(channel),
-            "rejected_messages": journal.rejected_messages, "edits": journal.edits,
-            "web_calls": lambda method=None: journal.web_calls(method),
-            "acks": journal.acks, "unacked": journal.unacked, "redeliveries": journal.redeliveries,
-            "rate_limit_violations": journal.violations,
-            "rtm_frames_received": lambda: journal.frames("rtm"),
-        }
-        return readers[name](**query)
-
-    def socket_mode_frames_received(self) -> list[str | bytes]:
-        return self.journal.frames("socket_mode")
-
-    @property
-    def connections_opened(self) -> int:
-        """Websocket connects accepted so far, all modes."""
-        return sum(self.journal.opened_by_mode().values())
-
-    @property
-    def connections_opened_by_mode(self) -> dict[str, int]:
-        return self.journal.opened_by_mode()
-
-    def open_connections(self, mode: str | None = None) -> int:
-        return self.journal.open_count(mode)
-
-    def state(self) -> dict:
-        """A JSON-able summary for the control API."""
+    def _summary(self) -> dict:
+        """`state()`: a JSON-able summary for the control API."""
         return {
             "connections_opened": self.connections_opened,
             "connections_opened_by_mode": self.connections_opened_by_mode,
@@ -268,9 +218,8 @@ class FakeSlack(FakeSlackControls):
         """
         return self.journal.wait_until(predicate, timeout)
 
-    def wait_for_messages(self, n: int, *, channel: str | None = None,
-                          timeout: float = 5.0) -> list[dict]:
-        """The sent messages once there are at least `n`; TimeoutError listing what was seen."""
+    def _wait_for_messages(self, n: int, *, channel: str | None = None,
+                                     timeout: float = 5.0) -> list[dict]:
         def enough() -> tuple[list[dict]] | None:
             msgs = self.sent_messages(channel)
             return (msgs,) if len(msgs) >= n else None
@@ -282,8 +231,8 @@ class FakeSlack(FakeSlackControls):
             raise TimeoutError(f"wanted {n} messages{' in ' + channel if channel else ''} "
                                f"within {timeout}s, saw {len(seen)}: {seen!r}") from None
 
-    def wait_for_connections(self, n: int, mode: str | None = None, timeout: float = 5.0) -> int:
-        """The open connection count once at least `n` are open (of `mode`, or in all)."""
+    def _wait_for_connections(self, n: int, mode: str | None = None,
+                                        timeout: float = 5.0) -> int:
         def enough() -> tuple[int] | None:
             count = self.open_connections(mode)
             return (count,) if count >= n else None
