@@ -23,7 +23,6 @@ setup(
         "websockets>=13,<18",
         "aiohttp>=3.9,<4",
         "PyYAML>=6,<7",
-        "sdnotify>=0.3.2,<1",
         "python-daemon>=3,<4",
         "SQLAlchemy>=2.0,<2.2",
     ],

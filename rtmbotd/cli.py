@@ -6,17 +6,16 @@ import asyncio
 import dataclasses
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from rtmbotd import __version__
 from rtmbotd.config import DEFAULT_CONFIG_PATH, Config, load_config
 from rtmbotd.errors import ConfigError, PluginLoadError, RtmbotdError, StoreError
+from rtmbotd.signals import EX_INTERRUPTED, EarlySignals
 
 log = logging.getLogger("rtmbotd")
-
-EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_CANTCREAT, EX_CONFIG = 0, 64, 69, 70, 73, 78
 
 DESCRIPTION = """\
 Run python-rtmbot style Slack bot plugins as a service.
@@ -45,9 +44,17 @@ def _common_options(parser: argparse.ArgumentParser, top: bool) -> None:
                         help="log at debug level (also DEBUG: true)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with EX_USAGE (64) for bad usage instead of 2; subcommands inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(os.EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rtmbotd", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="rtmbotd", description=DESCRIPTION,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     _common_options(parser, top=True)
     parser.add_argument("--check-config", action="store_true",
                         help="load the config and import the plugins without connecting; exit 0 when good")
@@ -87,8 +94,12 @@ def _load(args: argparse.Namespace) -> Config:
 
 def check_config(config: Config) -> int:
     """Load what a (re)start would load: the store and every plugin, without connecting."""
+    from rtmbotd.runtime.generation import token_problem
     from rtmbotd.runtime.loader import PluginEnv, build_plugin_set
     import tempfile
+    problem = token_problem(config)     # the rule a reload follows: no token, no swap
+    if problem is not None:
+        raise ConfigError(problem)
     from rtmbotd.store import Store, StoreUnavailableError
     with tempfile.TemporaryDirectory(prefix="rtmbotd-check-") as scratch:
         try:   # never create a store just to check: a fresh install has none yet
@@ -100,16 +111,15 @@ def check_config(config: Config) -> int:
     if plugins.errors:
         raise PluginLoadError(plugins.errors)
     names = ", ".join(sorted(plugins.plugins)) or "none"
-    token = "no token (the service will wait for one)" if not config.has_token else config.connection
-    print(f"{config.path}: OK ({token}; plugins: {names})")
-    return EX_OK
+    print(f"{config.path}: OK ({config.connection}; plugins: {names})")
+    return os.EX_OK
 
 
 def _under_systemd() -> bool:
     return bool(os.environ.get("NOTIFY_SOCKET") or os.environ.get("INVOCATION_ID"))
 
 
-def run(config: Config, args: argparse.Namespace) -> int:
+def run(config: Config, args: argparse.Namespace, early_signals: list[int]) -> int:
     from rtmbotd.daemon import Daemon
     from rtmbotd.daemonize import daemon_context
     from rtmbotd.logsetup import Logging
@@ -122,8 +132,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
             logs.configure(debug=config.debug, logfile=config.logfile)
         except OSError as exc:
             print(f"rtmbotd: LOGFILE: cannot open {config.logfile}: {exc.strerror}", file=sys.stderr)
-            return EX_CANTCREAT
-        daemon = Daemon(config, logging_=logs, overrides=_overrides(args), early_signals=_early_signals)
+            return os.EX_CANTCREAT
+        daemon = Daemon(config, logging_=logs, overrides=_overrides(args), early_signals=early_signals)
         return asyncio.run(daemon.run())
 
 
@@ -141,17 +151,14 @@ def _packaged_state_directory(config: Config) -> None:
         os.environ["STATE_DIRECTORY"] = PACKAGED_STATE_DIR
 
 
-_early_signals: list[int] = []
-
-
-def _remember_signal(signum: int, frame: object) -> None:
-    _early_signals.append(signum)     # replayed into the daemon's inbox once it runs
-
-
 def main(argv: list[str] | None = None) -> int:
-    # A SIGHUP during start-up must not kill us (its default action) nor be lost.
-    signal.signal(signal.SIGHUP, _remember_signal)
+    # A stop or reload during start-up must neither kill us (the default actions) nor be
+    # lost: held from here, replayed into the daemon's loop once it runs.
+    early = EarlySignals()
+    early.catch()
     args = build_parser().parse_args(argv)
+    if args.check_config or args.command == "store":
+        early.release()           # not the daemon: Ctrl-C ends them as usual
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = _load(args)
@@ -165,20 +172,20 @@ def main(argv: list[str] | None = None) -> int:
                                           and not _under_systemd() and not (args.daemon or config.daemon)):
             from rtmbotd.console import run_console
             return run_console(config, channel=getattr(args, "channel", "D1ALICE"),
-                               overrides=_overrides(args))
-        return run(config, args)
+                               overrides=_overrides(args), early_signals=early.pending)
+        return run(config, args, early.pending)
     except ConfigError as exc:
         print(f"rtmbotd: configuration error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return os.EX_CONFIG
     except PluginLoadError as exc:
         for name, why in sorted(exc.errors.items()):
             print(f"rtmbotd: plugin {name}: {why}", file=sys.stderr)
-        return EX_CONFIG
+        return os.EX_CONFIG
     except StoreError as exc:
         print(f"rtmbotd: store: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return os.EX_CONFIG
     except RtmbotdError as exc:
         print(f"rtmbotd: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", EX_SOFTWARE)
+        return getattr(exc, "exit_code", os.EX_SOFTWARE)
     except KeyboardInterrupt:
-        return 130
+        return EX_INTERRUPTED

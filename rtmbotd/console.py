@@ -70,7 +70,8 @@ def _read_input(fake, prompt: Prompt, quiet: threading.Event) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_console(config: Config, *, channel: str = "D1ALICE", overrides: dict | None = None) -> int:
+def run_console(config: Config, *, channel: str = "D1ALICE", overrides: dict | None = None,
+                early_signals: list[int] | None = None) -> int:
     from rtmbotd.daemon import Daemon
     from rtmbotd.logsetup import Logging
     from rtmbotd.testing.fakeslack import FakeSlack
@@ -90,7 +91,7 @@ def run_console(config: Config, *, channel: str = "D1ALICE", overrides: dict | N
         prompt = Prompt(channel)
         threading.Thread(target=_print_replies, args=(fake, names, stop, prompt), daemon=True).start()
         threading.Thread(target=_read_input, args=(fake, prompt, threading.Event()), daemon=True).start()
-        daemon = Daemon(config, logging_=logs, overrides=forced)
+        daemon = Daemon(config, logging_=logs, overrides=forced, early_signals=early_signals)
         code = asyncio.run(daemon.run())
         stop.set()
         return code

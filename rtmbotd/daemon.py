@@ -10,7 +10,7 @@ import asyncio
 import enum
 import gc
 import logging
-import signal
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -32,6 +32,7 @@ from rtmbotd.slack.plugin_client import PluginSlackClient
 from rtmbotd.slack.web import WebError
 from rtmbotd.slack.protocol import CLASSIFIERS, Event, Goodbye, Hello, Pong, Reply
 from rtmbotd.runtime.worker import PluginReport, WorkerExited
+from rtmbotd.signals import EX_INTERRUPTED, HANDLED
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class Daemon:
         self.inbox.put(item)
 
     def _install_signals(self) -> None:
-        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        for signum in HANDLED:
             self.loop.add_signal_handler(signum, self._on_signal, signum)
 
     def _on_signal(self, signum: int) -> None:
@@ -144,7 +145,7 @@ class Daemon:
         finally:
             self.inbox.close()
             if self.install_signals:
-                for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+                for signum in HANDLED:
                     self.loop.remove_signal_handler(signum)
         return self.exit_code
 
@@ -300,11 +301,11 @@ class Daemon:
         starting = self.state is State.STARTING
         if self.state is State.STOPPING:
             return
-        problem = item.error if starting else reload_problem(item, self.config)
+        problem = item.error if starting else reload_problem(item)
         if problem is not None:
             if starting:   # cli validated the config; a race with an edit lands here
                 log.error("start failed: %s", problem)
-                self.exit_code = 78
+                self.exit_code = os.EX_CONFIG
                 self._begin_stop(now)
                 return
             log.error("reload rejected, still running generation %d: %s", self.host.generation, problem)
@@ -360,8 +361,7 @@ class Daemon:
 
     # -- signals ----------------------------------------------------------------------
     def handle_signal(self, item: Signal) -> None:
-        name = {signal.SIGHUP: "hup", signal.SIGTERM: "term", signal.SIGINT: "int",
-                signal.SIGUSR1: "usr1"}.get(item.signum)
+        name = HANDLED.get(item.signum)
         if name:
             getattr(self, "handle_" + name)()
 
@@ -382,7 +382,7 @@ class Daemon:
     def handle_int(self) -> None:
         if self.state is State.STOPPING:
             log.warning("second SIGINT: exiting now")
-            self.exit_code = 130
+            self.exit_code = EX_INTERRUPTED
             self.state = State.STOPPED
             return
         self._begin_stop(self.clock())

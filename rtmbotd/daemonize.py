@@ -12,7 +12,7 @@ from rtmbotd.errors import RtmbotdError
 
 
 class PidfileError(RtmbotdError):
-    exit_code = 69
+    exit_code = os.EX_UNAVAILABLE
 
 
 class Pidfile:
@@ -27,7 +27,7 @@ class Pidfile:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             err = PidfileError(f"pidfile {self.path}: {exc.strerror}")
-            err.exit_code = 73
+            err.exit_code = os.EX_CANTCREAT
             raise err from None
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -57,12 +57,18 @@ def build_generation(path: Path, overrides: dict, env: PluginEnv, previous: Plug
     threading.Thread(target=build, name="build-generation", daemon=True).start()
 
 
-def reload_problem(built: Built, running: Config) -> str | None:
+def token_problem(config: Config) -> str | None:
+    """Why `config` is no generation to reload to or check good: it has no bot token."""
+    if config.has_token:
+        return None
+    return (f"{config.path}: SLACK_TOKEN: not set (in this file, the SLACK_TOKEN environment "
+            f"variable or $CREDENTIALS_DIRECTORY/slack_token)")
+
+
+def reload_problem(built: Built) -> str | None:
     """Why a reload may not swap `built` in (all of it must be valid), or None."""
     if built.error is not None:
         return built.error
     if built.plugins.errors:
         return "plugin failed to load: " + "; ".join(f"{n}: {e}" for n, e in sorted(built.plugins.errors.items()))
-    if not built.config.has_token and running.has_token:
-        return "no SLACK_TOKEN in the new configuration"
-    return None
+    return token_problem(built.config)
