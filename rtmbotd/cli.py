@@ -27,9 +27,11 @@ engine on a built-in fake Slack, chatted with on stdin/stdout. Under systemd it
 waits calmly for a token and a reload.
 
 signals: HUP reloads config and plugins (a bad config keeps the old one running),
-TERM/INT stop gracefully (a second INT forces), USR1 reopens LOGFILE.
+TERM/INT stop gracefully (a second INT forces), USR1 reopens LOGFILE; any of them
+during start-up is acted on once the daemon runs.
 exit status: 0 ok, 64 usage, 69 already running (pidfile), 73 cannot create
-pidfile/log, 78 configuration error.
+pidfile/log, 78 configuration error (--check-config: also no SLACK_TOKEN),
+130 forced by a second INT.
 """
 
 
@@ -57,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     _common_options(parser, top=True)
     parser.add_argument("--check-config", action="store_true",
-                        help="load the config and import the plugins without connecting; exit 0 when good")
+                        help="load the config and import the plugins without connecting; exit 0 when good, "
+                             "78 when not (a config without SLACK_TOKEN is not good)")
     parser.add_argument("--daemon", action="store_true",
                         help="detach into the background (never under systemd); also DAEMON: true")
     parser.add_argument("--pidfile", metavar="PATH", help="with --daemon: write and lock this pidfile")

@@ -149,3 +149,51 @@ def test_usage_errors_exit_64_with_usage(args):
 def test_help_and_version_exit_zero(args):
     result = run_cli(*args)
     assert result.returncode == 0 and result.stdout and not result.stderr
+
+
+# -- Ctrl-C still ends the commands that are not the daemon ---------------------------------------
+
+
+def _started(tmp_path, *args: str, text_seen: str) -> subprocess.Popen:
+    out = tmp_path / "out.log"
+    proc = subprocess.Popen(rtmbotd_command() + list(args), env=clean_env(), stdin=subprocess.PIPE,
+                            stdout=out.open("wb"), stderr=subprocess.STDOUT, cwd=tmp_path)
+    wait_until(lambda: text_seen in out.read_text(errors="replace"), 30, f"{text_seen!r} printed")
+    return proc
+
+
+def test_ctrl_c_ends_the_console(tmp_path):
+    conf = tmp_path / "rtmbot.conf"
+    conf.write_text(yaml.safe_dump({"RATE_LIMIT": 0}))       # no token, no systemd: the console
+    (tmp_path / "plugins").mkdir()
+    proc = _started(tmp_path, "-c", str(conf), text_seen="rtmbotd console:")
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "Traceback" not in (tmp_path / "out.log").read_text()
+
+
+def test_ctrl_c_ends_a_store_command(tmp_path):
+    conf = tmp_path / "rtmbot.conf"
+    conf.write_text(yaml.safe_dump({"STORE_URL": f"sqlite:///{tmp_path / 'store.sqlite'}"}))
+    (tmp_path / "plugins").mkdir()
+    out = tmp_path / "out.log"
+    proc = subprocess.Popen(rtmbotd_command() + ["-c", str(conf), "store", "load"], env=clean_env(),
+                            stdin=subprocess.PIPE, stdout=out.open("wb"), stderr=subprocess.STDOUT)
+    try:   # `store load` reads standard input, which stays open: it waits there for Ctrl-C
+        wait_until(lambda: _caught(proc.pid, signal.SIGINT) and not _caught(proc.pid, signal.SIGTERM)
+                   and _reading_stdin(proc.pid), 30, "store load waiting on its input")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _reading_stdin(pid: int) -> bool:
+    with open(f"/proc/{pid}/wchan") as wchan:
+        where = wchan.read().strip()
+    return where.endswith("pipe_read") or where in ("pipe_wait", "wait_woken")
