@@ -25,8 +25,8 @@ from rtmbotd.inbox import Inbox
 from rtmbotd.logsetup import Logging
 from rtmbotd.notify import Notifier
 from rtmbotd.outbox import Outbox
-from rtmbotd.runtime.loader import PluginEnv, PluginSet
-from rtmbotd.router import DMOpened, Output, Router, parse_output
+from rtmbotd.runtime.loader import PluginEnv, PluginSet, hung_imports
+from rtmbotd.router import DMOpened, Output, Router
 from rtmbotd.slack.link import LinkBadFrame, LinkClosed, LinkFrame
 from rtmbotd.slack.plugin_client import PluginSlackClient
 from rtmbotd.slack.web import WebError
@@ -497,10 +497,11 @@ class Daemon:
     def handle_report(self, item: PluginReport) -> None:
         now = self.clock()
         self.host.reported(item)
-        for out in item.outputs:
-            parsed = parse_output(out, item.worker.unit.name)
-            if parsed is not None:
-                self.router.route(parsed, now)
+        for out in item.outputs:         # parsed to plain data on the plugin's thread
+            try:
+                self.router.route(out, now)
+            except Exception:  # noqa: BLE001 - a bad output costs only itself
+                log.exception("plugin %s: output to %r dropped", out.plugin, out.target)
         self.connector.pump(now)
 
     def handle_worker_exited(self, item: WorkerExited) -> None:
@@ -553,4 +554,7 @@ class Daemon:
                  for w in self.host.stuck(now, self.config.plugin_timeout)]
         if stuck:
             parts.append("stuck: " + ", ".join(stuck))
+        hung = hung_imports()
+        if hung:
+            parts.append(f"{hung} import(s) hung")
         return "; ".join(parts)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import reprlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -15,6 +17,11 @@ from rtmbotd.slack.directory import Directory, NeedsDM, UnknownTarget
 from rtmbotd.outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+# Levels of dicts and lists an output may have; Slack's blocks need about ten. Deeper is
+# refused here, on the plugin's thread, before the loop's json.dumps could hit the
+# recursion limit.
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -46,36 +53,75 @@ def _utf8(text: str) -> str:
         return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _plain_json(extra: dict) -> dict | None:
-    """`extra` round-tripped through JSON (valid UTF-8), or None when it is not JSON."""
-    try:
-        return json.loads(json.dumps(extra, ensure_ascii=True))
-    except (TypeError, ValueError):
-        return None
+class NotPlainJSON(ValueError):
+    """An output holds something Slack's JSON cannot carry; the message says what."""
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return _utf8(str.__str__(key))
+    if key is None or isinstance(key, (bool, int)) or (isinstance(key, float) and math.isfinite(key)):
+        return json.dumps(key)          # as json.dumps would write it: true, 1, 2.5, null
+    raise NotPlainJSON(f"a {type(key).__name__} key")
+
+
+def plain_json(value: Any, depth: int = MAX_DEPTH) -> Any:
+    """`value` copied as plain JSON (dict, list, str, int, float, bool, None; strings valid
+    UTF-8); NotPlainJSON when it is something else or nested deeper than `depth`.
+
+    Reads subclasses of dict, list, str, int and float through the base types' own
+    methods, so none of a plugin's code (an overridden `.get` that raises or blocks) runs.
+    """
+    if isinstance(value, str):
+        return _utf8(str.__str__(value))
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise NotPlainJSON(f"{value!r} is not a JSON number")
+        return float.__float__(value)
+    if isinstance(value, (dict, list, tuple)) and depth <= 0:
+        raise NotPlainJSON(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        return {_key(k): plain_json(v, depth - 1) for k, v in dict.items(value)}
+    if isinstance(value, list):
+        return [plain_json(v, depth - 1) for v in list.__iter__(value)]
+    if isinstance(value, tuple):
+        return [plain_json(v, depth - 1) for v in tuple.__iter__(value)]
+    raise NotPlainJSON(f"a {type(value).__name__}")
 
 
 def parse_output(item: Any, plugin: str) -> Output | None:
-    """An `outputs` entry as an Output; None (logged) when it is malformed."""
+    """An `outputs` entry as an Output; None (logged) when it is malformed.
+
+    Runs on the plugin's own thread (runtime/worker.py): reading a plugin's objects may
+    raise or block, which must cost that plugin alone, never the loop.
+    """
+    if isinstance(item, (dict, list, tuple)):
+        try:
+            item = plain_json(item)
+        except NotPlainJSON as exc:
+            log.error("plugin %s: output ignored: it is not plain JSON (%s; use dicts and lists, "
+                      "e.g. block.to_dict())", plugin, exc)
+            return None
     if isinstance(item, dict):
-        target = item.get("channel")
-        extra = {k: v for k, v in item.items() if k not in ("channel", "text")}
-        text = item.get("text")
+        fields = item
+        target = fields.pop("channel", None)
+        text = fields.pop("text", None)
         if isinstance(target, str) and target and (text is None or isinstance(text, str)) \
-                and (text or extra.get("blocks") or extra.get("attachments")):
-            clean = _plain_json(extra) if extra else {}
-            if clean is None:
-                log.error("plugin %s: output to %r ignored: its fields are not plain JSON "
-                          "(use dicts and lists, e.g. block.to_dict())", plugin, target)
-                return None
-            return Output(_utf8(target), _utf8(text) if text else text, clean, plugin)
-    elif isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str) and item[0]:
+                and (text or fields.get("blocks") or fields.get("attachments")):
+            return Output(target, text, fields, plugin)
+        item = {"channel": target, "text": text, **fields}
+    elif isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and item[0]:
         text = item[1]
         if isinstance(text, (int, float)) and not isinstance(text, bool):
             text = str(text)
         if isinstance(text, str) and text:
-            return Output(_utf8(item[0]), _utf8(text), {}, plugin)
-    log.error("plugin %s: output %.200r ignored: use [channel, text] or a dict with channel and text/blocks",
-              plugin, item)
+            return Output(item[0], text, {}, plugin)
+    log.error("plugin %s: output %s ignored: use [channel, text] or a dict with channel and text/blocks",
+              plugin, reprlib.repr(item))
     return None
 
 

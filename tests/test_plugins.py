@@ -1,11 +1,15 @@
+import importlib.machinery
+import os
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from rtmbotd.config import load_config
-from rtmbotd.runtime.loader import PluginEnv, build_plugin_set
+from rtmbotd.runtime.loader import PluginEnv, build_plugin_set, hung_imports
+from rtmbotd.testing.waiting import wait_until
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
 
@@ -114,3 +118,88 @@ def test_bad_crontable_entries_are_skipped(tmp_path, entry, caplog):
     unit.target.crontable.append(entry)
     assert unit.take_jobs() == []
     assert "crontable entry" in caplog.text
+
+
+# -- each plugin's own import path -----------------------------------------------------
+
+class CountingStore(dict):
+    def incr(self, key):
+        self[key] = self.get(key, 0) + 1
+        return self[key]
+
+
+class PostingClient:
+    def api_call(self, method, **kwargs):
+        return {"ok": True}
+
+
+def test_plugin_libraries_do_not_shadow_the_standard_library_for_the_engine(tmp_path):
+    cfg = config_for(tmp_path, "shadows_stdlib")
+    pset = build_plugin_set(cfg, PluginEnv(slack_client=PostingClient(), store_for=lambda name: CountingStore()))
+    assert pset.errors == {}
+    folder = cfg.plugins_dir / "shadow"
+    assert not [p for p in sys.path if Path(p or ".").resolve() == folder.resolve()]
+    for name in ("numbers", "decimal", "pickle", "mimetypes"):
+        # what the engine's lazily imported SQLAlchemy and slack_sdk would find
+        origin = Path(importlib.machinery.PathFinder.find_spec(name).origin)
+        assert folder not in origin.parents, (name, origin)
+        assert "plugin's" not in getattr(sys.modules.get(name), "WHO", "")
+    shadow = units_by_name(pset)["shadow/shadow"]
+    shadow.handler("message")({"channel": "C1", "text": "x"})
+    assert shadow.take_outputs() == [["C1", "seen 1, api ok: True; the plugin's decimal, the plugin's mimetypes, "
+                                            "the plugin's numbers, the plugin's pickle"]]
+
+
+def test_two_plugins_importing_helpers_in_a_handler_get_their_own(tmp_path):
+    pset = build_plugin_set(config_for(tmp_path, "same_library_names"), PluginEnv())
+    assert pset.errors == {}
+    units = units_by_name(pset)
+    for _ in range(2):
+        for name in ("alpha", "beta", "alpha"):
+            unit = units[f"{name}/{name}"]
+            unit.handler("message")({"channel": "C1", "text": "x"})
+            assert unit.take_outputs() == [["C1", f"{name}'s helpers"]]
+    assert "helpers" not in sys.modules
+
+
+def test_forgotten_plugin_takes_its_libraries_along(tmp_path):
+    cfg = config_for(tmp_path, "seed_style")
+    first = build_plugin_set(cfg, PluginEnv())
+    withlib = first.plugins["withlib"]
+    libraries = [n for n in sys.modules if n.startswith(withlib.libraries.prefix)]
+    assert libraries and any(n.endswith("__helpers.shout") for n in libraries)
+    withlib.forget()
+    assert not [n for n in sys.modules if n.startswith(withlib.libraries.prefix) or n in withlib.modules]
+
+
+# -- an import that hangs ----------------------------------------------------------------
+
+def test_hung_import_is_not_started_again_while_it_still_hangs(tmp_path):
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    base = tmp_path / "hung"
+    (base / "plugins" / "hangs").mkdir(parents=True)
+    (base / "plugins" / "hangs" / "hangs.py").write_text(
+        "import os\n"
+        f"if not os.path.exists({str(gate)!r} + '.open'):\n"
+        f"    open({str(gate)!r}).read()      # blocks until the test opens the gate\n"
+        "outputs = []\n")
+    (base / "rtmbot.conf").write_text("SLACK_TOKEN: xoxb-1\nIMPORT_TIMEOUT: 0.2\n")
+    cfg = load_config(base / "rtmbot.conf", env={})
+    hung_before, threads_before = hung_imports(), threading.active_count()
+    first = build_plugin_set(cfg, PluginEnv())
+    assert "did not finish within 0.2 s" in first.errors["hangs"]
+    for _ in range(5):
+        again = build_plugin_set(cfg, PluginEnv(), first)
+        assert again.errors == {"hangs": "ImportStillRunning: import still running from an earlier reload"}
+    assert hung_imports() == hung_before + 1
+    assert threading.active_count() == threads_before + 1
+    (tmp_path / "gate.open").touch()
+    with open(gate, "w"):             # the hung import reads to the end and finishes
+        pass
+    wait_until(lambda: hung_imports() == hung_before and threading.active_count() == threads_before, 10,
+               "the hung import to end")
+    wait_until(lambda: not [n for n in sys.modules if n.startswith("_rtmbotd_") and "hangs" in n], 10,
+               "the late import's modules to be dropped")
+    later = build_plugin_set(cfg, PluginEnv(), first)
+    assert later.errors == {} and "hangs" in later.plugins

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sys
 from typing import Any, Callable
 
 from rtmbotd.slack.frames import copy_json
@@ -53,14 +52,14 @@ class PluginHost:
         if old is not None:
             for name, loaded in old.plugins.items():
                 if plugins.plugins.get(name) is not loaded:
-                    forget_modules(loaded.modules)
+                    loaded.forget()
 
     def reject(self, plugins: PluginSet | None) -> None:
         """Forget the modules a rejected generation imported (it was never swapped in)."""
         if plugins is not None:
             for name, loaded in plugins.plugins.items():
                 if name not in plugins.reused:
-                    forget_modules(loaded.modules)
+                    loaded.forget()
 
     def dispatch(self, kind: str, data: dict) -> None:
         """Hand the event to every unit that handles it; each gets its own copy.
@@ -73,8 +72,12 @@ class PluginHost:
             handler = unit.handler(kind)
             if handler is not None or unit.catch_all is not None:
                 calls.append((worker, unit, handler))
-        for i, (worker, unit, handler) in enumerate(calls):
-            copy = data if i == len(calls) - 1 else copy_json(data)
+        try:
+            copies = [copy_json(data) for _ in calls[1:]] + [data]
+        except Exception:  # noqa: BLE001 - an event that cannot be copied costs only itself
+            log.exception("%s event dropped: it cannot be copied for each plugin", kind)
+            return
+        for (worker, unit, handler), copy in zip(calls, copies):
             worker.submit(kind, run_event, unit, handler, copy)
 
     def run_due_jobs(self, now: float) -> None:
@@ -104,7 +107,7 @@ class PluginHost:
         count = 0
         for worker in self.workers:
             outs = getattr(worker.unit.target, "outputs", None)
-            if isinstance(outs, list) and outs and worker.backlog == 0:
+            if isinstance(outs, list) and list.__len__(outs) and worker.backlog == 0:   # no plugin code here
                 worker.submit("outputs", _nothing)
                 count += 1
         return count
@@ -124,9 +127,3 @@ class PluginHost:
 
 def _nothing() -> None:
     """An empty plugin call: the worker drains outputs after it."""
-
-
-def forget_modules(names: list[str]) -> None:
-    """Drop plugin modules from sys.modules once nothing runs them any more."""
-    for name in names:
-        sys.modules.pop(name, None)

@@ -1,8 +1,9 @@
 """Find, import and describe plugins: seed module style and python-rtmbot 0.4 class style.
 
 Every plugin is imported fresh from its file under a private module name (never
-`importlib.reload`), in a thread bounded by `IMPORT_TIMEOUT`, and its errors are
-collected per plugin instead of stopping the others.
+`importlib.reload`), with its own import path for its libraries (runtime/libraries.py),
+in a thread bounded by `IMPORT_TIMEOUT`, and its errors are collected per plugin instead
+of stopping the others. An import still hanging is not started again until it ends.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rtmbotd.runtime import compat
+from rtmbotd.runtime.libraries import LibraryScope
 from rtmbotd.config import Config
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,14 @@ class LoadedPlugin:
     config_hash: str
     units: list[Unit]
     modules: list[str]
+    libraries: LibraryScope | None = None
+
+    def forget(self) -> None:
+        """Drop its modules and libraries from sys.modules once nothing runs them any more."""
+        for name in self.modules:
+            sys.modules.pop(name, None)
+        if self.libraries is not None:
+            self.libraries.forget()
 
 
 @dataclass(frozen=True)
@@ -223,33 +233,13 @@ def _private_name(gen: int, plugin: str, stem: str) -> str:
     return f"_rtmbotd_plugin_g{gen}_{safe}"
 
 
-def _forget_libraries(folder: Path) -> None:
-    """Drop library modules a plugin's folder provides, so they are imported fresh.
-
-    Covers a changed plugin's own libraries and a same-named library that another
-    plugin folder loaded earlier (two plugins each with a `helpers/`).
-    """
-    root = str(folder.resolve()) + "/"
-    installed = tuple({str(Path(p).resolve()) + "/" for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
-    names = {p.stem for p in folder.iterdir()
-             if (p.is_dir() and (p / "__init__.py").is_file()) or p.suffix == ".py"}
-    for name, mod in list(sys.modules.items()):
-        path = getattr(mod, "__file__", None)
-        if not path or name.startswith("_rtmbotd_plugin_"):
-            continue
-        path = str(Path(path).resolve())
-        top = name.partition(".")[0]
-        if path.startswith(root) or (top in names and not path.startswith(installed)):
-            del sys.modules[name]
-
-
 def _exec_module(modname: str, file: Path, injected: dict) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(modname, file)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {file}")
     module = importlib.util.module_from_spec(spec)
     module.__dict__.update(injected)
-    spec.loader.exec_module(module)
+    spec.loader.exec_module(module)   # its imports go through injected["__builtins__"]
     sys.modules[modname] = module    # only once it ran without error
     return module
 
@@ -274,28 +264,33 @@ def _make_class_unit(cls: type, plugin: str, section: dict, env: PluginEnv) -> U
 
 
 def load_source(src: PluginSource, config: Config, env: PluginEnv, gen: int) -> LoadedPlugin:
-    """Import one plugin; raises whatever its code raised."""
+    """Import one plugin; raises whatever its code raised (and leaves no module behind)."""
     _alias_rtmbot_core()
     folder = src.path if src.path.is_dir() else src.path.parent
-    lib_root = str(config.base_path if src.class_name else folder)
-    if lib_root in sys.path:
-        sys.path.remove(lib_root)
-    sys.path.insert(0, lib_root)     # this plugin's libraries win while it imports
-    _forget_libraries(folder)
-    units: list[Unit] = []
-    modules: list[str] = []
+    libraries = LibraryScope(src.name, config.base_path if src.class_name else folder)
+    loaded = LoadedPlugin(src.name, src.path, src.content_hash, (), "", [], [], libraries)
+    try:
+        _load_units(src, config, env, gen, loaded)
+    except BaseException:
+        loaded.forget()
+        raise
+    return loaded
+
+
+def _load_units(src: PluginSource, config: Config, env: PluginEnv, gen: int, loaded: LoadedPlugin) -> None:
+    units, modules = loaded.units, loaded.modules
     class_names: list[str] = []
     for file in src.files:
         stem = file.stem
         injected = {
             "outputs": [], "crontable": [], "config": config.section(src.name),
-            "slack_client": env.slack_client,
+            "slack_client": env.slack_client, "__builtins__": loaded.libraries.builtins,
         }
         if env.store_for is not None:
             injected["store"] = env.store_for(src.name)
         modname = _private_name(gen, src.name, stem)
-        module = _exec_module(modname, file, injected)
         modules.append(modname)
+        module = _exec_module(modname, file, injected)
         classes = _plugin_classes(module)
         if src.class_name:
             cls = getattr(module, src.class_name, None)
@@ -309,27 +304,59 @@ def load_source(src: PluginSource, config: Config, env: PluginEnv, gen: int) -> 
         if not classes:
             unit_name = src.name if len(src.files) == 1 else f"{src.name}/{stem}"
             units.append(Unit(unit_name, src.name, module, False, env.slack_client))
-    names = (src.name, *class_names)
-    return LoadedPlugin(src.name, src.path, src.content_hash, names,
-                        config.section_fingerprint(*names), units, modules)
+    loaded.config_names = (src.name, *class_names)
+    loaded.config_hash = config.section_fingerprint(*loaded.config_names)
+
+
+class ImportStillRunning(TimeoutError):
+    """An earlier import of the same plugin file and content outlived IMPORT_TIMEOUT and still runs."""
+
+
+# Imports that outlived IMPORT_TIMEOUT, by (plugin path, content hash) -> the thread still
+# running them. Each such thread is one leaked thread until its import ends; a reload
+# does not start another for the same plugin and content.
+_hung: dict[tuple[str, str], threading.Thread] = {}
+_hung_lock = threading.Lock()
+
+
+def hung_imports() -> int:
+    """How many plugin imports outlived IMPORT_TIMEOUT and are still running (for STATUS)."""
+    with _hung_lock:
+        return len(_hung)
 
 
 def _load_bounded(src: PluginSource, config: Config, env: PluginEnv, gen: int) -> LoadedPlugin:
     """Run `load_source` in a thread so an import that hangs cannot hang the daemon."""
+    key = (str(src.path), src.content_hash)
+    with _hung_lock:
+        if key in _hung:
+            raise ImportStillRunning("import still running from an earlier reload")
     box: dict[str, Any] = {}
 
     def target() -> None:
+        plugin = None
         try:
-            box["plugin"] = load_source(src, config, env, gen)
+            plugin = load_source(src, config, env, gen)
         except BaseException as exc:  # noqa: BLE001 - any failure is this plugin's alone
             box["error"] = exc
             box["trace"] = traceback.format_exc()
+        with _hung_lock:
+            late = _hung.pop(key, None) is not None
+            box["done"] = True
+        if not late:
+            box["plugin"] = plugin
+        elif plugin is not None:      # nobody waits for it any more
+            plugin.forget()
+            log.warning("plugin %s: the import that timed out has finished; it loads at the next reload", src.name)
 
     thread = threading.Thread(target=target, name=f"import:{src.name}", daemon=True)
     thread.start()
     thread.join(config.import_timeout)
-    if thread.is_alive():
-        raise TimeoutError(f"import did not finish within {config.import_timeout:g} s")
+    with _hung_lock:
+        if "done" not in box:
+            _hung[key] = thread
+            raise TimeoutError(f"import did not finish within {config.import_timeout:g} s")
+    thread.join()      # it is past its last step
     if "error" in box:
         exc = box["error"]
         log.error("plugin %s failed to load:\n%s", src.name, box["trace"].rstrip())

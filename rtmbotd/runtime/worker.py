@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
+from rtmbotd.router import Output, parse_output
 from rtmbotd.runtime.loader import Unit
 
 log = logging.getLogger(__name__)
@@ -21,10 +22,10 @@ _STOP = object()
 
 @dataclass(frozen=True)
 class PluginReport:
-    """What a finished call produced: outputs to send, jobs to schedule."""
+    """What a finished call produced: outputs to send (parsed on the plugin's thread), jobs to schedule."""
 
     worker: "Worker"
-    outputs: list
+    outputs: list[Output]
     jobs: list
     job_key: Hashable | None = None
 
@@ -96,23 +97,33 @@ class Worker:
                 log.exception("plugin %s: %s raised", unit.name, label)
             except BaseException as exc:  # SystemExit / KeyboardInterrupt from plugin code
                 log.error("plugin %s: %s raised %s; ignored", unit.name, label, type(exc).__name__)
+            try:
+                self._flush(job_key)       # still busy: reading its outputs may block too
             finally:
                 self.busy_since = None
                 self.stuck_reported = False
                 self._finished += 1
-            self._flush(job_key)
         self._flush(None)
         self._report(WorkerExited(self))
 
     def _flush(self, job_key: Hashable | None) -> None:
         try:
-            outputs = self.unit.take_outputs()
+            items = self.unit.take_outputs()
             jobs = self.unit.take_jobs()
         except Exception:
             log.exception("plugin %s: reading outputs/crontable failed", self.unit.name)
-            outputs, jobs = [], []
+            items, jobs = [], []
+        outputs = [out for out in map(self._parse, items) if out is not None]
         if outputs or jobs or job_key is not None:
             self._report(PluginReport(self, outputs, jobs, job_key))
+
+    def _parse(self, item: Any) -> Output | None:
+        """One output as plain data, here on the plugin's thread; a bad one costs only itself."""
+        try:
+            return parse_output(item, self.unit.name)
+        except BaseException:  # noqa: BLE001 - whatever the plugin's object raises
+            log.exception("plugin %s: output ignored: reading the %s raised", self.unit.name, type(item).__name__)
+            return None
 
 
 def run_event(unit: Unit, handler: Callable | None, data: dict) -> None:

@@ -47,9 +47,23 @@ def event_type(event: dict) -> str | None:
 
 
 def copy_json(value: Any) -> Any:
-    """A deep copy of decoded JSON (dicts, lists, scalars), faster than copy.deepcopy."""
-    if isinstance(value, dict):
-        return {k: copy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [copy_json(v) for v in value]
-    return value
+    """A deep copy of decoded JSON (dicts, lists, scalars), faster than copy.deepcopy.
+
+    Without recursion: a frame nested deeper than the recursion limit (json.loads takes
+    ~990 levels) is copied like any other, whatever the caller's stack depth.
+    """
+    if not isinstance(value, (dict, list)):
+        return value
+    root = [value]
+    todo = [(root, 0)]          # (a copied container, the key of a child still to copy)
+    while todo:
+        parent, key = todo.pop()
+        child = parent[key]
+        if isinstance(child, dict):
+            copy: Any = dict(child)
+            todo.extend((copy, k) for k, v in copy.items() if isinstance(v, (dict, list)))
+        else:
+            copy = list(child)
+            todo.extend((copy, i) for i, v in enumerate(copy) if isinstance(v, (dict, list)))
+        parent[key] = copy
+    return root[0]

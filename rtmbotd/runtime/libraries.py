@@ -1,0 +1,120 @@
+"""Each plugin's own libraries: the modules in its folder, visible to that plugin alone.
+
+Plugin folders never go on `sys.path`: a plugin's `numbers.py` would shadow the standard
+library for the engine's lazily imported SQLAlchemy and slack_sdk, and two plugins'
+`helpers.py` would collide in `sys.modules`. Instead the code of a plugin (its files and
+the libraries they import) runs with its own `__builtins__`, whose `__import__` sends a
+top-level import of a name found in the plugin's folder to a private name,
+`_rtmbotd_lib_<n>_<plugin>__<name>`, that `LibraryFinder` loads from that folder. This
+holds for imports at load time and inside handlers later, on any thread. Other imports
+(and all of the engine's) go the usual way. `importlib.import_module("helpers")` from
+plugin code is not redirected: use the import statement.
+"""
+from __future__ import annotations
+
+import builtins
+import importlib.util
+import itertools
+import re
+import sys
+from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
+from pathlib import Path
+from typing import Any
+
+PREFIX = "_rtmbotd_lib_"
+_SCOPE_ID = re.compile(re.escape(PREFIX) + r"(\d+)_")
+_ids = itertools.count(1)
+_scopes: dict[int, "LibraryScope"] = {}      # live scopes by id (set by build threads, read by importers)
+_import = builtins.__import__
+
+
+def local_names(folder: Path) -> frozenset[str]:
+    """Top-level modules in `folder`: `name.py` files and folders holding `.py` files."""
+    names = set()
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return frozenset()
+    for entry in entries:
+        if entry.suffix == ".py" and entry.stem.isidentifier() and entry.is_file():
+            names.add(entry.stem)
+        elif entry.name.isidentifier() and entry.is_dir() and any(entry.glob("*.py")):
+            names.add(entry.name)
+    return frozenset(names)
+
+
+class LibraryScope:
+    """One loaded plugin's import path: its folder, its private module names, its builtins."""
+
+    def __init__(self, plugin: str, folder: Path) -> None:
+        self.id = next(_ids)
+        self.folder = folder
+        safe = re.sub(r"\W", "_", plugin)
+        self.prefix = f"{PREFIX}{self.id}_{safe}__"
+        self.names = local_names(folder)
+        self.builtins = dict(vars(builtins), __import__=self._import)
+        _install()
+        _scopes[self.id] = self
+
+    def _import(self, name: str, globals: Any = None, locals: Any = None, fromlist: Any = (),
+                level: int = 0) -> Any:
+        if level == 0 and name.partition(".")[0] in self.names:
+            name = self.prefix + name
+        return _import(name, globals, locals, fromlist, level)
+
+    def find_spec(self, fullname: str, path: Any) -> ModuleSpec | None:
+        top, dot, _ = fullname.partition(".")
+        local = top[len(self.prefix):]
+        if not top.startswith(self.prefix) or local not in self.names:
+            return None
+        found = PathFinder.find_spec(fullname, path) if dot else PathFinder.find_spec(local, [str(self.folder)])
+        if found is None:
+            return None
+        if isinstance(found.loader, SourceFileLoader):
+            return importlib.util.spec_from_file_location(
+                fullname, found.origin, loader=_ScopedLoader(fullname, found.origin, self.builtins),
+                submodule_search_locations=found.submodule_search_locations)
+        if found.origin is None and found.submodule_search_locations is not None:   # a folder without __init__.py
+            spec = ModuleSpec(fullname, None, is_package=True)
+            spec.submodule_search_locations = list(found.submodule_search_locations)
+            return spec
+        return None       # compiled extensions cannot be renamed: not importable as plugin libraries
+
+    def forget(self) -> None:
+        """Drop this scope and every library module it imported."""
+        _scopes.pop(self.id, None)
+        for name in [n for n in list(sys.modules) if n.startswith(self.prefix)]:
+            sys.modules.pop(name, None)
+
+
+class _ScopedLoader(SourceFileLoader):
+    """A source loader whose modules run with the scope's `__builtins__` (its imports)."""
+
+    def __init__(self, fullname: str, path: str, scope_builtins: dict) -> None:
+        super().__init__(fullname, path)
+        self._builtins = scope_builtins
+
+    def exec_module(self, module: Any) -> None:
+        module.__dict__["__builtins__"] = self._builtins
+        super().exec_module(module)
+
+
+class LibraryFinder:
+    """A meta path finder for the private names, each loaded from its scope's folder."""
+
+    @staticmethod
+    def find_spec(fullname: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
+        if not fullname.startswith(PREFIX):
+            return None
+        match = _SCOPE_ID.match(fullname)
+        scope = _scopes.get(int(match.group(1))) if match else None
+        return scope.find_spec(fullname, path) if scope is not None else None
+
+    @staticmethod
+    def invalidate_caches() -> None:
+        """Nothing cached here (PathFinder keeps the folder listings)."""
+
+
+def _install() -> None:
+    if LibraryFinder not in sys.meta_path:
+        sys.meta_path.insert(0, LibraryFinder)
