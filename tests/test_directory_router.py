@@ -2,7 +2,7 @@ import pytest
 
 from rtmbotd.slack.directory import Directory, NeedsDM, UnknownTarget
 from rtmbotd.outbox import Outbox
-from rtmbotd.router import DMOpened, Router, parse_output
+from rtmbotd.router import MAX_DEPTH, DMOpened, Router, parse_output
 
 
 def directory():
@@ -66,3 +66,46 @@ def test_router_waits_for_listing_and_dm():
     sent = [(m.channel, m.text) for m, _ in box.ready(0.0, socket=True, web=True)]
     assert sorted(sent) == [("C1", "a"), ("D1", "b"), ("D1", "c")]
     assert r.waiting == 0
+
+
+class GetRaises(dict):
+    def get(self, *args):
+        raise RuntimeError("get says no")
+
+
+def nested(levels):
+    """Exactly `levels` dicts and lists, one inside the other."""
+    value = "bottom"
+    for i in range(levels):
+        value = [value] if i % 2 else {"type": "section", "elements": value}
+    return value
+
+
+def test_parse_output_reads_no_plugin_code_and_copies_to_plain_json():
+    class Text(str):
+        def encode(self, *args):
+            raise RuntimeError("never called")
+    blocks = [{"type": "section", "text": Text("hi")}]
+    out = parse_output(GetRaises(channel="C1", text=Text("t"), blocks=blocks, n=(1, 2), **{"k": True}), "p")
+    assert (out.target, out.text, out.extra) == ("C1", "t", {"blocks": [{"type": "section", "text": "hi"}],
+                                                             "n": [1, 2], "k": True})
+    assert type(out.text) is str and type(out.extra["blocks"][0]["text"]) is str
+    blocks[0]["text"] = "changed later by the plugin"
+    assert out.extra["blocks"][0]["text"] == "hi"
+
+
+@pytest.mark.parametrize("bad", [
+    {"channel": "C1", "text": "t", "blocks": [nested(5000)]},            # deeper than the recursion limit
+    {"channel": "C1", "text": "t", "blocks": [nested(MAX_DEPTH - 1)]},   # one level deeper than MAX_DEPTH
+    {"channel": "C1", "text": "t", "when": object()},
+    {"channel": "C1", "text": "t", "n": float("nan")},
+    ["C1", object()],
+])
+def test_parse_output_refuses_what_is_not_plain_json(bad, caplog):
+    assert parse_output(bad, "p") is None
+    assert "plugin p: output ignored: it is not plain JSON" in caplog.text
+
+
+def test_parse_output_keeps_nesting_up_to_max_depth():
+    out = parse_output({"channel": "C1", "blocks": [nested(MAX_DEPTH - 2)]}, "p")   # MAX_DEPTH levels in all
+    assert out is not None and out.extra["blocks"] == [nested(MAX_DEPTH - 2)]

@@ -55,3 +55,35 @@ def test_objects_round_trip_and_copy_is_deep(obj):
     for key, value in decoded.items():
         if isinstance(value, (dict, list)):
             assert copied[key] is not value
+
+
+def containers(value):
+    """Every dict and list in `value`, without recursion."""
+    found, todo = [], [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, (dict, list)):
+            found.append(v)
+            todo.extend(v.values() if isinstance(v, dict) else v)
+    return found
+
+
+@given(json_values)
+def test_copy_shares_no_container_at_any_depth(value):
+    copied = copy_json(value)
+    assert copied == value
+    assert not {id(c) for c in containers(copied)} & {id(c) for c in containers(value)}
+
+
+def test_copy_of_an_event_nested_deeper_than_the_recursion_limit():
+    raw = '{"type": "message", "text": "deep", "x": ' + '[{"a": ' * 450 + "1" + "}]" * 450 + "}"
+    event = decode_frame(raw)            # 900 levels: json.loads manages, a recursive copy does not
+    assert isinstance(event, dict)
+    deep = {"type": "message", "x": 1}
+    for _ in range(5000):
+        deep = {"type": "message", "x": [deep]}
+    for value in (event, deep):
+        copied = copy_json(value)
+        assert copied["type"] == "message"
+        assert len(containers(copied)) == len(containers(value))
+        assert not {id(c) for c in containers(copied)} & {id(c) for c in containers(value)}

@@ -1,0 +1,85 @@
+"""Plugin threads and dispatch: a bad output or event costs only itself."""
+import queue
+import threading
+import types
+from pathlib import Path
+
+from rtmbotd.router import Output
+from rtmbotd.runtime.host import PluginHost
+from rtmbotd.runtime.loader import LoadedPlugin, PluginSet, Unit
+from rtmbotd.runtime.worker import PluginReport, Worker
+from rtmbotd.testing.waiting import wait_until
+
+
+class ItemsRaise(dict):
+    def items(self):
+        raise RuntimeError("items says no")
+
+    keys = __iter__ = items
+
+
+def deep_dict(levels):
+    value = {"text": "bottom"}
+    for _ in range(levels):
+        value = {"blocks": [value]}
+    return value
+
+
+def module_unit(name, **attrs):
+    return Unit(name, name, types.SimpleNamespace(outputs=[], crontable=[], **attrs), False)
+
+
+def test_outputs_are_plain_data_from_the_plugin_thread_and_bad_ones_go_alone(caplog):
+    unit = module_unit("messy")
+    reports = queue.SimpleQueue()
+    release = threading.Event()
+
+    class GetBlocks(dict):
+        def get(self, *args):
+            release.wait()
+
+    unit.target.outputs.extend([
+        ["C1", "first"],
+        {"channel": "C1", "text": "too deep", "blocks": [deep_dict(5000)]},
+        ["C1", object()],
+        GetBlocks(channel="C1", text="its .get would block"),
+        "neither a list nor a dict",
+        {"channel": "C1", "text": "last"},
+    ])
+    worker = Worker(unit, reports.put).start()
+    report = reports.get(timeout=10)
+    assert isinstance(report, PluginReport)
+    assert all(type(out) is Output for out in report.outputs)
+    assert [(o.target, o.text, o.plugin) for o in report.outputs] == [
+        ("C1", "first", "messy"), ("C1", "its .get would block", "messy"), ("C1", "last", "messy")]
+    assert caplog.text.count("plugin messy: output") == 3
+    release.set()
+    worker.stop()
+
+
+def test_event_nested_deeper_than_the_recursion_limit_reaches_every_plugin():
+    seen = {"a": [], "b": []}
+    host = PluginHost(lambda item: None, clock=lambda: 0.0)
+    units = [module_unit(n, process_message=seen[n].append) for n in seen]
+    host.swap(PluginSet(1, {"p": LoadedPlugin("p", Path("."), "", (), "", units, [])}, {}))
+    host.dispatch("message", deep_dict(900))
+    wait_until(lambda: all(seen.values()), 10, "both plugins to get the deep event")
+    a, b = seen["a"][0], seen["b"][0]
+    for _ in range(900):             # the same all the way down, and no container shared
+        assert a is not b and a.keys() == b.keys() == {"blocks"}
+        a, b = a["blocks"][0], b["blocks"][0]
+    assert a == b == {"text": "bottom"}
+    host.stop()
+
+
+def test_event_that_cannot_be_copied_is_logged_once_and_the_next_reaches_everyone(caplog):
+    seen = {"a": [], "b": []}
+    host = PluginHost(lambda item: None, clock=lambda: 0.0)
+    units = [module_unit(n, process_message=seen[n].append) for n in seen]
+    host.swap(PluginSet(1, {"p": LoadedPlugin("p", Path("."), "", (), "", units, [])}, {}))
+    host.dispatch("message", ItemsRaise(type="message", text="bad"))
+    host.dispatch("message", {"type": "message", "text": "good"})
+    wait_until(lambda: all(seen.values()), 10, "both plugins to get the next event")
+    assert seen == {"a": [{"type": "message", "text": "good"}], "b": [{"type": "message", "text": "good"}]}
+    assert caplog.text.count("message event dropped: it cannot be copied") == 1
+    host.stop()
