@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rtmbotd.config import load_config
+from rtmbotd.runtime.libraries import local_names
 from rtmbotd.runtime.loader import PluginEnv, build_plugin_set, hung_imports
 from rtmbotd.testing.waiting import wait_until
 
@@ -203,3 +204,25 @@ def test_hung_import_is_not_started_again_while_it_still_hangs(tmp_path):
                "the late import's modules to be dropped")
     later = build_plugin_set(cfg, PluginEnv(), first)
     assert later.errors == {} and "hangs" in later.plugins
+
+
+def test_local_names_follow_pythons_precedence(tmp_path):
+    folder = tmp_path / "plugins" / "mixed"
+    for rel in ("time.py", "os.py", "json/extra.py", "mylib/deep.py", "pkg/__init__.py", "data/notes.txt",
+                "not-a-name.py", "helpers.py", "nested/inner/mod.py"):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text("WHO = %r\n" % rel)
+    # built-in and frozen modules cannot be shadowed, a namespace folder loses to an installed package
+    assert local_names(folder) == {"mylib", "pkg", "helpers", "nested"}
+    (folder / "mixed.py").write_text(
+        "import time, os, json\n"
+        "from mylib import deep\n"
+        "from nested.inner import mod\n"
+        "import pkg, helpers\n"
+        "found = [deep.WHO, mod.WHO, pkg.WHO, helpers.WHO, hasattr(time, 'monotonic'), hasattr(os, 'getpid'),\n"
+        "         hasattr(json, 'dumps')]\n")
+    (tmp_path / "rtmbot.conf").write_text("SLACK_TOKEN: xoxb-1\n")
+    pset = build_plugin_set(load_config(tmp_path / "rtmbot.conf", env={}), PluginEnv())
+    assert pset.errors == {}
+    assert units_by_name(pset)["mixed/mixed"].target.found == [
+        "mylib/deep.py", "nested/inner/mod.py", "pkg/__init__.py", "helpers.py", True, True, True]

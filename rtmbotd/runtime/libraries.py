@@ -17,7 +17,7 @@ import importlib.util
 import itertools
 import re
 import sys
-from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
+from importlib.machinery import FrozenImporter, ModuleSpec, PathFinder, SourceFileLoader
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +29,39 @@ _import = builtins.__import__
 
 
 def local_names(folder: Path) -> frozenset[str]:
-    """Top-level modules in `folder`: `name.py` files and folders holding `.py` files."""
+    """Top-level modules in `folder` that its plugin's imports find first, as they would
+    with the folder at the front of `sys.path`: `name.py` files and packages beat the
+    installed modules, folders without `__init__.py` only names found nowhere else, and
+    built-in and frozen modules (`sys`, `time`, `os`) cannot be shadowed at all."""
     names = set()
     try:
         entries = list(folder.iterdir())
     except OSError:
         return frozenset()
     for entry in entries:
-        if entry.suffix == ".py" and entry.stem.isidentifier() and entry.is_file():
-            names.add(entry.stem)
-        elif entry.name.isidentifier() and entry.is_dir() and any(entry.glob("*.py")):
-            names.add(entry.name)
+        name = entry.stem if entry.suffix == ".py" else entry.name
+        if not name.isidentifier() or name in sys.builtin_module_names or _frozen(name):
+            continue
+        if entry.suffix == ".py" and entry.is_file():
+            names.add(name)
+        elif entry.is_dir() and ((entry / "__init__.py").is_file()
+                                 or (_holds_python(entry) and not _installed(name))):
+            names.add(name)
     return frozenset(names)
+
+
+def _frozen(name: str) -> bool:
+    return FrozenImporter.find_spec(name) is not None
+
+
+def _holds_python(folder: Path) -> bool:
+    return any(folder.glob("*.py")) or any(folder.glob("*/*.py"))
+
+
+def _installed(name: str) -> bool:
+    """A module or regular package of that name on sys.path (namespace portions lose to it)."""
+    spec = PathFinder.find_spec(name)
+    return spec is not None and spec.origin is not None
 
 
 class LibraryScope:
