@@ -19,17 +19,19 @@ def threads_of(pid: int) -> int:
 
 
 def test_helpers_named_like_the_standard_library_leave_store_and_web_api_working(make_bot, fake, tmp_path):
-    bot = make_bot(fixtures=("shadows_stdlib", "same_library_names"))
+    state = tmp_path / "state"
+    state.mkdir()
+    bot = make_bot(fixtures=("shadows_stdlib", "same_library_names"), env={"STATE_DIRECTORY": str(state)})
     del bot.settings["STORE_URL"]          # the default store, created when the plugin first touches it
     bot.write_config()
     bot.start()
-    assert not (tmp_path / "rtmbot.sqlite").exists()
+    assert not (state / "rtmbot.sqlite").exists()
     replies = bot.say("hi", channel="C1GENERAL", replies=4)
     assert "via the Web API" in replies
     assert "seen 1, api ok: True; the plugin's decimal, the plugin's mimetypes, the plugin's numbers, " \
            "the plugin's pickle" in replies
     assert sorted(r for r in replies if "helpers" in r) == ["alpha's helpers", "beta's helpers"]
-    assert (tmp_path / "rtmbot.sqlite").exists()
+    assert (state / "rtmbot.sqlite").exists()
     assert "seen 2," in " ".join(bot.say("again", channel="C1GENERAL", replies=4))
     assert "Traceback" not in bot.log()
 
