@@ -341,7 +341,9 @@ def _load_bounded(src: PluginSource, config: Config, env: PluginEnv, gen: int) -
             box["error"] = exc
             box["trace"] = traceback.format_exc()
         with _hung_lock:
-            late = _hung.pop(key, None) is not None
+            late = _hung.get(key) is threading.current_thread()
+            if late:
+                del _hung[key]
             box["done"] = True
         if not late:
             box["plugin"] = plugin
