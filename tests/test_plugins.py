@@ -212,20 +212,24 @@ def test_hung_import_is_not_started_again_while_it_still_hangs(tmp_path):
 def test_local_names_follow_pythons_precedence(tmp_path):
     folder = tmp_path / "plugins" / "mixed"
     for rel in ("time.py", "os.py", "json/extra.py", "mylib/deep.py", "pkg/__init__.py", "data/notes.txt",
-                "not-a-name.py", "helpers.py", "nested/inner/mod.py"):
+                "not-a-name.py", "helpers.py", "nested/inner/mod.py", "rtmbot/__init__.py", "rtmbot/core.py",
+                "rtmbotd/__init__.py"):
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_text("WHO = %r\n" % rel)
-    # built-in and frozen modules cannot be shadowed, a namespace folder loses to an installed package
+    # built-in and frozen modules cannot be shadowed, nor the engine's packages (a python-rtmbot
+    # checkout beside the plugins); a namespace folder loses to an installed package
     assert local_names(folder) == {"mylib", "pkg", "helpers", "nested"}
     (folder / "mixed.py").write_text(
         "import time, os, json\n"
+        "from rtmbot.core import Plugin\n"
+        "import rtmbotd.runtime.compat\n"
         "from mylib import deep\n"
         "from nested.inner import mod\n"
         "import pkg, helpers\n"
         "found = [deep.WHO, mod.WHO, pkg.WHO, helpers.WHO, hasattr(time, 'monotonic'), hasattr(os, 'getpid'),\n"
-        "         hasattr(json, 'dumps')]\n")
+        "         hasattr(json, 'dumps'), Plugin is rtmbotd.runtime.compat.Plugin]\n")
     (tmp_path / "rtmbot.conf").write_text("SLACK_TOKEN: xoxb-1\n")
     pset = build_plugin_set(load_config(tmp_path / "rtmbot.conf", env={}), PluginEnv())
     assert pset.errors == {}
     assert units_by_name(pset)["mixed/mixed"].target.found == [
-        "mylib/deep.py", "nested/inner/mod.py", "pkg/__init__.py", "helpers.py", True, True, True]
+        "mylib/deep.py", "nested/inner/mod.py", "pkg/__init__.py", "helpers.py", True, True, True, True]

@@ -26,13 +26,17 @@ _SCOPE_ID = re.compile(re.escape(PREFIX) + r"(\d+)_")
 _ids = itertools.count(1)
 _scopes: dict[int, "LibraryScope"] = {}      # live scopes by id (set by build threads, read by importers)
 _import = builtins.__import__
+# The engine's API: a plugin subclasses its Plugin, so a copy beside the plugin (a
+# python-rtmbot checkout as BASE_PATH) must not stand in for it.
+_ENGINE = frozenset({"rtmbotd", "rtmbot"})
 
 
 def local_names(folder: Path) -> frozenset[str]:
     """Top-level modules in `folder` that its plugin's imports find first, as they would
     with the folder at the front of `sys.path`: `name.py` files and packages beat the
     installed modules, folders without `__init__.py` only names found nowhere else, and
-    built-in and frozen modules (`sys`, `time`, `os`) cannot be shadowed at all."""
+    built-in and frozen modules (`sys`, `time`, `os`) cannot be shadowed at all, nor
+    the engine's own packages."""
     names = set()
     try:
         entries = list(folder.iterdir())
@@ -40,7 +44,7 @@ def local_names(folder: Path) -> frozenset[str]:
         return frozenset()
     for entry in entries:
         name = entry.stem if entry.suffix == ".py" else entry.name
-        if not name.isidentifier() or name in sys.builtin_module_names or _frozen(name):
+        if not name.isidentifier() or name in _ENGINE or name in sys.builtin_module_names or _frozen(name):
             continue
         if entry.suffix == ".py" and entry.is_file():
             names.add(name)
