@@ -26,7 +26,7 @@ def test_helpers_named_like_the_standard_library_leave_store_and_web_api_working
     bot.write_config()
     bot.start()
     assert not (state / "rtmbot.sqlite").exists()
-    replies = bot.say("hi", channel="C1GENERAL", replies=4)
+    replies = bot.say("hi", channel="C1GENERAL", replies=4, timeout=30)    # imports SQLAlchemy, slack_sdk
     assert "via the Web API" in replies
     assert "seen 1, api ok: True; the plugin's decimal, the plugin's mimetypes, the plugin's numbers, " \
            "the plugin's pickle" in replies
@@ -63,7 +63,7 @@ def test_bad_outputs_and_deep_events_cost_only_themselves(make_bot, fake):
             ''',
         "one": ECHO.format(name="one"), "two": ECHO.format(name="two"),
     }).start()
-    replies = bot.say("bad outputs", channel="C1GENERAL", replies=5)
+    replies = bot.say("bad outputs", channel="C1GENERAL", replies=5, timeout=20)
     assert sorted(replies) == ["after the bad ones", "get blocks", "get raises",
                                "one: bad outputs", "two: bad outputs"]
     assert "plugin messy: output ignored: it is not plain JSON (nested deeper than 64 levels" in bot.log()
@@ -71,7 +71,7 @@ def test_bad_outputs_and_deep_events_cost_only_themselves(make_bot, fake):
     fake.push_raw('{"type": "message", "channel": "C1GENERAL", "user": "U1ALICE", "text": "deep", "x": '
                   + '[{"a": ' * 450 + "1" + "}]" * 450 + "}")     # 900 levels
     fake.message("after", channel="C1GENERAL")
-    msgs = fake.wait_for_messages(before + 4, timeout=15)
+    msgs = fake.wait_for_messages(before + 4, timeout=20)
     assert sorted(m["text"] for m in msgs[before:]) == ["one: after", "one: deep", "two: after", "two: deep"]
     assert "internal error" not in bot.log()
 
