@@ -2,6 +2,7 @@
 import signal
 from pathlib import Path
 
+from rtmbotd.router import MAX_DEPTH
 from tests.e2e.harness import wait_until
 
 ECHO = '''
@@ -66,7 +67,7 @@ def test_bad_outputs_and_deep_events_cost_only_themselves(make_bot, fake):
     replies = bot.say("bad outputs", channel="C1GENERAL", replies=5, timeout=20)
     assert sorted(replies) == ["after the bad ones", "get blocks", "get raises",
                                "one: bad outputs", "two: bad outputs"]
-    assert "plugin messy: output ignored: it is not plain JSON (nested deeper than 64 levels" in bot.log()
+    assert f"plugin messy: output ignored: it is not plain JSON (nested deeper than {MAX_DEPTH} levels" in bot.log()
     before = len(fake.sent_messages())
     fake.push_raw('{"type": "message", "channel": "C1GENERAL", "user": "U1ALICE", "text": "deep", "x": '
                   + '[{"a": ' * 450 + "1" + "}]" * 450 + "}")     # 900 levels
