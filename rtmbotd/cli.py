@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_options(parser, top=True)
     parser.add_argument("--check-config", action="store_true",
                         help="load the config and import the plugins without connecting; exit 0 when good, "
-                             "78 when not (a config without SLACK_TOKEN is not good)")
+                             "78 when not (a config without SLACK_TOKEN is not good; a store that cannot be "
+                             "reached only warns)")
     parser.add_argument("--daemon", action="store_true",
                         help="detach into the background (never under systemd); also DAEMON: true")
     parser.add_argument("--pidfile", metavar="PATH", help="with --daemon: write and lock this pidfile")
@@ -103,11 +104,14 @@ def check_config(config: Config) -> int:
     problem = token_problem(config)     # the rule a reload follows: no token, no swap
     if problem is not None:
         raise ConfigError(problem)
-    from rtmbotd.store import Store, StoreUnavailableError
+    from rtmbotd.store import Store, StoreUnavailableError, StoreUnreachableError
     with tempfile.TemporaryDirectory(prefix="rtmbotd-check-") as scratch:
         try:   # never create a store just to check: a fresh install has none yet
             store = Store.open(config.store_url, config.base_path, config.store_synchronous, create=False)
-        except StoreUnavailableError:          # plugins still find a working `store`
+        except StoreUnavailableError as exc:   # plugins still find a working `store`
+            if isinstance(exc, StoreUnreachableError):      # the daemon waits for it: not a config error
+                print(f"rtmbotd: warning: store unreachable: {exc}; the daemon starts anyway and retries",
+                      file=sys.stderr)
             store = Store.open(f"sqlite:///{scratch}/check.sqlite")
         with store:
             plugins = build_plugin_set(config, PluginEnv(store_for=store.plugin))

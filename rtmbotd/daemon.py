@@ -547,6 +547,7 @@ class Daemon:
         loaded = len(plugins.plugins) if plugins else 0
         failed = len(plugins.errors) if plugins else 0
         parts = [self.connector.status().capitalize(),
+                 *filter(None, [getattr(self.store, "problem", None)]),     # e.g. unreachable at start
                  f"generation {plugins.generation if plugins else 0}",
                  f"{loaded} plugin(s) loaded" + (f", {failed} failed" if failed else ""),
                  f"{len(self.outbox) + self.router.waiting} message(s) queued"]

@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,11 +29,12 @@ from sqlalchemy.engine import make_url
 from rtmbotd.store import engine as store_engine
 from rtmbotd.errors import StoreError
 from rtmbotd.store import (ABSENT, PluginStore, Store, StoreCorruptError, StoreFullError, StoreReadOnlyError,
-                           StoreUnavailableError, StoreVersionError)
+                           StoreUnavailableError, StoreUnreachableError, StoreVersionError)
 from rtmbotd.store.errors import StoreBusyError, translate
 from rtmbotd.store.plugin import table_prefix_for
 from rtmbotd.store.schema import MIGRATIONS, Migration
 from rtmbotd.store.url import resolve_url
+from rtmbotd.testing.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_SCRIPT = ROOT / "scripts" / "postgres-test-server"
@@ -403,6 +405,49 @@ def test_non_json_value_is_a_type_error_and_writes_nothing(ps: PluginStore) -> N
     with pytest.raises(TypeError, match=r"store\['s'\]"):
         ps["s"] = {1}
     assert dict(ps) == {"keep": 1}
+
+
+def test_text_no_database_can_hold_is_a_type_error_naming_the_key(ps: PluginStore) -> None:
+    """A lone surrogate (half an emoji) anywhere, or a NUL in a key, is refused alone on
+    both backends, before anything reaches the driver (PostgreSQL used to call a NUL in
+    a key "cannot reach the database", SQLite raised UnicodeEncodeError)."""
+    ps["keep"] = 1
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: ps.__setitem__("k", "\ud800"), r"store\['k'\].*surrogate"),
+        (lambda: ps.__setitem__("deep", {"blocks": [{"text": "smile \ud83d"}]}), r"store\['deep'\].*surrogate"),
+        (lambda: ps.setdefault("sd", ["\udcff"]), r"store\['sd'\].*surrogate"),
+        (lambda: ps.compare_and_set("keep", 1, "\udfff"), r"store\['keep'\].*surrogate"),
+        (lambda: ps.update(ok=1, bad="\ud800"), r"store\['bad'\].*surrogate"),
+        (lambda: ps.__setitem__("a\0b", 1), r"NUL.*'a\\x00b'"),
+        (lambda: ps.__setitem__("\ud800", 1), r"'\\ud800'.*surrogate"),
+        (lambda: ps.incr("n\0"), "NUL"),
+        (lambda: ps["a\0b"], "NUL"),
+        (lambda: ps.keys(prefix="a\0"), "prefix.*NUL"),
+        (lambda: ps.clear(prefix="\ud800"), "prefix.*surrogate"),
+    ]
+    for call, pattern in cases:
+        with pytest.raises(TypeError, match=pattern):
+            call()
+    assert "a\0b" not in ps and "\ud800" not in ps
+    assert dict(ps) == {"keep": 1}
+    ps["fine"] = "\u0000 and \U0001f600 are text"       # a NUL inside a value is JSON-escaped
+    assert ps["fine"] == "\u0000 and \U0001f600 are text"
+
+
+def test_load_refuses_a_bad_item_alone(store: Store) -> None:
+    ps = store.plugin("p")
+    ps.update(keep=1, old="kept")
+    data = {"p": {"a": 1, "half": "\ud83d", "old": float("nan")}, "q": {"x\0": 1, "b": 2}, "r": [1],
+            "\ud800": {"c": 3}}
+    with pytest.raises(TypeError):                       # without a list for them: all or nothing
+        store.load(data)
+    assert store.dump() == {"p": {"keep": 1, "old": "kept"}}
+    refused: list[str] = []
+    assert store.load(data, replace=True, refused=refused) == 2
+    assert len(refused) == 5
+    for name in ("plugin 'p' key 'half'", "plugin 'p' key 'old'", "'x\\x00'", "'r'", "'\\ud800'"):
+        assert sum(name in why for why in refused) == 1, (name, refused)
+    assert store.dump() == {"p": {"a": 1, "old": "kept"}, "q": {"b": 2}}
 
 
 # -- the durable outbox ------------------------------------------------------------------
@@ -903,3 +948,81 @@ def test_driver_errors_map_to_typed_errors() -> None:
     full = sqlite3.OperationalError("database or disk is full")
     full.sqlite_errorcode = 13
     assert isinstance(translate(full, "db"), StoreFullError)
+
+
+def test_what_reaching_the_server_failed_on_is_told_apart() -> None:
+    """Connection failures are StoreUnreachableError (the daemon waits for those); a value
+    the driver refuses is not "cannot reach the database"; SQLite is judged by its code."""
+    class OperationalError(Exception):                  # PEP 249 names, as psycopg's
+        sqlstate = None
+        pgconn = None
+
+    class DataError(Exception):
+        sqlstate = None
+
+    class PgError(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            super().__init__(f"sqlstate {sqlstate}")
+            self.sqlstate = sqlstate
+    refused = translate(OperationalError("connection failed: Connection refused"), "postgresql://u@h/db")
+    assert isinstance(refused, StoreUnreachableError) and not refused.login_refused
+    assert (refused.where, refused.detail) == ("postgresql://u@h/db", "connection failed: Connection refused")
+    for state in ("08006", "57P03", "57P01"):                      # starting up, shutting down
+        assert isinstance(translate(PgError(state), "db"), StoreUnreachableError), state
+    canceled = translate(PgError("57014"), "db")
+    assert isinstance(canceled, StoreUnavailableError) and not isinstance(canceled, StoreUnreachableError)
+    nul = translate(DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"), "db: plugin 'p' key 'k'")
+    assert not isinstance(nul, StoreUnavailableError) and "cannot reach" not in str(nul) and "'k'" in str(nul)
+
+    class PgConn:
+        needs_password, used_password = False, True
+    login = OperationalError('FATAL:  password authentication failed for user "rtm"')
+    login.pgconn = PgConn()
+    error = translate(login, "db")
+    assert isinstance(error, StoreUnreachableError) and error.login_refused and "password in STORE_URL" in str(error)
+    worded = sqlite3.OperationalError("database is locked")      # no sqlite_errorcode: words are not read
+    assert type(translate(worded, "db")) is StoreError
+
+
+def test_a_server_that_is_down_is_unreachable() -> None:
+    with pytest.raises(StoreUnreachableError) as info:
+        Store.open(f"postgresql://rtm:s3cret-pw@127.0.0.1:{free_port()}/rtmbot")
+    assert "s3cret" not in str(info.value) and "s3cret" not in info.value.where
+    assert not info.value.login_refused and "refused" in info.value.detail.lower()
+
+
+def test_a_server_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq waits forever by default: the store gives it CONNECT_TIMEOUT, so a host that
+    swallows packets makes the start wait for it, not hang."""
+    monkeypatch.setattr(store_engine, "CONNECT_TIMEOUT", 2)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)                              # the kernel accepts; nobody ever answers
+    outcome: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            Store.open(f"postgresql://u@127.0.0.1:{silent.getsockname()[1]}/db")
+        except BaseException as exc:  # noqa: BLE001 - looked at below
+            outcome.append(exc)
+    opener = threading.Thread(target=open_it, daemon=True)
+    opener.start()
+    try:
+        wait_until(lambda: not opener.is_alive(), timeout=60, what="Store.open to give up")
+    finally:
+        silent.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], StoreUnreachableError), outcome
+
+
+def test_a_missing_driver_is_a_store_error_not_a_traceback(tmp_path: Path) -> None:
+    for url in ("postgresql+nosuchdriver://u@127.0.0.1/db", "postgresql+pg8000://u@127.0.0.1/db"):
+        with pytest.raises(StoreError, match="driver") as info:
+            Store.open(url)
+        assert not isinstance(info.value, StoreUnavailableError)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 where nothing listens (for now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

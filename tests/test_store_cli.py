@@ -96,13 +96,38 @@ def test_dump_and_load_round_trip(cli, store_url: str, tmp_path: Path, monkeypat
 def test_bad_load_input_changes_nothing(cli, tmp_path: Path) -> None:  # noqa: ANN001
     cli("set", "p", "keep", "1")
     for stdin, status, message in (("{not json", 65, "not JSON"), ("[1, 2]", 65, "top level"),
-                                   ('{"p": [1]}', 65, "must be an object"), ('{"p": {"x": NaN}}', 65, "JSON"),
+                                   ('{"p": [1]}', 65, "must be an object"),
                                    ('{"p": {"a": 1}, "q": 3}', 65, "'q'")):
         got, _, err = cli("load", "--replace", stdin=stdin)
         assert got == status and message in err, err
     got, _, err = cli("load", str(tmp_path / "absent.json"))
     assert got == 66 and "no such file" in err
     assert json.loads(cli("dump")[1]) == {"p": {"keep": 1}}
+
+
+def test_load_refuses_a_bad_item_alone_and_loads_the_rest(cli, store_url: str) -> None:  # noqa: ANN001
+    cli("set", "p", "keep", "1")
+    cli("set", "p", "old", '"kept"')
+    dump = ('{"p": {"a": 1, "half": "smile \\ud83d", "old": NaN, "b": [2]}, '
+            '"q": {"nul\\u0000key": 1, "c": 3}, "r": {"d": {"deep": ["\\udc80"]}}}')
+    status, out, err = cli("load", "--replace", stdin=dump)
+    assert status == 65 and out == "" and "Traceback" not in err, err
+    refused = [line for line in err.splitlines() if line.startswith("rtmbotd store: standard input: refused ")]
+    assert len(refused) == 4, err
+    for name in ("'half'", "'old'", "'nul\\x00key'", "'d'"):
+        assert sum(name in line for line in refused) == 1, (name, err)
+    assert "surrogate" in err and "NUL" in err and "JSON" in err
+    assert "replaced 3 keys of 3 plugins" in err and "4 refused" in err
+    # The good items are in; a refused value left the stored one as it was, even under --replace.
+    assert json.loads(cli("dump")[1]) == {"p": {"a": 1, "b": [2], "old": "kept"}, "q": {"c": 3}}
+
+
+def test_set_refuses_an_unstorable_key_without_a_traceback(cli) -> None:  # noqa: ANN001
+    status, _, err = cli("set", "p", "k\udcff", "1")            # a non-UTF-8 byte in argv
+    assert status == 65 and "Traceback" not in err and "surrogate" in err and "'k\\udcff'" in err, err
+    status, _, err = cli("set", "p", "k", "\udcff")
+    assert status == 65 and "store['k']" in err and "surrogate" in err, err
+    assert json.loads(cli("dump")[1]) == {}
 
 
 def test_parse_value() -> None:

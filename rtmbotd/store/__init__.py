@@ -8,8 +8,9 @@ needs it, such as `Store` or `PluginStore`, is first used. The errors are SQLAlc
 - `database`: `Store`, one database with its plugin namespaces and outbox
 - `plugin`: `PluginStore`, the dict-like store a plugin holds
 - `engine`, `schema`, `url`: connections and locking, tables and migrations, STORE_URL
+- `values`: what can be stored (keys, JSON text), checked before anything is written
 - `errors`: typed errors, and driver exceptions mapped to them
-- `lazy`: the daemon's store, opened on first need
+- `lazy`: the daemon's store, opened on first need or once the database can be reached
 - `cli`: `rtmbotd store ...`
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 _ERRORS = ("StoreError", "StoreBusyError", "StoreCorruptError", "StoreFullError", "StoreReadOnlyError",
-           "StoreUnavailableError", "StoreVersionError", "StoreWriteError")
+           "StoreUnavailableError", "StoreUnreachableError", "StoreVersionError", "StoreWriteError")
 _DATABASE = ("Store",)
 _PLUGIN = ("ABSENT", "PluginStore")
 

@@ -32,8 +32,11 @@ Inspect and edit the plugin store (safe while the daemon runs).
 The store is STORE_URL from the config file; without one, rtmbot.sqlite in
 $STATE_DIRECTORY (the service's /var/lib/rtmbot), else in BASE_PATH.
 Dump output is {"plugin": {"key": value, ...}, ...}; load reads the same shape.
-exit status: 0 ok, 1 no such key, 65 bad JSON input, 66 input file missing,
-74 the store cannot be opened or written.
+load refuses a key or value that no database can hold (NaN, a lone surrogate
+such as "\\ud83d", a NUL in a key) alone, naming it, and loads the rest.
+exit status: 0 ok, 1 no such key, 65 bad JSON input (nothing loaded) or some
+items refused (the rest loaded), 66 input file missing, 74 the store cannot be
+opened or written.
 """
 
 
@@ -127,6 +130,9 @@ def run_store_command(args: argparse.Namespace, config: Config) -> int:
     except StoreError as exc:
         print(f"rtmbotd store: {exc}", file=sys.stderr)
         return EX_IOERR
+    except TypeError as exc:              # a key or value no database can hold
+        print(f"rtmbotd store: {getattr(args, 'plugin', None) or 'load'}: {exc}", file=sys.stderr)
+        return EX_DATAERR
 
 
 def _load(args: argparse.Namespace, config: Config) -> int:
@@ -147,12 +153,12 @@ def _load(args: argparse.Namespace, config: Config) -> int:
     if bad:
         print(f"rtmbotd store: {source}: {bad[0]} (as `rtmbotd store dump` prints)", file=sys.stderr)
         return EX_DATAERR
+    refused: list[str] = []
     with _open(args, config, create=True) as store:
-        try:
-            count = store.load(data, replace=args.replace)
-        except TypeError as exc:                     # e.g. NaN, which json.loads lets through
-            print(f"rtmbotd store: {source}: {exc}", file=sys.stderr)
-            return EX_DATAERR
+        count = store.load(data, replace=args.replace, refused=refused)
+    for why in refused:
+        print(f"rtmbotd store: {source}: refused {why}", file=sys.stderr)
     verb = "replaced" if args.replace else "merged"
-    print(f"rtmbotd store: {verb} {count} keys of {len(data)} plugins into {store.describe()}", file=sys.stderr)
-    return EX_OK
+    print(f"rtmbotd store: {verb} {count} keys of {len(data)} plugins into {store.describe()}"
+          + (f"; {len(refused)} refused, see above" if refused else ""), file=sys.stderr)
+    return EX_DATAERR if refused else EX_OK

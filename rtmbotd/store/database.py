@@ -24,9 +24,10 @@ from rtmbotd.store.engine import Backend, open_backend
 from rtmbotd.store.errors import (StoreBusyError, StoreCorruptError, StoreError, StoreFullError,
                                   StoreReadOnlyError, StoreUnavailableError, StoreVersionError,
                                   StoreWriteError)
-from rtmbotd.store.plugin import ABSENT, PluginStore, check_key, encode, put_row
+from rtmbotd.store.plugin import ABSENT, PluginStore, put_row
 from rtmbotd.store.schema import MIGRATIONS, Migration, kv, outbox
 from rtmbotd.store.url import resolve_url
+from rtmbotd.store.values import check_key, encode, to_json
 
 __all__ = [
     "ABSENT", "PluginStore", "Store", "StoreBusyError", "StoreCorruptError", "StoreError", "StoreFullError",
@@ -48,6 +49,9 @@ class _Tx:
 
 class Store:
     """One open database holding every plugin's keys and the daemon's outbox."""
+
+    problem: str | None = None
+    """What keeps the store from working, for the status line (see rtmbotd.store.lazy)."""
 
     def __init__(self, backend: Backend, outbox_owner: str) -> None:
         self._backend = backend
@@ -111,20 +115,48 @@ class Store:
             out.setdefault(name, {})[key] = json.loads(value)
         return out
 
-    def load(self, data: Mapping[str, Mapping[str, Any]], replace: bool = False) -> int:
+    def load(self, data: Mapping[str, Mapping[str, Any]], replace: bool = False,
+             refused: list[str] | None = None) -> int:
         """Merge a `dump()`-shaped mapping in one atomic write; `replace` first empties
-        the plugins it names. Returns the number of keys written."""
+        the plugins it names. Returns the number of keys written.
+
+        A plugin, key or value that cannot be stored raises TypeError naming it, and
+        nothing is written. Given a list as `refused`, each such item is described in it
+        and left as it is in the store (`replace` keeps a key whose new value was
+        refused), and the rest is written."""
         rows: dict[str, list[tuple[str, str]]] = {}
+        kept: dict[str, list[str]] = {}
+
+        def refuse(exc: TypeError) -> None:
+            if refused is None:
+                raise exc
+            refused.append(str(exc))
         for name, keys in data.items():
-            if not isinstance(name, str) or not isinstance(keys, Mapping):
-                raise TypeError(f"load: plugin {name!r}: expected a mapping of key to value, "
-                                f"got {type(keys).__name__}")
-            rows[name] = [(check_key(k), encode(k, v)) for k, v in keys.items()]
+            try:
+                check_key(name, "plugin names")
+                if not isinstance(keys, Mapping):
+                    raise TypeError(f"load: plugin {name!r}: expected a mapping of key to value, "
+                                    f"got {type(keys).__name__}")
+            except TypeError as exc:
+                refuse(exc)
+                continue
+            rows[name], kept[name] = [], []
+            for key, value in keys.items():
+                try:
+                    check_key(key, f"plugin {name!r}: keys")
+                except TypeError as exc:
+                    refuse(exc)
+                    continue
+                try:
+                    rows[name].append((key, to_json(value, f"plugin {name!r} key {key!r}")))
+                except TypeError as exc:
+                    refuse(exc)
+                    kept[name].append(key)
 
         def write(conn: Connection) -> int:
             for name, pairs in rows.items():
                 if replace:
-                    conn.execute(delete(kv).where(kv.c.plugin == name))
+                    conn.execute(delete(kv).where(kv.c.plugin == name, kv.c.key.not_in(kept[name])))
                 for key, value in pairs:
                     put_row(conn, name, key, value)
             return sum(len(p) for p in rows.values())

@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from rtmbotd.store.errors import (StoreBusyError, StoreCorruptError, StoreError, StoreUnavailableError,
                                   filesystem_problem, is_transient, translate)
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BUSY_TIMEOUT = 5.0                 # seconds SQLite itself waits for a lock, per attempt
+CONNECT_TIMEOUT = 10               # seconds libpq waits for a server (unless STORE_URL sets connect_timeout)
 _ADVISORY_NAMESPACE = 0x72746D62   # "rtmb": first half of every advisory lock key
 _BEGIN_OPTION = "rtmbotd_begin"
 
@@ -242,8 +243,11 @@ class PostgresBackend(Backend):
         options.append(f"-c lock_timeout={int(lock_timeout * 1000)}")
         if synchronous == "OFF":
             options.append("-c synchronous_commit=off")
-        engine = create_engine(url.difference_update_query(["options"]),
-                               connect_args={"options": " ".join(o for o in options if o)},
+        connect_args: dict[str, object] = {"options": " ".join(o for o in options if o)}
+        if "connect_timeout" not in url.query:
+            # libpq waits forever by default: a host that drops packets would hang the start.
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT
+        engine = create_engine(url.difference_update_query(["options"]), connect_args=connect_args,
                                pool_size=5, max_overflow=20, pool_timeout=lock_timeout, pool_pre_ping=True)
         super().__init__(url, engine, lock_timeout)
         self.synchronous = synchronous
@@ -284,7 +288,11 @@ def open_backend(url: URL, synchronous: str = "FULL", lock_timeout: float = 120.
                 created = path
         backend: Backend = SQLiteBackend(url, synchronous, lock_timeout)
     elif backend_name == "postgresql":
-        backend = PostgresBackend(url, synchronous, lock_timeout)
+        try:
+            backend = PostgresBackend(url, synchronous, lock_timeout)
+        except (ImportError, ArgumentError) as exc:      # ArgumentError: NoSuchModuleError
+            raise StoreError(f"{display_url(url)}: cannot load the database driver {url.drivername!r} ({exc}); "
+                             "use postgresql:// with psycopg installed (pip install rtmbotd[postgresql])") from None
     else:
         raise StoreError(f"{display_url(url)}: unsupported database {backend_name!r}; use sqlite or postgresql")
     try:

@@ -12,8 +12,8 @@ from rtmbotd.errors import StoreError
 
 __all__ = [
     "StoreError", "StoreBusyError", "StoreCorruptError", "StoreFullError", "StoreReadOnlyError",
-    "StoreUnavailableError", "StoreVersionError", "StoreWriteError", "filesystem_problem", "is_transient",
-    "translate",
+    "StoreUnavailableError", "StoreUnreachableError", "StoreVersionError", "StoreWriteError",
+    "filesystem_problem", "is_transient", "translate",
 ]
 
 
@@ -27,6 +27,19 @@ class StoreCorruptError(StoreError):
 
 class StoreUnavailableError(StoreError):
     """The database cannot be reached or read (server down, I/O error, cannot open)."""
+
+
+class StoreUnreachableError(StoreUnavailableError):
+    """The database server cannot be connected to: down, starting up, unknown host,
+    refused, timed out, or it refused the login. A later attempt may succeed."""
+
+    def __init__(self, where: str, detail: str, login_refused: bool = False) -> None:
+        self.where = where
+        self.detail = detail
+        self.login_refused = login_refused
+        hint = ("; check the user and password in STORE_URL (or ~/.pgpass) and the server's role"
+                if login_refused else "")
+        super().__init__(f"{where}: cannot reach the database ({detail}){hint}")
 
 
 class StoreVersionError(StoreError):
@@ -59,17 +72,20 @@ def _orig(exc: BaseException) -> BaseException:
 
 
 def _sqlite_code(orig: BaseException) -> int | None:
-    code = getattr(orig, "sqlite_errorcode", None)     # Python >= 3.11
-    if code is not None:
-        return code & 0xFF
-    text = str(orig).lower()                           # Python 3.10: match the message
-    for needle, value in (("locked", _SQLITE_BUSY), ("busy", _SQLITE_BUSY),
-                          ("readonly", _SQLITE_READONLY), ("disk is full", _SQLITE_FULL),
-                          ("malformed", _SQLITE_CORRUPT), ("not a database", _SQLITE_NOTADB),
-                          ("unable to open", _SQLITE_CANTOPEN), ("disk i/o error", _SQLITE_IOERR)):
-        if needle in text:
-            return value
-    return None
+    code = getattr(orig, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def _is_a(orig: BaseException, name: str) -> bool:
+    """Whether the driver's exception is a PEP 249 `name` (OperationalError, DataError...)."""
+    return any(cls.__name__ == name for cls in type(orig).__mro__)
+
+
+def _login_refused(orig: BaseException) -> bool:
+    """psycopg: the server asked for a password and none was given, or refused it."""
+    pgconn = getattr(orig, "pgconn", None)
+    return bool(pgconn is not None and (getattr(pgconn, "needs_password", False)
+                                        or getattr(pgconn, "used_password", False)))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -107,8 +123,12 @@ def translate(exc: BaseException, where: str) -> StoreError:
         return StoreCorruptError(f"{where}: the database server reports damaged data ({detail})")
     if state in _PG_TRANSIENT:
         return StoreBusyError(f"{where}: lock contention persisted ({detail})")
-    if state.startswith(("08", "57")) or not state:
-        return StoreUnavailableError(f"{where}: cannot reach the database ({detail})")
+    # Connection exceptions (08), the server shutting down or starting up (57P0x), and
+    # what the driver raises when it has no server to ask (no SQLSTATE at all).
+    if state.startswith(("08", "57P")) or (not state and _is_a(orig, "OperationalError")):
+        return StoreUnreachableError(where, detail, login_refused=_login_refused(orig))
+    if state.startswith("57") or (not state and _is_a(orig, "InterfaceError")):
+        return StoreUnavailableError(f"{where}: {detail}")
     return StoreError(f"{where}: {detail}")
 
 

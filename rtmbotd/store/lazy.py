@@ -1,4 +1,5 @@
-"""The daemon's store, opened at start only when there is something in it.
+"""The daemon's store: opened at start only when there is something in it, and
+waited for when its database server cannot be reached yet.
 
 SQLAlchemy and an open database cost about 12 MiB resident. With STORE_URL unset the
 store is an SQLite file; when that file does not exist yet, nothing was saved by an
@@ -8,8 +9,13 @@ The file's directory is checked at start (rtmbotd.store.errors.filesystem_proble
 check the store uses to explain a failed write); when it could not hold the file, the
 store is opened at once so that the start fails with the store's own error.
 
-An existing file, and any STORE_URL, are opened at start as before: an unusable store
-stops the start with a clear error, and last run's undelivered messages are read.
+An existing file, and any STORE_URL, are opened at start: an unusable store (damaged,
+newer schema, no permission) stops the start with a clear error, and last run's
+undelivered messages are read. A database server that cannot be reached (down, still
+starting up after a reboot, unknown host, login refused: StoreUnreachableError) is a
+temporary condition instead: the daemon starts with a `RetryingStore` that connects in
+the background with backoff, raises StoreUnavailableError meanwhile and says why in
+`problem`, which the status line shows.
 """
 from __future__ import annotations
 
@@ -18,20 +24,33 @@ import os
 import threading
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
+
+from rtmbotd.errors import StoreError
+from rtmbotd.slack.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
 
 def open_daemon_store(url: str | None, base_path: Path | str | None, synchronous: str = "FULL",
-                      env: Mapping[str, str] | None = None) -> Any:
-    """A `Store`, or a `DeferredStore` for a default SQLite store not created yet."""
+                      env: Mapping[str, str] | None = None, backoff: Backoff | None = None) -> Any:
+    """A `Store`; a `DeferredStore` for a default SQLite store not created yet; a
+    `RetryingStore` when the database server cannot be reached now (raises StoreError
+    for a store that cannot work, such as a malformed STORE_URL)."""
+    from rtmbotd.store.errors import StoreUnreachableError
     env = os.environ if env is None else env
     path = _deferrable_path(url, base_path, env)
+
+    def opener() -> Any:
+        return _open(url, base_path, synchronous, env)
     if path is not None:
         log.info("store: %s does not exist yet; it is created when first needed", path)
-        return DeferredStore(lambda: _open(url, base_path, synchronous, env), path)
-    return _open(url, base_path, synchronous, env)
+        return DeferredStore(opener, path)
+    try:
+        return opener()
+    except StoreUnreachableError as exc:
+        log.warning("store: %s; starting without it, retrying in the background", exc)
+        return RetryingStore(opener, exc, backoff)
 
 
 def _open(url: str | None, base_path: Path | str | None, synchronous: str, env: Mapping[str, str]) -> Any:
@@ -54,12 +73,15 @@ def _deferrable_path(url: str | None, base_path: Path | str | None, env: Mapping
     return path
 
 
-class DeferredStore:
-    """Stands in for `Store` in the daemon until something needs the database."""
+class StandInStore:
+    """Stands in for `Store` in the daemon until the database is open; the plugins'
+    stores it hands out pass every call to the real one."""
 
-    def __init__(self, opener: Any, path: Path) -> None:
-        self._opener = opener
-        self.path = path
+    problem: str | None = None
+    """What keeps the store from working, for the status line; None when nothing does."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
         self._store: Any = None
         self._lock = threading.Lock()
         self._plugins: dict[str, DeferredPluginStore] = {}
@@ -69,15 +91,16 @@ class DeferredStore:
     def opened(self) -> bool:
         return self._store is not None
 
+    def state(self) -> str:
+        """A word or two on the database for a plugin store's repr."""
+        return "open" if self.opened else "not opened yet"
+
     def real(self) -> Any:
-        """The open Store, opening it now (raises StoreError; the next call tries again)."""
-        with self._lock:
-            if self._store is None:
-                if self._closed:
-                    from rtmbotd.errors import StoreError
-                    raise StoreError(f"{self.path}: the store is closed")
-                self._store = self._opener()
-            return self._store
+        """The open Store; raises StoreError when there is none (yet)."""
+        raise NotImplementedError
+
+    def _closed_error(self) -> StoreError:
+        return StoreError(f"{self.where}: the store is closed")
 
     def plugin(self, name: str) -> "DeferredPluginStore":
         with self._lock:
@@ -85,6 +108,37 @@ class DeferredStore:
             if ps is None:
                 ps = self._plugins[name] = DeferredPluginStore(self, name)
             return ps
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+    def __enter__(self) -> "StandInStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DeferredStore(StandInStore):
+    """The default SQLite store before its file exists: created on first need."""
+
+    def __init__(self, opener: Callable[[], Any], path: Path) -> None:
+        super().__init__(str(path))
+        self._opener = opener
+        self.path = path
+
+    def real(self) -> Any:
+        """The open Store, opening it now (raises StoreError; the next call tries again)."""
+        with self._lock:
+            if self._store is None:
+                if self._closed:
+                    raise self._closed_error()
+                self._store = self._opener()
+            return self._store
 
     def load_outbox(self) -> list[dict]:
         # Nothing was saved when the file did not exist at start; only this daemon saves it.
@@ -97,25 +151,104 @@ class DeferredStore:
         if self._store is not None:
             self._store.clear_outbox()
 
-    def close(self) -> None:
+
+class RetryingStore(StandInStore):
+    """The store while its database server cannot be reached: every call raises
+    StoreUnavailableError until a background thread, retrying with backoff, opens it.
+
+    Last run's saved outbox could not be read at the start; it stays in the database
+    (a later save keeps it ahead of the new records) and is sent at the next start.
+    """
+
+    def __init__(self, opener: Callable[[], Any], error: StoreError, backoff: Backoff | None = None) -> None:
+        super().__init__(getattr(error, "where", "the store"))
+        self._opener = opener
+        self._error: StoreError | None = error
+        self._backoff = backoff or Backoff(base=1.0, cap=60.0)
+        self._stopped = threading.Event()
+        self._outbox_unread = False
+        self._earlier_outbox: list[dict] | None = None
+        self._thread = threading.Thread(target=self._retry, name="rtmbotd-store-connect", daemon=True)
+        self._thread.start()
+
+    @property
+    def problem(self) -> str | None:  # type: ignore[override]
+        from rtmbotd.store.errors import StoreUnreachableError
+        error = self._error
+        if error is None or self._closed:
+            return None
+        if not isinstance(error, StoreUnreachableError):
+            return f"store unusable ({error}): fix it and restart rtmbotd; retrying"
+        if error.login_refused:
+            return (f"store refused the login ({error.where}: {error.detail}): fix the password in STORE_URL "
+                    "and restart rtmbotd, or the role on the server; retrying")
+        return f"store unreachable ({error.where}: {error.detail}), retrying"
+
+    def state(self) -> str:
+        return "open" if self.opened else "unreachable, retrying"
+
+    def real(self) -> Any:
+        from rtmbotd.store.errors import StoreUnavailableError
         with self._lock:
-            self._closed = True
-            store, self._store = self._store, None
-        if store is not None:
-            store.close()
+            if self._store is not None:
+                return self._store
+            if self._closed:
+                raise self._closed_error()
+            error = self._error
+        raise StoreUnavailableError(f"{error} (rtmbotd keeps retrying in the background)")
 
-    def __enter__(self) -> "DeferredStore":
-        return self
+    def _retry(self) -> None:
+        while not self._stopped.wait(self._backoff.next_delay()):
+            try:
+                store = self._opener()
+            except StoreError as exc:
+                level = logging.DEBUG if str(exc) == str(self._error) else logging.WARNING
+                log.log(level, "store: still cannot open it: %s", exc)
+                self._error = exc
+                continue
+            with self._lock:
+                if not self._closed:
+                    self._store, self._error, store = store, None, None
+            if store is not None:          # closed while it was being opened
+                store.close()
+            else:
+                log.info("store: the database can be reached now; plugins' stores work")
+            return
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def close(self) -> None:
+        self._stopped.set()
+        super().close()
+
+    def load_outbox(self) -> list[dict]:
+        with self._lock:
+            store = None if self._outbox_unread else self._store
+            self._outbox_unread = store is None
+        if store is None:
+            log.warning("store: messages saved at the last stop cannot be read now; "
+                        "they stay in the store and are sent at the next start")
+            return []
+        return store.load_outbox()
+
+    def save_outbox(self, records: list[dict]) -> None:
+        store = self.real()
+        if self._outbox_unread:             # keep last run's, unread, ahead of this run's
+            if self._earlier_outbox is None:
+                self._earlier_outbox = store.load_outbox()
+            records = self._earlier_outbox + list(records)
+        store.save_outbox(records)
+
+    def clear_outbox(self) -> None:
+        if self._outbox_unread:
+            self.save_outbox([])
+        else:
+            self.real().clear_outbox()
 
 
 class DeferredPluginStore:
-    """A plugin's `store` (see rtmbotd.store.plugin.PluginStore) that opens the database
-    on first use; every call goes to the real one."""
+    """A plugin's `store` (see rtmbotd.store.plugin.PluginStore) handed out by a
+    StandInStore; every call goes to the real one, once there is one."""
 
-    def __init__(self, owner: DeferredStore, name: str) -> None:
+    def __init__(self, owner: StandInStore, name: str) -> None:
         self._owner = owner
         self.name = name
 
@@ -128,8 +261,7 @@ class DeferredPluginStore:
         return getattr(self._real(), attr)
 
     def __repr__(self) -> str:
-        state = "open" if self._owner.opened else "not opened yet"
-        return f"<store of plugin {self.name!r}: {self._owner.path}, {state}>"
+        return f"<store of plugin {self.name!r}: {self._owner.where}, {self._owner.state()}>"
 
     def __getitem__(self, key: str) -> Any:
         return self._real()[key]

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from rtmbotd.store.errors import StoreError
 from rtmbotd.store.schema import kv
+from rtmbotd.store.values import check_key, encode
 
 if TYPE_CHECKING:
     from rtmbotd.store.database import Store
@@ -50,23 +51,8 @@ ABSENT: Any = _Absent()
 _NO_DEFAULT: Any = object()
 
 
-def encode(key: str, value: Any) -> str:
-    """JSON text for `value`; TypeError naming the key and the offending type."""
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:     # ValueError: NaN/Infinity, circular reference
-        raise TypeError(f"store[{key!r}]: cannot store a {type(value).__name__}: values must be "
-                        f"JSON-serialisable (dict, list, str, int, float, bool, None): {exc}") from None
-
-
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def check_key(key: Any) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"store keys must be str, not {type(key).__name__} ({key!r:.40})")
-    return key
 
 
 def put_row(conn: Connection, plugin: str, key: str, text: str) -> None:
@@ -158,7 +144,11 @@ class PluginStore(MutableMapping):
             raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._read(key, lambda c: self._row(c, key)) is not None
+        try:
+            check_key(key)
+        except TypeError:            # what cannot be a key is not in the store
+            return False
+        return self._read(key, lambda c: self._row(c, key)) is not None
 
     def __len__(self) -> int:
         return self._read(None, lambda c: c.execute(
@@ -170,7 +160,7 @@ class PluginStore(MutableMapping):
 
     def _select(self, prefix: str, *columns):  # noqa: ANN002, ANN202
         stmt = select(*columns).where(kv.c.plugin == self.name).order_by(kv.c.key)
-        if prefix:
+        if check_key(prefix, "a key prefix"):
             stmt = stmt.where(kv.c.key >= prefix, func.substr(kv.c.key, 1, len(prefix)) == prefix)
         return stmt
 
@@ -188,6 +178,8 @@ class PluginStore(MutableMapping):
 
     def clear(self, prefix: str = "") -> int:
         """Delete every key (starting with `prefix`); returns how many."""
+        check_key(prefix, "a key prefix")
+
         def remove(c: Connection) -> int:
             stmt = delete(kv).where(kv.c.plugin == self.name)
             if prefix:
