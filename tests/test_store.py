@@ -965,7 +965,7 @@ def test_what_reaching_the_server_failed_on_is_told_apart() -> None:
             super().__init__(f"sqlstate {sqlstate}")
             self.sqlstate = sqlstate
     refused = translate(OperationalError("connection failed: Connection refused"), "postgresql://u@h/db")
-    assert isinstance(refused, StoreUnreachableError) and not refused.login_refused
+    assert isinstance(refused, StoreUnreachableError) and not refused.password_involved
     assert (refused.where, refused.detail) == ("postgresql://u@h/db", "connection failed: Connection refused")
     for state in ("08006", "57P03", "57P01"):                      # starting up, shutting down
         assert isinstance(translate(PgError(state), "db"), StoreUnreachableError), state
@@ -979,7 +979,7 @@ def test_what_reaching_the_server_failed_on_is_told_apart() -> None:
     login = OperationalError('FATAL:  password authentication failed for user "rtm"')
     login.pgconn = PgConn()
     error = translate(login, "db")
-    assert isinstance(error, StoreUnreachableError) and error.login_refused and "password in STORE_URL" in str(error)
+    assert isinstance(error, StoreUnreachableError) and error.password_involved and "password in STORE_URL" in str(error)
     worded = sqlite3.OperationalError("database is locked")      # no sqlite_errorcode: words are not read
     assert type(translate(worded, "db")) is StoreError
 
@@ -988,7 +988,7 @@ def test_a_server_that_is_down_is_unreachable() -> None:
     with pytest.raises(StoreUnreachableError) as info:
         Store.open(f"postgresql://rtm:s3cret-pw@127.0.0.1:{free_port()}/rtmbot")
     assert "s3cret" not in str(info.value) and "s3cret" not in info.value.where
-    assert not info.value.login_refused and "refused" in info.value.detail.lower()
+    assert not info.value.password_involved and "refused" in info.value.detail.lower()
 
 
 def test_a_server_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch) -> None:

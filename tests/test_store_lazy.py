@@ -80,7 +80,7 @@ def test_calls_fail_until_the_database_can_be_reached(tmp_path: Path, retrying) 
 
 def test_a_refused_login_says_what_to_fix(tmp_path: Path) -> None:
     opener = Opener(tmp_path)
-    error = StoreUnreachableError(WHERE, 'password authentication failed for user "rtm"', login_refused=True)
+    error = StoreUnreachableError(WHERE, 'password authentication failed for user "rtm"', password_involved=True)
     with RetryingStore(opener, error, fast()) as store:
         assert store.problem is not None
         assert "password in STORE_URL" in store.problem and "restart" in store.problem

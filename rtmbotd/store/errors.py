@@ -33,12 +33,13 @@ class StoreUnreachableError(StoreUnavailableError):
     """The database server cannot be connected to: down, starting up, unknown host,
     refused, timed out, or it refused the login. A later attempt may succeed."""
 
-    def __init__(self, where: str, detail: str, login_refused: bool = False) -> None:
+    def __init__(self, where: str, detail: str, password_involved: bool = False) -> None:
+        # password_involved: the server wanted a password; a wrong one needs a restart to fix.
         self.where = where
         self.detail = detail
-        self.login_refused = login_refused
-        hint = ("; check the user and password in STORE_URL (or ~/.pgpass) and the server's role"
-                if login_refused else "")
+        self.password_involved = password_involved
+        hint = ("; if it is the login, check the user and password in STORE_URL (or ~/.pgpass) and the "
+                "server's role" if password_involved else "")
         super().__init__(f"{where}: cannot reach the database ({detail}){hint}")
 
 
@@ -81,8 +82,9 @@ def _is_a(orig: BaseException, name: str) -> bool:
     return any(cls.__name__ == name for cls in type(orig).__mro__)
 
 
-def _login_refused(orig: BaseException) -> bool:
-    """psycopg: the server asked for a password and none was given, or refused it."""
+def _password_involved(orig: BaseException) -> bool:
+    """psycopg: the server asked for a password and none was given, or one was used on a
+    connection that failed (libpq tells no more: the reason is only in its message)."""
     pgconn = getattr(orig, "pgconn", None)
     return bool(pgconn is not None and (getattr(pgconn, "needs_password", False)
                                         or getattr(pgconn, "used_password", False)))
@@ -126,7 +128,7 @@ def translate(exc: BaseException, where: str) -> StoreError:
     # Connection exceptions (08), the server shutting down or starting up (57P0x), and
     # what the driver raises when it has no server to ask (no SQLSTATE at all).
     if state.startswith(("08", "57P")) or (not state and _is_a(orig, "OperationalError")):
-        return StoreUnreachableError(where, detail, login_refused=_login_refused(orig))
+        return StoreUnreachableError(where, detail, password_involved=_password_involved(orig))
     if state.startswith("57") or (not state and _is_a(orig, "InterfaceError")):
         return StoreUnavailableError(f"{where}: {detail}")
     return StoreError(f"{where}: {detail}")

@@ -179,9 +179,9 @@ class RetryingStore(StandInStore):
             return None
         if not isinstance(error, StoreUnreachableError):
             return f"store unusable ({error}): fix it and restart rtmbotd; retrying"
-        if error.login_refused:
-            return (f"store refused the login ({error.where}: {error.detail}): fix the password in STORE_URL "
-                    "and restart rtmbotd, or the role on the server; retrying")
+        if error.password_involved:
+            return (f"store unreachable ({error.where}: {error.detail}): if the password in STORE_URL is "
+                    "wrong, fix it and restart rtmbotd; retrying")
         return f"store unreachable ({error.where}: {error.detail}), retrying"
 
     def state(self) -> str:
