@@ -26,7 +26,7 @@ def fast() -> Backoff:
 class Opener:
     """Fails with StoreUnreachableError until `up` is set, then opens an SQLite store."""
 
-    def __init__(self, tmp_path: Path, error: StoreError | None = None) -> None:
+    def __init__(self, tmp_path: Path, error: Exception | None = None) -> None:
         self.url = f"sqlite:///{tmp_path}/store.sqlite"
         self.error = error or StoreUnreachableError(WHERE, "connection refused")
         self.up = threading.Event()
@@ -92,6 +92,16 @@ def test_a_store_reachable_but_unusable_is_reported(tmp_path: Path, retrying) ->
     store = retrying(opener)
     wait_until(lambda: "permission denied" in (store.problem or ""), timeout=20, what="the new problem")
     assert store.problem.startswith("store unusable") and "restart" in store.problem
+
+
+def test_an_unexpected_failure_does_not_end_the_retries(tmp_path: Path, retrying) -> None:  # noqa: ANN001
+    opener = Opener(tmp_path, RuntimeError("driver bug"))
+    store = retrying(opener)
+    wait_until(lambda: "driver bug" in (store.problem or ""), timeout=20, what="the new problem")
+    opener.up.set()
+    wait_until(lambda: store.opened, timeout=20, what="the store to open")
+    wait_until(lambda: not store._thread.is_alive(), timeout=20, what="the retry thread to end")
+    assert store.problem is None
 
 
 def test_close_stops_the_retries(tmp_path: Path, retrying) -> None:  # noqa: ANN001

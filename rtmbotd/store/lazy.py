@@ -206,6 +206,10 @@ class RetryingStore(StandInStore):
                 log.log(level, "store: still cannot open it: %s", exc)
                 self._error = exc
                 continue
+            except Exception as exc:  # noqa: BLE001 - the thread must live on and keep trying
+                log.exception("store: opening it failed unexpectedly")
+                self._error = StoreError(f"{self.where}: {type(exc).__name__}: {exc}")
+                continue
             with self._lock:
                 if not self._closed:
                     self._store, self._error, store = store, None, None
@@ -222,12 +226,13 @@ class RetryingStore(StandInStore):
     def load_outbox(self) -> list[dict]:
         with self._lock:
             store = None if self._outbox_unread else self._store
-            self._outbox_unread = store is None
-        if store is None:
+            first, self._outbox_unread = not self._outbox_unread, store is None
+        if store is not None:
+            return store.load_outbox()
+        if first:
             log.warning("store: messages saved at the last stop cannot be read now; "
                         "they stay in the store and are sent at the next start")
-            return []
-        return store.load_outbox()
+        return []
 
     def save_outbox(self, records: list[dict]) -> None:
         store = self.real()
