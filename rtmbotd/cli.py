@@ -13,6 +13,7 @@ from typing import NoReturn
 from rtmbotd import __version__
 from rtmbotd.config import DEFAULT_CONFIG_PATH, Config, load_config
 from rtmbotd.errors import ConfigError, PluginLoadError, RtmbotdError, StoreError
+from rtmbotd.redact import redact
 from rtmbotd.signals import EX_INTERRUPTED, EarlySignals
 
 log = logging.getLogger("rtmbotd")
@@ -138,7 +139,7 @@ def run(config: Config, args: argparse.Namespace, early_signals: list[int]) -> i
         try:
             logs.configure(debug=config.debug, logfile=config.logfile)
         except OSError as exc:
-            print(f"rtmbotd: LOGFILE: cannot open {config.logfile}: {exc.strerror}", file=sys.stderr)
+            print(redact(f"rtmbotd: LOGFILE: cannot open {config.logfile}: {exc.strerror}"), file=sys.stderr)
             return os.EX_CANTCREAT
         daemon = Daemon(config, logging_=logs, overrides=_overrides(args), early_signals=early_signals)
         return asyncio.run(daemon.run())
@@ -166,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.check_config or args.command == "store":
         early.release()           # not the daemon: Ctrl-C ends them as usual
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from rtmbotd.logsetup import early_logging
+    early_logging()
     try:
         config = _load(args)
         _packaged_state_directory(config)
@@ -182,17 +184,17 @@ def main(argv: list[str] | None = None) -> int:
                                overrides=_overrides(args), early_signals=early.pending)
         return run(config, args, early.pending)
     except ConfigError as exc:
-        print(f"rtmbotd: configuration error: {exc}", file=sys.stderr)
+        print(redact(f"rtmbotd: configuration error: {exc}"), file=sys.stderr)
         return os.EX_CONFIG
     except PluginLoadError as exc:
         for name, why in sorted(exc.errors.items()):
-            print(f"rtmbotd: plugin {name}: {why}", file=sys.stderr)
+            print(redact(f"rtmbotd: plugin {name}: {why}"), file=sys.stderr)
         return os.EX_CONFIG
     except StoreError as exc:
-        print(f"rtmbotd: store: {exc}", file=sys.stderr)
+        print(redact(f"rtmbotd: store: {exc}"), file=sys.stderr)
         return os.EX_CONFIG
     except RtmbotdError as exc:
-        print(f"rtmbotd: {exc}", file=sys.stderr)
+        print(redact(f"rtmbotd: {exc}"), file=sys.stderr)
         return getattr(exc, "exit_code", os.EX_SOFTWARE)
     except KeyboardInterrupt:
         return EX_INTERRUPTED

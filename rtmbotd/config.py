@@ -3,20 +3,36 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
 
 from rtmbotd.errors import ConfigError
+from rtmbotd.redact import redact
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = "/etc/rtmbot/rtmbot.conf"
 DEFAULT_API_URL = "https://slack.com/api/"
 CONNECTION_MODES = ("rtm", "socket_mode")
+
+# Bounds that keep any edit of the file from hurting the daemon: a config is a few KiB.
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_DEPTH = 64                  # nesting of lists and mappings, aliases expanded
+MAX_VALUES = 100_000            # scalars, lists and mappings, aliases expanded ("billion laughs")
+MAX_SECONDS = 7 * 24 * 3600     # any duration key
+MAX_RATE = 10_000               # RATE_LIMIT (messages/s) and RATE_BURST
+MAX_ERROR = 300                 # characters of a ConfigError: it ends up in STATUS
+SECRET_KEYS = ("SLACK_TOKEN", "SLACK_APP_TOKEN", "STORE_URL")   # values never echoed in an error
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ONE_TOKEN = re.compile(r"[\x21-\x7e]+")     # printable ASCII, no spaces: it goes into HTTP headers
 
 # key: (type or types, description) for the scalar settings rtmbotd understands.
 _NUMBERS = (int, float)
@@ -86,21 +102,93 @@ class Config:
         return (self.slack_token, self.app_token, self.connection, self.api_url)
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses deep nesting and alias bombs before constructing anything."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        # PyYAML composes recursively: stop at MAX_DEPTH, long before a RecursionError.
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _measure(node, 1, {}, set())
+        return node
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:    # over sys.get_int_max_str_digits() digits
+            raise ConstructorError(None, None, "integer with too many digits", node.start_mark) from None
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+
+
+def _measure(node: yaml.Node, level: int, memo: dict, active: set) -> tuple[int, int]:
+    """(values, height) of `node` with every alias expanded; raises past the bounds.
+
+    Memoized per node, so a 435-byte billion laughs is measured in a few steps instead
+    of being expanded to 80 MB the first time something serialises the config.
+    """
+    key = id(node)
+    if key in memo:
+        size, height = memo[key]
+    else:
+        if key in active:
+            raise ComposerError(None, None, "an alias refers to its own anchor (a recursive structure)",
+                                node.start_mark)
+        if level > MAX_DEPTH:
+            raise ComposerError(None, None, f"aliases nest it deeper than {MAX_DEPTH} levels", node.start_mark)
+        active.add(key)
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        size, height = 1, 1
+        for child in children:
+            child_size, child_height = _measure(child, level + 1, memo, active)
+            size, height = size + child_size, max(height, child_height + 1)
+            if size > MAX_VALUES:
+                raise ComposerError(None, None, f"aliases expand it to more than {MAX_VALUES} values",
+                                    node.start_mark)
+        active.discard(key)
+        memo[key] = (size, height)
+    if level - 1 + height > MAX_DEPTH:
+        raise ComposerError(None, None, f"aliases nest it deeper than {MAX_DEPTH} levels", node.start_mark)
+    return size, height
+
+
 def read_yaml(path: Path) -> dict:
     """Parse the config file into a mapping, with errors that say where and what."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB, not a config file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}: line {line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader with bounds
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -116,29 +204,31 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
-def _secret(data: dict, key: str, env: Mapping[str, str], cred_name: str) -> str | None:
+def _secret(path: Path, data: dict, key: str, env: Mapping[str, str], cred_name: str) -> str | None:
     """A secret from the environment, else systemd credentials, else the file."""
+    value, source = data.get(key), "the config file"
     if env.get(key):
-        return env[key].strip()
-    cred_dir = env.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        cred = Path(cred_dir) / cred_name
+        value, source = env[key], "the environment"
+    elif env.get("CREDENTIALS_DIRECTORY"):
+        cred = Path(env["CREDENTIALS_DIRECTORY"]) / cred_name
         try:
-            value = cred.read_text(encoding="utf-8").strip()
+            text = cred.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
-            value = ""
+            text = ""
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{cred}: cannot read credential: {exc}") from None
-        if value:
-            return value
-    value = data.get(key)
-    return value.strip() if isinstance(value, str) and value.strip() else None
+        if text:
+            value, source = text, str(cred)
+    value = value.strip() if isinstance(value, str) else None
+    if value and not _ONE_TOKEN.fullmatch(value):
+        raise ConfigError(f"{path}: {key}: the token from {source} contains spaces or control characters")
+    return value or None
 
 
 def _check_types(path: Path, data: dict) -> None:
     for key, value in data.items():
         if not isinstance(key, str):
-            raise ConfigError(f"{path}: key {key!r}: keys must be strings")
+            raise ConfigError(f"{path}: key {key!r:.40}: keys must be strings")
         spec = KNOWN_KEYS.get(key)
         if spec is None or value is None:
             continue
@@ -148,27 +238,77 @@ def _check_types(path: Path, data: dict) -> None:
         else:
             ok = isinstance(value, types)
         if not ok:
-            raise ConfigError(f"{path}: {key}: must be {what}, got {type(value).__name__} {value!r:.40}")
+            shown = "" if key in SECRET_KEYS else f" {value!r:.40}"
+            raise ConfigError(f"{path}: {key}: must be {what}, got {type(value).__name__}{shown}")
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise ConfigError(f"{path}: {key}: contains a control character (a NUL byte, a line break...)")
 
 
-def _number(path: Path, data: dict, key: str, default: float, minimum: float) -> float:
+def _number(path: Path, data: dict, key: str, default: float, minimum: float, maximum: float = MAX_SECONDS) -> float:
+    """A finite number between `minimum` and `maximum` (NaN would pass any comparison)."""
     value = data.get(key)
     if value is None:
         return default
-    if value < minimum:
-        raise ConfigError(f"{path}: {key}: must be at least {minimum}, got {value}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: {key}: must be a finite number, got {value}")
+    if not minimum <= value <= maximum:
+        shown = value if abs(value) < 1e15 else "a larger number"
+        raise ConfigError(f"{path}: {key}: must be between {minimum:g} and {maximum:g}, got {shown}")
     return float(value)
 
 
+def _base_path(path: Path, base: str | None) -> Path:
+    if not base:
+        return path.parent
+    try:
+        base_path = (path.parent / base).resolve()
+        usable = base_path.is_dir()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: BASE_PATH: cannot use it: {getattr(exc, 'strerror', None) or exc}") from None
+    if not usable:
+        raise ConfigError(f"{path}: BASE_PATH: {base_path} is not a directory")
+    return base_path
+
+
+def _plugin_sections(path: Path, data: dict) -> dict:
+    sections = {k: v for k, v in data.items() if isinstance(v, dict)}
+    for name, section in sections.items():
+        try:   # what section_fingerprint will do at every reload
+            json.dumps(section, sort_keys=True, default=str)
+        except TypeError:
+            raise ConfigError(f"{path}: {name}: a mapping mixes key types (text and numbers); quote the keys") from None
+    return sections
+
+
 def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -> Config:
-    """Read, validate and return the configuration at `path`; raise ConfigError."""
-    env = os.environ if env is None else env
-    path = Path(path).absolute()
+    """Read, validate and return the configuration at `path`.
+
+    Raises ConfigError and nothing else, with one redacted line: a reload thread or
+    `--check-config` must never meet a RecursionError or ValueError from an odd edit.
+    """
+    where = path
+    try:
+        where = Path(path).absolute()
+        return _load(where, os.environ if env is None else env)
+    except ConfigError as exc:
+        raise ConfigError(_one_line(str(exc))) from None
+    except RecursionError:
+        raise ConfigError(_one_line(f"{where}: nested too deeply")) from None
+    except Exception as exc:  # noqa: BLE001 - any edit of the file must stay a ConfigError
+        raise ConfigError(_one_line(f"{where}: cannot load: {type(exc).__name__}: {exc}")) from None
+
+
+def _one_line(text: str) -> str:
+    text = redact(" ".join(text.split()))
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
+
+
+def _load(path: Path, env: Mapping[str, str]) -> Config:
     data = read_yaml(path)
     _check_types(path, data)
 
-    token = _secret(data, "SLACK_TOKEN", env, "slack_token")
-    app_token = _secret(data, "SLACK_APP_TOKEN", env, "slack_app_token")
+    token = _secret(path, data, "SLACK_TOKEN", env, "slack_token")
+    app_token = _secret(path, data, "SLACK_APP_TOKEN", env, "slack_app_token")
     if token and not token.startswith("xox"):
         hint = " (that is an app token: put it in SLACK_APP_TOKEN)" if token.startswith("xapp-") else ""
         raise ConfigError(f"{path}: SLACK_TOKEN: must be a bot token starting with xoxb-{hint}")
@@ -178,39 +318,32 @@ def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -
     connection = data.get("CONNECTION") or ("socket_mode" if app_token else "rtm")
     connection = connection.strip().lower().replace("-", "_")
     if connection not in CONNECTION_MODES:
-        raise ConfigError(f"{path}: CONNECTION: must be rtm or socket_mode, got {data.get('CONNECTION')!r}")
+        raise ConfigError(f"{path}: CONNECTION: must be rtm or socket_mode, got {data.get('CONNECTION')!r:.40}")
     if connection == "socket_mode" and token and not app_token:
         raise ConfigError(f"{path}: SLACK_APP_TOKEN: Socket Mode needs an app-level token (xapp-...)")
     if app_token and not token:
         raise ConfigError(f"{path}: SLACK_TOKEN: Socket Mode needs a bot token (xoxb-...) beside SLACK_APP_TOKEN")
 
     api_url = env.get("SLACK_API_URL") or data.get("SLACK_API_URL") or DEFAULT_API_URL
-    if not api_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{path}: SLACK_API_URL: must start with http:// or https://, got {api_url!r}")
+    if not api_url.startswith(("http://", "https://")) or _CONTROL.search(api_url):
+        raise ConfigError(f"{path}: SLACK_API_URL: must be an http:// or https:// URL, got {api_url!r:.60}")
     if not api_url.endswith("/"):
         api_url += "/"
 
-    base = data.get("BASE_PATH")
-    base_path = (path.parent / base).resolve() if base else path.parent
-    if base and not base_path.is_dir():
-        raise ConfigError(f"{path}: BASE_PATH: {base_path} is not a directory")
+    base_path = _base_path(path, data.get("BASE_PATH"))
 
     active = data.get("ACTIVE_PLUGINS") or []
     for item in active:
-        if not isinstance(item, str) or "." not in item:
-            raise ConfigError(f"{path}: ACTIVE_PLUGINS: entries must be dotted paths like plugins.repeat.RepeatPlugin, got {item!r}")
+        if not isinstance(item, str) or "." not in item or _CONTROL.search(item):
+            raise ConfigError(f"{path}: ACTIVE_PLUGINS: entries must be dotted paths like plugins.repeat.RepeatPlugin, got {item!r:.60}")
 
     sync = (data.get("STORE_SYNCHRONOUS") or "FULL").upper()
     if sync not in ("FULL", "NORMAL", "OFF", "EXTRA"):
-        raise ConfigError(f"{path}: STORE_SYNCHRONOUS: must be FULL, NORMAL, EXTRA or OFF, got {sync!r}")
-
-    burst = data.get("RATE_BURST", 4)
-    if burst < 1:
-        raise ConfigError(f"{path}: RATE_BURST: must be at least 1, got {burst}")
+        raise ConfigError(f"{path}: STORE_SYNCHRONOUS: must be FULL, NORMAL, EXTRA or OFF, got {sync!r:.40}")
 
     for key in data:
         if key not in KNOWN_KEYS and not isinstance(data[key], dict):
-            log.warning("%s: unknown key %s ignored", path, key)
+            log.warning("%s: unknown key %.60r ignored", path, key)
 
     return Config(
         path=path,
@@ -224,12 +357,12 @@ def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -
         daemon=bool(data.get("DAEMON", False)),
         pidfile=data.get("PIDFILE") or None,
         active_plugins=tuple(active),
-        rate_limit=_number(path, data, "RATE_LIMIT", 1.0, 0.0),
-        rate_burst=int(burst),
+        rate_limit=_number(path, data, "RATE_LIMIT", 1.0, 0.0, MAX_RATE),
+        rate_burst=int(_number(path, data, "RATE_BURST", 4, 1, MAX_RATE)),
         plugin_timeout=_number(path, data, "PLUGIN_TIMEOUT", 30.0, 0.1),
         import_timeout=_number(path, data, "IMPORT_TIMEOUT", 10.0, 0.1),
         stop_timeout=_number(path, data, "STOP_TIMEOUT", 10.0, 0.0),
         store_url=env.get("STORE_URL") or data.get("STORE_URL") or None,
         store_synchronous=sync,
-        plugin_sections={k: v for k, v in data.items() if isinstance(v, dict)},
+        plugin_sections=_plugin_sections(path, data),
     )

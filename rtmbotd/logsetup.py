@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
+import threading
+import traceback
 
-_TOKEN = re.compile(r"\b(xox[abposr]|xapp)-[A-Za-z0-9-]+")
+from rtmbotd.redact import redact
+
 _SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 
-def redact(text: str) -> str:
-    """Replace anything shaped like a Slack token."""
-    return _TOKEN.sub(lambda m: m.group(1) + "-…redacted", text)
-
-
 class RedactingFormatter(logging.Formatter):
+    """Every record, its exception text and traceback included, passes `redact`."""
+
     def __init__(self, fmt: str, journal: bool = False) -> None:
         super().__init__(fmt)
         self.journal = journal
@@ -26,6 +25,24 @@ class RedactingFormatter(logging.Formatter):
             prio = _SYSLOG_PRIORITY.get(record.levelno, 6)
             return "\n".join(f"<{prio}>{line}" for line in text.splitlines())
         return text
+
+
+def early_logging() -> None:
+    """Redacted stderr logging and uncaught-exception reports, before any config is read."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    sys.excepthook = _report_uncaught
+    threading.excepthook = lambda args: _report_uncaught(args.exc_type, args.exc_value, args.exc_traceback,
+                                                         args.thread)
+
+
+def _report_uncaught(exc_type, exc_value, exc_traceback, thread: threading.Thread | None = None) -> None:
+    if exc_type is SystemExit:
+        return
+    where = f"Exception in thread {thread.name}:\n" if thread is not None else ""
+    text = "".join(traceback.format_exception(exc_type, exc_value, exc_traceback))
+    sys.stderr.write(redact(where + text))
 
 
 def _journal_attached() -> bool:

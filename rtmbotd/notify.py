@@ -14,6 +14,8 @@ import re
 import socket
 import time
 
+from rtmbotd.redact import redact
+
 log = logging.getLogger(__name__)
 
 # systemd ignores a whole notify datagram longer than PIPE_BUF (4096 bytes), READY=1 with
@@ -80,7 +82,7 @@ class Notifier:
 
     def _status(self, status: str) -> str:
         self._last_status = status
-        return "STATUS=" + status_value(status)
+        return "STATUS=" + status_value(redact(status))    # world-readable: systemctl status
 
     def ready(self, status: str) -> None:
         self._send("READY=1", self._status(status))

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from rtmbotd.config import Config, load_config
 from rtmbotd.errors import ConfigError
+from rtmbotd.redact import redact
 from rtmbotd.runtime.loader import PluginEnv, PluginSet, build_plugin_set
 
 log = logging.getLogger(__name__)
@@ -30,29 +31,14 @@ class Built:
 
 def build_generation(path: Path, overrides: dict, env: PluginEnv, previous: PluginSet | None,
                      post: Callable[[Any], None]) -> None:
-    """Start building on a thread; posts exactly one Built."""
+    """Start building on a thread; posts exactly one Built, whatever goes wrong."""
     def build() -> None:
         try:
-            config = load_config(path)
-            if overrides:
-                config = dataclasses.replace(config, **overrides)
-        except ConfigError as exc:
-            post(Built(None, None, str(exc)))
-            return
-        if config.logfile:
-            try:
-                with open(config.logfile, "a", encoding="utf-8"):
-                    pass
-            except OSError as exc:
-                post(Built(None, None, f"{config.path}: LOGFILE: cannot open {config.logfile}: {exc.strerror}"))
-                return
-        try:
-            plugins = build_plugin_set(config, env, previous)
-        except Exception as exc:  # noqa: BLE001 - reported, never fatal
-            log.exception("building plugins failed")
-            post(Built(config, None, f"plugins: {exc}"))
-            return
-        post(Built(config, plugins, None))
+            built = _build(path, overrides, env, previous)
+        except BaseException as exc:  # noqa: BLE001 - a dead build thread would freeze reload for good
+            log.exception("building generation from %s failed", path)
+            built = Built(None, None, redact(f"{path}: {type(exc).__name__}: {_first_line(exc)}"))
+        post(built)
 
     threading.Thread(target=build, name="build-generation", daemon=True).start()
 
@@ -63,6 +49,32 @@ def token_problem(config: Config) -> str | None:
         return None
     return (f"{config.path}: SLACK_TOKEN: not set (in this file, the SLACK_TOKEN environment "
             f"variable or $CREDENTIALS_DIRECTORY/slack_token)")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else "(no message)"
+
+
+def _build(path: Path, overrides: dict, env: PluginEnv, previous: PluginSet | None) -> Built:
+    try:
+        config = load_config(path)
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+    except ConfigError as exc:
+        return Built(None, None, str(exc))
+    if config.logfile:
+        try:
+            with open(config.logfile, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            return Built(None, None, f"{config.path}: LOGFILE: cannot open {config.logfile}: {exc.strerror}")
+    try:
+        plugins = build_plugin_set(config, env, previous)
+    except Exception as exc:  # noqa: BLE001 - reported, never fatal
+        log.exception("building plugins failed")
+        return Built(config, None, redact(f"plugins: {type(exc).__name__}: {_first_line(exc)}"))
+    return Built(config, plugins, None)
 
 
 def reload_problem(built: Built) -> str | None:
