@@ -300,7 +300,7 @@ def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -
 
 def _one_line(text: str) -> str:
     text = redact(" ".join(text.split()))
-    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
 
 
 def _load(path: Path, env: Mapping[str, str]) -> Config:

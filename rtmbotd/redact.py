@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import re
 
-REDACTED = "…redacted"
+REDACTED = "[redacted]"     # ASCII: sdnotify sends latin-1 and drops anything else
 
 # xoxb- xoxp- xoxa- xoxr- xoxs- xoxe- (any xox?-), xapp-, and rotating xoxe.xoxp-...
 _TOKEN = re.compile(r"((?:xoxe\.)?(?:xox[a-z]|xapp)-)[A-Za-z0-9_\-+/=%]+", re.IGNORECASE)
-# scheme://user:password@host -> scheme://user:…redacted@host; scheme://secret@host -> scheme://…redacted@host
+# scheme://user:password@host -> scheme://user:[redacted]@host; scheme://secret@host -> scheme://[redacted]@host
 _URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/?#@'\"<>\[\]{}]*?)(:[^\s/?#'\"<>\[\]{}]*)?@")
 # user:password@host with no scheme (a proxy variable written without http://)
 _BARE_USERINFO = re.compile(r"(?<![\w.%+~:/-])([\w.%+~-]+):[^\s/?#'\"<>\[\]{}]+@(?=[\w\[])")
 # Authorization: Bearer x / Proxy-Authorization: Basic x, as a header line or in a dict's repr
 _AUTH_HEADER = re.compile(r"((?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)(?:([A-Za-z][A-Za-z0-9_-]*)\s+)?"
-                          r"[^\s'\",;}\]]+", re.IGNORECASE)
+                          r"(\[redacted\]|[^\s'\",;}\]]+)", re.IGNORECASE)
 
 
 def _userinfo(match: re.Match) -> str:
@@ -30,6 +30,8 @@ def _userinfo(match: re.Match) -> str:
 
 def _auth(match: re.Match) -> str:
     scheme = match.group(2)
+    if match.group(3) == REDACTED:
+        return match.group(0)
     return f"{match.group(1)}{scheme + ' ' if scheme else ''}{REDACTED}"
 
 

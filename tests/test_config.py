@@ -91,3 +91,120 @@ def test_relative_base_path_is_relative_to_config(tmp_path):
     assert cfg.base_path == tmp_path / "bot"
     with pytest.raises(ConfigError, match="BASE_PATH"):
         load_config(write(tmp_path, 'BASE_PATH: missing\n'), env={})
+
+
+# -- no edit of the file may raise anything but a one-line ConfigError (issue 11, item 3) --
+BILLION_LAUGHS = "".join(
+    f"{chr(97 + i)}: &{chr(97 + i)} [" + ",".join([f"*{chr(96 + i)}"] * 9 if i else ['"lol"'] * 9) + "]\n"
+    for i in range(9))
+
+
+def refused(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match) as caught:
+        load_config(write(tmp_path, text), env={})
+    message = str(caught.value)
+    assert "\n" not in message and len(message) <= 300, message
+    return message
+
+
+def test_nesting_10000_deep_is_refused_not_a_recursion_error(tmp_path):
+    refused(tmp_path, "X: " + "[" * 10000 + "]" * 10000 + "\n", r"line 1, .*nested deeper than 64 levels")
+
+
+def test_nesting_by_aliases_is_refused(tmp_path):
+    deep = "[" * 40 + "x" + "]" * 40
+    refused(tmp_path, f"a: &a {deep}\nb: {'[' * 40}*a{']' * 40}\n", r"aliases nest it deeper than 64")
+
+
+def test_billion_laughs_is_refused_before_expansion(tmp_path):
+    assert len(BILLION_LAUGHS) < 500
+    refused(tmp_path, "section:\n" + "".join("  " + line + "\n" for line in BILLION_LAUGHS.splitlines()),
+            r"aliases expand it to more than 100000 values")
+
+
+def test_moderate_aliases_still_work(tmp_path):
+    cfg = load_config(write(tmp_path, "base: &b {greeting: hi}\nRepeatPlugin:\n  <<: *b\n  extra: [*b, *b]\n"), env={})
+    assert cfg.section("RepeatPlugin")["greeting"] == "hi"
+    assert len(cfg.section_fingerprint("RepeatPlugin")) < 200
+
+
+def test_recursive_alias_is_refused(tmp_path):
+    refused(tmp_path, "section: &a {self: *a}\n", r"refers to its own anchor")
+
+
+def test_integer_over_4300_digits_is_refused(tmp_path):
+    refused(tmp_path, "RATE_BURST: " + "1" * 5000 + "\n", r"line 1, .*integer with too many digits")
+
+
+def test_huge_integer_in_range_keys_is_refused(tmp_path):
+    message = refused(tmp_path, "STOP_TIMEOUT: " + "9" * 400 + "\n", r"STOP_TIMEOUT: must be between 0 and 604800")
+    assert "999999" not in message
+
+
+def test_nul_in_base_path_is_refused(tmp_path):
+    refused(tmp_path, 'BASE_PATH: "plug\\0ins"\n', r"BASE_PATH: contains a control character")
+
+
+def test_nul_in_logfile_is_refused(tmp_path):
+    refused(tmp_path, 'LOGFILE: "/tmp/x\\0y"\n', r"LOGFILE: contains a control character")
+
+
+def test_unusable_base_path_is_a_config_error(tmp_path):
+    refused(tmp_path, "BASE_PATH: " + "a" * 5000 + "\n", r"BASE_PATH: cannot use it")
+
+
+@pytest.mark.parametrize("key", ["STOP_TIMEOUT", "IMPORT_TIMEOUT", "PLUGIN_TIMEOUT", "RATE_LIMIT"])
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN"])
+def test_nan_and_infinity_are_refused_for_every_duration(tmp_path, key, value):
+    refused(tmp_path, f"{key}: {value}\n", rf"{key}: must be a finite number")
+
+
+def test_durations_in_range_are_kept(tmp_path):
+    cfg = load_config(write(tmp_path, "STOP_TIMEOUT: 0\nIMPORT_TIMEOUT: 2.5\nRATE_BURST: 10\n"), env={})
+    assert (cfg.stop_timeout, cfg.import_timeout, cfg.rate_burst) == (0.0, 2.5, 10)
+    refused(tmp_path, "PLUGIN_TIMEOUT: 0.01\n", r"PLUGIN_TIMEOUT: must be between 0.1 and")
+    refused(tmp_path, "RATE_BURST: 0\n", r"RATE_BURST: must be between 1 and")
+
+
+def test_mixed_key_types_in_a_section_are_refused(tmp_path):
+    refused(tmp_path, "RepeatPlugin: {1: a, b: 2}\n", r"RepeatPlugin: a mapping mixes key types")
+
+
+def test_oversized_file_is_refused(tmp_path):
+    refused(tmp_path, "# " + "x" * (1024 * 1024) + "\n", r"larger than 1024 KiB")
+
+
+def test_unexpected_exceptions_become_one_line_config_errors(tmp_path, monkeypatch):
+    import rtmbotd.config as config
+    monkeypatch.setattr(config, "_check_types", lambda path, data: 1 / 0)
+    refused(tmp_path, "SLACK_TOKEN: xoxb-1\n", r"cannot load: ZeroDivisionError")
+
+
+# -- token values are never echoed in an error (issue 11, item 6) --
+TOKEN = "xoxb-1234567890-1234567890-abcdefghijklmnopqrstuvwx"
+
+
+def test_token_as_a_list_is_refused_without_its_value(tmp_path):
+    message = refused(tmp_path, f"SLACK_TOKEN: [{TOKEN}]\n", r"SLACK_TOKEN: must be a bot token \(xoxb-...\), got list$")
+    assert "1234567890" not in message
+
+
+def test_token_in_a_wrong_typed_key_is_redacted(tmp_path):
+    message = refused(tmp_path, f"DEBUG: {TOKEN}\n", r"DEBUG: must be true or false, got str")
+    assert "1234567890" not in message
+
+
+@pytest.mark.parametrize("where", ["file", "env", "credential"])
+def test_token_with_control_characters_is_refused_naming_the_source(tmp_path, where):
+    bad = "xoxb-1\nxoxb-2" if where != "file" else "xoxb-1 xoxb-2"
+    env, creds = {}, tmp_path / "creds"
+    if where == "env":
+        env["SLACK_TOKEN"] = bad
+    elif where == "credential":
+        creds.mkdir()
+        (creds / "slack_token").write_text(bad)
+        env["CREDENTIALS_DIRECTORY"] = str(creds)
+    path = write(tmp_path, f'SLACK_TOKEN: "{bad if where == "file" else "xoxb-file"}"\n')
+    with pytest.raises(ConfigError, match=r"SLACK_TOKEN: the token from .* contains spaces or control") as caught:
+        load_config(path, env=env)
+    assert "xoxb-2" not in str(caught.value)

@@ -1,0 +1,104 @@
+"""One redaction for every output channel: tokens, URL credentials, Authorization headers."""
+import asyncio
+import logging
+
+import pytest
+
+from rtmbotd.redact import redact
+
+KINDS = ["xoxb", "xoxp", "xoxa", "xoxr", "xoxs", "xoxe", "xapp", "xoxe.xoxp", "XOXB"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("tail", ["1", "1234-5678-AbCdEf", "1-" + "x" * 200])
+def test_slack_tokens_of_every_kind_and_length(kind, tail):
+    text = redact(f"got '{kind}-{tail}', then more")
+    assert tail not in text and text == f"got '{kind}-[redacted]', then more"
+
+
+def test_token_prefix_without_a_value_and_plain_text_stay():
+    for text in ["a bot token starting with xoxb-", "a bot token (xoxb-...)", "mail bob@example.com",
+                 "https://slack.com/api/chat.postMessage", "http://127.0.0.1:8080/x@y", "12:30 done",
+                 "authorization failed"]:
+        assert redact(text) == text
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("http://user:PW@proxy:3128", "http://user:[redacted]@proxy:3128"),
+    ("socks5h://bob:P@ss:w0rd@10.0.0.1:1080/", "socks5h://bob:[redacted]@10.0.0.1:1080/"),
+    ("postgresql+psycopg://rtm:PW@db.example/rtm", "postgresql+psycopg://rtm:[redacted]@db.example/rtm"),
+    ("https://PW@example.com/", "https://[redacted]@example.com/"),
+    ("user:PW@proxy:3128", "user:[redacted]@proxy:3128"),
+])
+def test_url_credentials_of_any_scheme(url, shown):
+    assert redact(f"proxy {url!r} refused") == f"proxy {shown!r} refused"
+
+
+@pytest.mark.parametrize("header, shown", [
+    ("Authorization: Bearer PW.x-y", "Authorization: Bearer [redacted]"),
+    ("authorization: Basic UFc6UFc=", "authorization: Basic [redacted]"),
+    ("Proxy-Authorization: Basic UFc6UFc=", "Proxy-Authorization: Basic [redacted]"),
+    ("{'Authorization': 'Bearer PW'}", "{'Authorization': 'Bearer [redacted]'}"),
+    ("Authorization=PW", "Authorization=[redacted]"),
+])
+def test_authorization_headers(header, shown):
+    assert redact(header) == shown
+
+
+def test_redacting_twice_changes_nothing_more():
+    once = redact("http://u:PW@h xoxb-1-2 Authorization: Bearer PW")
+    assert redact(once) == once and "PW" not in once and "1-2" not in once
+
+
+def test_websockets_proxy_error_text_is_redacted(monkeypatch):
+    """websockets puts the whole proxy URL into InvalidProxy: it reached STATUS and the log."""
+    from rtmbotd.slack.link import open_websocket
+    for name in ("NO_PROXY", "no_proxy", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", "user:S3cretPW@127.0.0.1:9")
+    with pytest.raises(Exception) as caught:
+        asyncio.run(open_websocket("ws://slack.test/link"))
+    raw = f"{type(caught.value).__name__}: {caught.value}"
+    assert "S3cretPW" in raw                 # the library really does show it
+    assert "S3cretPW" not in redact(raw) and "127.0.0.1:9" in redact(raw)
+
+
+def test_every_log_record_and_traceback_is_redacted(tmp_path):
+    from rtmbotd.logsetup import Logging
+    logfile = tmp_path / "bot.log"
+    logs, root = Logging(), logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.configure(debug=False, logfile=str(logfile))
+        try:
+            raise RuntimeError("via http://user:PW1@proxy:3128 with xoxp-PW2")
+        except RuntimeError:
+            logging.getLogger("plugin").exception("failed with %s", {"Authorization": "Bearer PW3"})
+        logs.handler.flush()
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logs.handler.close()
+    text = logfile.read_text()
+    assert "Traceback" in text and "RuntimeError" in text
+    for secret in ("PW1", "PW2", "PW3"):
+        assert secret not in text, text
+
+
+def test_every_status_is_redacted(tmp_path, monkeypatch):
+    from rtmbotd.notify import Notifier
+    from rtmbotd.testing.notify_listener import NotifyListener
+    listener = NotifyListener(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", listener.path)
+    try:
+        notifier = Notifier(env={"NOTIFY_SOCKET": listener.path})
+        notifier.ready("reload failed: SLACK_TOKEN xoxb-PW1")
+        notifier.status("retrying: InvalidProxy: http://user:PW2@proxy:3128 isn't a valid proxy")
+        notifier.stopping("stopping, Authorization: Bearer PW3")
+        listener.wait_for("STOPPING", "1")
+    finally:
+        listener.close()
+    statuses = [fields["STATUS"] for _, fields in listener.messages]
+    assert len(statuses) == 3
+    assert not any(secret in s for s in statuses for secret in ("PW1", "PW2", "PW3")), statuses
+    assert "http://user:[redacted]@proxy:3128" in statuses[1]
