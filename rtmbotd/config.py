@@ -63,8 +63,8 @@ class Config:
 
     path: Path
     base_path: Path
-    slack_token: str | None = None
-    app_token: str | None = None
+    slack_token: str | None = field(default=None, repr=False)     # secrets stay out of reprs
+    app_token: str | None = field(default=None, repr=False)
     connection: str = "rtm"
     api_url: str = DEFAULT_API_URL
     debug: bool = False
@@ -240,8 +240,14 @@ def _check_types(path: Path, data: dict) -> None:
         if not ok:
             shown = "" if key in SECRET_KEYS else f" {value!r:.40}"
             raise ConfigError(f"{path}: {key}: must be {what}, got {type(value).__name__}{shown}")
-        if isinstance(value, str) and _CONTROL.search(value):
-            raise ConfigError(f"{path}: {key}: contains a control character (a NUL byte, a line break...)")
+        if isinstance(value, str):
+            _no_control(path, key, value)
+
+
+def _no_control(path: Path, key: str, value: str) -> str:
+    if _CONTROL.search(value):
+        raise ConfigError(f"{path}: {key}: contains a control character (a NUL byte, a line break...)")
+    return value
 
 
 def _number(path: Path, data: dict, key: str, default: float, minimum: float, maximum: float = MAX_SECONDS) -> float:
@@ -362,7 +368,7 @@ def _load(path: Path, env: Mapping[str, str]) -> Config:
         plugin_timeout=_number(path, data, "PLUGIN_TIMEOUT", 30.0, 0.1),
         import_timeout=_number(path, data, "IMPORT_TIMEOUT", 10.0, 0.1),
         stop_timeout=_number(path, data, "STOP_TIMEOUT", 10.0, 0.0),
-        store_url=env.get("STORE_URL") or data.get("STORE_URL") or None,
+        store_url=_no_control(path, "STORE_URL", env.get("STORE_URL") or data.get("STORE_URL") or "") or None,
         store_synchronous=sync,
         plugin_sections=_plugin_sections(path, data),
     )

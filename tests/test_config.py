@@ -208,3 +208,13 @@ def test_token_with_control_characters_is_refused_naming_the_source(tmp_path, wh
     with pytest.raises(ConfigError, match=r"SLACK_TOKEN: the token from .* contains spaces or control") as caught:
         load_config(path, env=env)
     assert "xoxb-2" not in str(caught.value)
+
+
+def test_control_characters_in_store_url_from_the_environment_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"STORE_URL: contains a control character"):
+        load_config(write(tmp_path, "SLACK_TOKEN: xoxb-1\n"), env={"STORE_URL": "sqlite:////tmp/x\n.sqlite"})
+
+
+def test_tokens_stay_out_of_the_configs_repr(tmp_path):
+    cfg = load_config(write(tmp_path, f"SLACK_TOKEN: {TOKEN}\nSLACK_APP_TOKEN: xapp-1-PW\n"), env={})
+    assert cfg.slack_token == TOKEN and TOKEN not in repr(cfg) and "xapp-1-PW" not in repr(cfg)

@@ -102,3 +102,21 @@ def test_every_status_is_redacted(tmp_path, monkeypatch):
     assert len(statuses) == 3
     assert not any(secret in s for s in statuses for secret in ("PW1", "PW2", "PW3")), statuses
     assert "http://user:[redacted]@proxy:3128" in statuses[1]
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_uncaught_exceptions_on_stderr_are_redacted(where):
+    """What no except block catches still reaches stderr through the redaction."""
+    import subprocess
+    import sys
+    code = ("from rtmbotd.logsetup import early_logging\n"
+            "import threading\n"
+            "early_logging()\n"
+            "def boom():\n"
+            "    raise RuntimeError('via http://user:PW1@proxy:3128 with xoxb-PW2')\n"
+            + ("boom()\n" if where == "main" else
+               "t = threading.Thread(target=boom, name='worker'); t.start(); t.join()\n"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "RuntimeError: via http://user:[redacted]@proxy:3128 with xoxb-[redacted]" in done.stderr, done.stderr
+    assert "Traceback" in done.stderr and "PW1" not in done.stderr and "PW2" not in done.stderr
+    assert (done.returncode == 1) == (where == "main")
