@@ -13,9 +13,12 @@ REDACTED = "[redacted]"     # ASCII: sdnotify sends latin-1 and drops anything e
 # xoxb- xoxp- xoxa- xoxr- xoxs- xoxe- (any xox?-), xapp-, and rotating xoxe.xoxp-...
 _TOKEN = re.compile(r"((?:xoxe\.)?(?:xox[a-z]|xapp)-)[A-Za-z0-9_\-+/=%]+", re.IGNORECASE)
 # scheme://user:password@host -> scheme://user:[redacted]@host; scheme://secret@host -> scheme://[redacted]@host
-_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/?#@'\"<>\[\]{}]*?)(:[^\s/?#'\"<>\[\]{}]*)?@")
+_URL_USERINFO = re.compile(r"(?<![A-Za-z0-9+.\-])([A-Za-z][A-Za-z0-9+.\-]{0,31}://)"
+                           r"([^\s/?#@:'\"<>\[\]{}]{0,256})(:[^\s/?#'\"<>\[\]{}]{0,256})?@")
 # user:password@host with no scheme (a proxy variable written without http://)
-_BARE_USERINFO = re.compile(r"(?<![\w.%+~:/-])([\w.%+~-]+):[^\s/?#'\"<>\[\]{}]+@(?=[\w\[])")
+_BARE_USERINFO = re.compile(r"(?<![\w.%+~:/-])([\w.%+~-]{1,256}):[^\s/?#'\"<>\[\]{}]{1,256}@(?=[\w\[])")
+# (Every repetition that can backtrack is bounded or anchored to a run's start: redact
+# runs on every log line, so it must stay linear in the text's length.)
 # Authorization: Bearer x / Proxy-Authorization: Basic x, as a header line or in a dict's repr
 _AUTH_HEADER = re.compile(r"((?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)(?:([A-Za-z][A-Za-z0-9_-]*)\s+)?"
                           r"(\[redacted\]|[^\s'\",;}\]]+)", re.IGNORECASE)
