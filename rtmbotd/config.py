@@ -125,6 +125,13 @@ class _BoundedLoader(yaml.SafeLoader):
             _measure(node, 1, {}, set())
         return node
 
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:    # a date like 2024-13-45
+            raise ConstructorError(None, None, f"cannot read this value: {str(exc).split(':')[0]}",
+                                   node.start_mark) from None
+
     def construct_yaml_int(self, node):
         try:
             return super().construct_yaml_int(node)

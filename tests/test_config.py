@@ -218,3 +218,7 @@ def test_control_characters_in_store_url_from_the_environment_are_refused(tmp_pa
 def test_tokens_stay_out_of_the_configs_repr(tmp_path):
     cfg = load_config(write(tmp_path, f"SLACK_TOKEN: {TOKEN}\nSLACK_APP_TOKEN: xapp-1-PW\n"), env={})
     assert cfg.slack_token == TOKEN and TOKEN not in repr(cfg) and "xapp-1-PW" not in repr(cfg)
+
+
+def test_impossible_date_is_refused_with_its_line(tmp_path):
+    refused(tmp_path, "SLACK_TOKEN: xoxb-1\nsection: {since: 2024-13-45}\n", r"line 2, .*cannot read this value: month must be")
