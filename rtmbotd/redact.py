@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-REDACTED = "[redacted]"     # ASCII: sdnotify sends latin-1 and drops anything else
+REDACTED = "[redacted]"     # plain ASCII: safe in any log, terminal or notify datagram
 
 # xoxb- xoxp- xoxa- xoxr- xoxs- xoxe- (any xox?-), xapp-, and rotating xoxe.xoxp-...
 _TOKEN = re.compile(r"((?:xoxe\.)?(?:xox[a-z]|xapp)-)[A-Za-z0-9_\-+/=%]+", re.IGNORECASE)
