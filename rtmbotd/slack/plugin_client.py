@@ -9,7 +9,7 @@ import logging
 import threading
 from typing import Any
 
-from rtmbotd.slack.web import proxy_for
+from rtmbotd.slack.proxy import proxy_for
 
 log = logging.getLogger(__name__)
 
