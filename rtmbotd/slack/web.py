@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import aiohttp
-import yarl
 
 from rtmbotd import __version__
 from rtmbotd.slack.proxy import proxy_for
@@ -77,7 +76,7 @@ class SlackWeb:
                          "User-Agent": f"rtmbotd/{__version__}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)    # the one timeout: the whole call
         self._session: aiohttp.ClientSession | None = None
-        self._proxy: yarl.URL | None = None
+        self._proxy: str | None = None
         self._proxy_headers: dict[str, str] | None = None
         self._closed = False
 
@@ -134,17 +133,19 @@ class SlackWeb:
             await self._session.close()
 
 
-def _proxy_and_headers(proxy: str | None) -> tuple[yarl.URL | None, dict[str, str] | None]:
+def _proxy_and_headers(proxy: str | None) -> tuple[str | None, dict[str, str] | None]:
     """The proxy URL without credentials, and them as a UTF-8 Proxy-Authorization header
     for the CONNECT (from the URL aiohttp would encode them as Latin-1, which raises on
     other characters)."""
     if proxy is None:
         return None, None
-    url = yarl.URL(proxy)
-    if url.user is None:
-        return url, None
-    token = base64.b64encode(f"{url.user}:{url.password or ''}".encode("utf-8")).decode("ascii")
-    return url.with_user(None), {"Proxy-Authorization": f"Basic {token}"}
+    parts = urllib.parse.urlsplit(proxy)
+    if parts.username is None:
+        return proxy, None
+    credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    token = base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return bare, {"Proxy-Authorization": f"Basic {token}"}
 
 
 def _transport_error(exc: BaseException) -> str:
