@@ -380,3 +380,14 @@ def test_proxy_for_names_one_rule_for_http_and_websockets(clean_env):
     assert proxy_for("ws://relay.example/x") == "http://plain.example:3128"
     for url in ("https://api.corp.example/", "wss://127.0.0.1:9/", "https://localhost/", "http://[::1]:8/"):
         assert proxy_for(url) is None, url
+
+
+def test_the_plugins_slack_sdk_client_follows_no_proxy(clean_env):
+    from rtmbotd.slack.plugin_client import PluginSlackClient
+    clean_env.setenv("HTTPS_PROXY", "http://p.example:3128")
+    clean_env.setenv("NO_PROXY", "corp.example")
+    client = PluginSlackClient()
+    client.configure("xoxb-1", "https://slack.corp.example/api/")
+    assert client.web.proxy is None                 # slack_sdk alone would take HTTPS_PROXY
+    client.configure("xoxb-1", "https://slack.com/api/")
+    assert client.web.proxy == "http://p.example:3128"

@@ -3,7 +3,8 @@
 `HTTPS_PROXY`/`HTTP_PROXY` as urllib reads them, `NO_PROXY` honoured, and loopback
 never proxied (a fake Slack or a local relay is reached directly). The Web API session
 (aiohttp), the websockets and the plugins' slack_sdk client all ask here, so the daemon's
-clients cannot disagree about a host.
+clients cannot disagree about a host (slack_sdk, told "no proxy", falls back to urllib,
+which proxies loopback unless NO_PROXY names it).
 """
 from __future__ import annotations
 
