@@ -106,7 +106,8 @@ class SlackWeb:
         if self._closed:
             raise WebError(method, "client closed", transport=True)
         try:
-            async with self._open().post(self.base_url + method, data=body, headers={**self._headers, "Content-Type": ctype},
+            async with self._open().post(self.base_url + method, data=body,
+                                         headers={**self._headers, "Content-Type": ctype},
                                          proxy=self._proxy, proxy_headers=self._proxy_headers) as resp:
                 return _answer(method, resp.status, resp.headers, await resp.read())
         except asyncio.TimeoutError:
