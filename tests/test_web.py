@@ -327,14 +327,14 @@ def test_no_proxy_and_loopback_are_reached_directly(server_tls, clean_env):
             await near.call("auth.test")
             await near.close()
             clean_env.setenv("NO_PROXY", "example.org,.invalid")
-            direct = SlackWeb("xoxb-1", srv.url("slack.invalid"))  # not proxied: the name does not resolve
+            direct = SlackWeb("xoxb-1", srv.url("slack.invalid"), timeout=10)  # not proxied: no such name
             with pytest.raises(WebError) as unresolved:
                 await direct.call("auth.test")
             await direct.close()
             return srv, proxy, unresolved.value
     srv, proxy, unresolved = run(scenario())
     assert proxy.targets == [] and len(srv.requests) == 1
-    assert unresolved.transport and "slack.invalid" in unresolved.error
+    assert unresolved.transport          # tried directly: no such name (or no resolver answer)
 
 
 def test_a_proxy_reached_over_tls(server_tls, clean_env):
