@@ -27,7 +27,7 @@ sys.path.insert(0, str(BENCH))
 
 from children import Child, RtmbotdProcess, child_env, pin_cpus  # noqa: E402
 from procstat import CpuUse, cpu_seconds, rss_mib  # noqa: E402
-from report import Latency, Table, machine_lines, ms, num  # noqa: E402
+from report import RSS_GOAL_MIB, Latency, Table, machine_lines, ms, num  # noqa: E402
 from workload import Burst, burst_run, first_reply, latency_run  # noqa: E402
 
 import rtmbot_venv  # noqa: E402
@@ -301,22 +301,22 @@ def goal_lines(results: list[Result]) -> list[str]:
             lines.append(f"  {r.label}: latency: no floor to compare with")
         lost = r.burst.missing if r.burst else None
         lines.append(f"  {r.label}: zero loss: {lost} lost, {'met' if lost == 0 else 'MISSED'}")
-        if old and old.idle and old.rss_start and not old.error:
+        rss_ok = r.rss_start is not None and r.rss_start <= RSS_GOAL_MIB
+        rss = f"RSS {num(r.rss_start, 'MiB', 1)} ≤ {RSS_GOAL_MIB:g} MiB: {'met' if rss_ok else 'MISSED'}"
+        if old and old.idle and not old.error:
             cpu_ok = r.idle.percent_of_core <= old.idle.percent_of_core
-            rss_ok = r.rss_start <= old.rss_start
             lines.append(f"  {r.label}: idle CPU {r.idle.percent_of_core:.3f} % vs python-rtmbot's "
-                         f"{old.idle.percent_of_core:.3f} %: {'met' if cpu_ok else 'MISSED'}; "
-                         f"RSS {r.rss_start:.1f} vs {old.rss_start:.1f} MiB: {'met' if rss_ok else 'MISSED'}")
+                         f"{old.idle.percent_of_core:.3f} %: {'met' if cpu_ok else 'MISSED'}; {rss}")
         else:
-            lines.append(f"  {r.label}: idle CPU and RSS: python-rtmbot has no figures to compare with")
+            lines.append(f"  {r.label}: idle CPU: python-rtmbot has no figures to compare with; {rss}")
     return lines
 
 
 def versions_line(env: rtmbot_venv.RtmbotEnv | None, ours: rtmbotd_venv.RtmbotdEnv) -> list[str]:
     v = ours.versions
-    libs = ", ".join(f"{p} {v.get(p)}" for p in ("websockets", "slack_sdk", "PyYAML", "SQLAlchemy"))
+    libs = ", ".join(f"{p} {v.get(p)}" for p in ("websockets", "aiohttp", "slack_sdk", "PyYAML", "SQLAlchemy"))
     lines = [f"rtmbotd {v.get('rtmbotd')} ({libs}) installed with pip (not editable) in",
-             f"         {ours.python.parent.parent}; floor: the same venv, websockets and rtmbotd.slack.http"]
+             f"         {ours.python.parent.parent}; floor: the same venv, websockets and aiohttp"]
     if env is not None:
         v = env.versions
         lines.append(f"python-rtmbot {v.get('rtmbot')} (slackclient {v.get('slackclient')}, "

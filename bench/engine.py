@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from children import REPO, BenchError, RtmbotdProcess, pin_cpus, rtmbotd_argv  # noqa: E402
 from procstat import CpuUse, idle_cpu, peak_rss_mib, rss_mib  # noqa: E402
-from report import Latency, Table, machine_lines, median, ms, num  # noqa: E402
+from report import RSS_GOAL_MIB, Latency, Table, machine_lines, median, ms, num  # noqa: E402
 from workload import Burst, burst_run, first_reply, latency_run, wait_connected  # noqa: E402
 
 from rtmbotd import __version__  # noqa: E402
@@ -223,7 +223,8 @@ def build_table(results: list[ModeResult], plan: Plan) -> Table:
     row(f"  idle CPU over {plan.idle_s:g} s, % of one core",
         [(num(r.idle.percent_of_core, "%", 3) + mark(r.idle.percent_of_core, GOAL_IDLE_CPU, True))
          if r.idle else "-" for r in results], "< 0.5 %")
-    row("  RSS after start", [num(r.rss_start, "MiB", 1) for r in results])
+    row("  RSS after start", [num(r.rss_start, "MiB", 1) + mark(r.rss_start, RSS_GOAL_MIB) for r in results],
+        f"≤ {RSS_GOAL_MIB:g} MiB")
     row("  RSS after the burst (peak)",
         [f"{num(r.rss_after_burst, '', 1)} ({num(r.rss_peak, '', 1)}) MiB" if r.rss_peak else "-"
          for r in results])

@@ -5,8 +5,8 @@
 RTM: `rtm.connect` over HTTP (urllib), then on a `websockets` connection each user
 message in a DM is answered at once with an RTM message frame. Socket Mode:
 `apps.connections.open`, each envelope acked at once on the socket, and the answer
-posted with `chat.postMessage` over rtmbotd's keep-alive HTTP client
-(rtmbotd.slack.http, the one the daemon posts with). No plugin machinery,
+posted with `chat.postMessage` over one keep-alive `aiohttp.ClientSession` (the library
+the daemon posts with, without its SlackWeb layer). No plugin machinery,
 no queue, no loop of its own: the reply is written in the read handler. The reply
 text is the `repeat` plugin's, so the benchmark matches replies the same way.
 """
@@ -21,7 +21,7 @@ import urllib.request
 
 from websockets.asyncio.client import connect
 
-from rtmbotd.slack.http import HttpClient
+from rtmbotd.slack.proxy import LOOPBACK
 
 BOT_TOKEN = "xoxb-bench"
 APP_TOKEN = "xapp-bench"
@@ -71,17 +71,21 @@ async def rtm(api_url: str) -> None:
 
 
 async def socket_mode(api_url: str) -> None:
-    url = web_call(api_url, "apps.connections.open", APP_TOKEN)["url"]
-    headers = {"Authorization": f"Bearer {BOT_TOKEN}"}
-    posts: set[asyncio.Task] = set()
+    import aiohttp                      # here: the RTM floor posts nothing and does not carry it
+    from rtmbotd.slack.web import MAX_CONNECTIONS
 
-    http = HttpClient(api_url)
+    url = web_call(api_url, "apps.connections.open", APP_TOKEN)["url"]
+    headers = {"Authorization": f"Bearer {BOT_TOKEN}", "Content-Type": "application/json; charset=utf-8"}
+    posts: set[asyncio.Task] = set()
 
     async def post(channel: str, text: str) -> None:
         body = json.dumps({"channel": channel, "text": text}, ensure_ascii=False).encode("utf-8")
-        await http.post("chat.postMessage", body, "application/json; charset=utf-8", headers)
+        async with http.post(api_url + "chat.postMessage", data=body, headers=headers) as resp:
+            await resp.read()
 
-    async with _websocket(url) as ws:
+    # The daemon's pool size; no proxy (loopback) and no per-call environment look-ups.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS), trust_env=False)
+    async with session as http, _websocket(url) as ws:
         async for raw in ws:
             envelope = json.loads(raw)
             envelope_id = envelope.get("envelope_id")
@@ -111,7 +115,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("rtm", "socket_mode"), default="rtm")
     args = parser.parse_args()
     api_url = args.api_url if args.api_url.endswith("/") else args.api_url + "/"
-    if urllib.parse.urlsplit(api_url).hostname not in ("127.0.0.1", "localhost", "::1"):
+    if urllib.parse.urlsplit(api_url).hostname not in LOOPBACK:
         parser.error("the floor client talks to a fake Slack on loopback only")
     asyncio.run(run(api_url, args.mode))
 

@@ -20,7 +20,7 @@ from children import REPO, child_env
 from rtmbot_venv import ROOT, SetupError, _error_line, _run
 
 MARKER = ".bench-ready.json"
-PACKAGES = ("rtmbotd", "websockets", "slack_sdk", "PyYAML", "SQLAlchemy")
+PACKAGES = ("rtmbotd", "websockets", "aiohttp", "slack_sdk", "PyYAML", "SQLAlchemy")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
 from rtmbotd.slack.frames import BadFrame, decode_frame
-from rtmbotd.slack.web import proxy_for
+from rtmbotd.slack.proxy import proxy_for
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ async def open_websocket(url: str) -> ClientConnection:
     """Connect with settings suited to Slack: no compression, big frames, keepalive."""
     return await connect(url, max_size=MAX_FRAME, compression=None, open_timeout=15,
                          close_timeout=3, ping_interval=30, ping_timeout=20,
-                         proxy=proxy_for(url.replace("wss://", "https://").replace("ws://", "http://")),
+                         proxy=proxy_for(url),
                          user_agent_header="rtmbotd")
 
 

@@ -9,7 +9,7 @@ import logging
 import threading
 from typing import Any
 
-from rtmbotd.slack.web import proxy_for
+from rtmbotd.slack.proxy import proxy_for
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,11 @@ class PluginSlackClient:
             if self._web is None and self._settings is not None:
                 from slack_sdk import WebClient
                 token, base_url = self._settings
-                self._web = WebClient(token=token, base_url=base_url, proxy=proxy_for(base_url))
+                self._web = WebClient(token=token, base_url=base_url)
+                # Set after: given no proxy, slack_sdk takes HTTPS_PROXY itself, NO_PROXY
+                # unread. None leaves it to urllib, which reads both (loopback then needs
+                # NO_PROXY too).
+                self._web.proxy = proxy_for(base_url)
             return self._web
 
     def api_call(self, method: str, **kwargs: Any) -> dict:

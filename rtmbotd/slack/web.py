@@ -1,17 +1,30 @@
-"""Slack Web API calls on the daemon's loop, over keep-alive connections (slack/http.py)."""
+"""Slack Web API calls on the daemon's loop, over one keep-alive aiohttp session per token.
+
+aiohttp does the HTTP (connection pool, TLS, proxy CONNECT, chunked and gzip answers);
+this module owns what a call sends and what Slack's answer means. Measured against the
+hand-written HTTP/1.1 client it replaced, on loopback: about +0.25 ms per call and
++9.4 MiB resident, invisible against Slack's round trip (bench/README.md).
+"""
 from __future__ import annotations
 
+import asyncio
+import base64
 import json as jsonlib
 import logging
+import ssl
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
+
+import aiohttp
 
 from rtmbotd import __version__
-from rtmbotd.slack.http import HttpClient, HttpError, Response
+from rtmbotd.slack.proxy import proxy_for
 
 log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 16         # calls in flight per token; more wait for a free connection
+IDLE_TIMEOUT = 30.0          # an idle keep-alive connection older than this is closed
 
 # Slack error codes worth retrying; every other `ok: false` answer is final, since
 # sending the same request again gets the same answer (and would block its channel).
@@ -48,23 +61,35 @@ class WebError(Exception):
         return self.error in AUTH_ERRORS
 
 
-def proxy_for(url: str) -> str | None:
-    """The proxy the environment names for `url`, honouring NO_PROXY (slack_sdk does not)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if urllib.request.proxy_bypass(host) or host in ("127.0.0.1", "localhost", "::1"):
-        return None
-    return urllib.request.getproxies().get(parts.scheme)
-
-
 class SlackWeb:
-    """One token's Web API client; must be created and used on the daemon's loop."""
+    """One token's Web API client; must be created and used on the daemon's loop.
+
+    Its aiohttp session is opened on the first call (on the loop) and closed by `close`.
+    The proxy is chosen once, by `proxy_for`, the rule the websockets follow too, rather
+    than by aiohttp's `trust_env`: that would drop `https://` proxies, reach loopback
+    through a proxy, and look up the proxy and ~/.netrc on a thread for every call.
+    """
 
     def __init__(self, token: str, base_url: str, *, timeout: float = 30.0) -> None:
         self.base_url = base_url
-        self._auth = {"Authorization": f"Bearer {token}"}
-        self._http = HttpClient(base_url, timeout=timeout, proxy=proxy_for(base_url),
-                                user_agent=f"rtmbotd/{__version__}")
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
+                         "User-Agent": f"rtmbotd/{__version__}"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)    # the one timeout: the whole call
+        self._session: aiohttp.ClientSession | None = None
+        self._proxy: str | None = None
+        self._proxy_headers: dict[str, str] | None = None
+        self._closed = False
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._proxy, self._proxy_headers = _proxy_and_headers(proxy_for(self.base_url))
+            connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(),   # the system's CA store
+                                             limit=MAX_CONNECTIONS, keepalive_timeout=IDLE_TIMEOUT)
+            # No session-wide headers: aiohttp would add them to the proxy's CONNECT too,
+            # and the token with them.
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                                  trust_env=False)
+        return self._session
 
     async def call(self, method: str, *, json: bool = False, **params: Any) -> dict:
         """Call `method` (JSON body, or form-encoded); return Slack's answer or raise WebError."""
@@ -78,13 +103,17 @@ class SlackWeb:
                 ctype = "application/x-www-form-urlencoded"
         except (TypeError, ValueError) as exc:   # the request itself cannot be encoded
             raise WebError(method, f"bad request: {type(exc).__name__}: {exc}") from None
+        if self._closed:
+            raise WebError(method, "client closed", transport=True)
         try:
-            resp = await self._http.post(method, body, ctype, self._auth)
-        except HttpError as exc:
-            raise WebError(method, str(exc), transport=True) from None
-        except (OSError, EOFError, ValueError) as exc:   # a gap in HttpClient: retry
-            raise WebError(method, f"{type(exc).__name__}: {exc}", transport=True) from None
-        return _answer(method, resp)
+            async with self._open().post(self.base_url + method, data=body,
+                                         headers={**self._headers, "Content-Type": ctype},
+                                         proxy=self._proxy, proxy_headers=self._proxy_headers) as resp:
+                return _answer(method, resp.status, resp.headers, await resp.read())
+        except asyncio.TimeoutError:
+            raise WebError(method, f"no answer within {self._timeout.total:g} s", transport=True) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise WebError(method, _transport_error(exc), transport=True) from None
 
     async def paginate(self, method: str, key: str, **params: Any) -> list[dict]:
         """Every item of a cursor-paginated listing."""
@@ -99,7 +128,33 @@ class SlackWeb:
         return items
 
     async def close(self) -> None:
-        await self._http.close()
+        """Close the session and its connections; later calls fail as transport errors."""
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+
+
+def _proxy_and_headers(proxy: str | None) -> tuple[str | None, dict[str, str] | None]:
+    """The proxy URL without credentials, and them as a UTF-8 Proxy-Authorization header
+    for the CONNECT (from the URL aiohttp would encode them as Latin-1, which raises on
+    other characters)."""
+    if proxy is None:
+        return None, None
+    parts = urllib.parse.urlsplit(proxy)
+    if parts.username is None:
+        return proxy, None
+    credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    token = base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return bare, {"Proxy-Authorization": f"Basic {token}"}
+
+
+def _transport_error(exc: BaseException) -> str:
+    """What went wrong on the way; never a proxy's URL (it may carry credentials)."""
+    if isinstance(exc, aiohttp.ClientResponseError):     # its text names a URL
+        what = "the proxy refused: " if isinstance(exc, aiohttp.ClientHttpProxyError) else "bad answer: "
+        return f"{what}HTTP {exc.status} {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _form_value(value: Any) -> str:
@@ -110,23 +165,23 @@ def _form_value(value: Any) -> str:
     return str(value)
 
 
-def _answer(method: str, resp: Response) -> dict:
+def _answer(method: str, status: int, headers: Mapping[str, str], body: bytes) -> dict:
     """Slack's JSON answer, or WebError for a refusal, a rate limit or a server failure."""
-    retry = _seconds(resp.headers.get("retry-after"))
+    retry = _seconds(headers.get("Retry-After"))
     try:
-        data = jsonlib.loads(resp.body) if resp.body else None
+        data = jsonlib.loads(body) if body else None
     except ValueError:
         data = None
     error = data.get("error") if isinstance(data, dict) else None
-    if resp.status >= 500:
-        raise WebError(method, error or f"http_{resp.status}", retry, resp.status, transport=True)
-    if resp.status == 429:
+    if status >= 500:
+        raise WebError(method, error or f"http_{status}", retry, status, transport=True)
+    if status == 429:
         raise WebError(method, error or "ratelimited", retry, 429)
     if not isinstance(data, dict):
-        raise WebError(method, f"http_{resp.status}: answer is not a JSON object", retry, resp.status,
-                       transport=resp.status == 200)
-    if resp.status != 200 or not data.get("ok"):
-        raise WebError(method, error or f"http_{resp.status}", retry, resp.status)
+        raise WebError(method, f"http_{status}: answer is not a JSON object", retry, status,
+                       transport=status == 200)
+    if status != 200 or not data.get("ok"):
+        raise WebError(method, error or f"http_{status}", retry, status)
     return data
 
 
