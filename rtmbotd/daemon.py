@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from rtmbotd.config import Config
 from rtmbotd.slack.connector import Connector, LinkFailed, LinkOpened, SendResult
-from rtmbotd.slack.directory import Directory
+from rtmbotd.slack.directory import Directory, DirectoryListed
 from rtmbotd.errors import StoreError
 from rtmbotd.runtime.generation import Built, build_generation, reload_problem
 from rtmbotd.runtime.host import PluginHost
@@ -29,18 +29,15 @@ from rtmbotd.runtime.loader import PluginEnv, PluginSet, hung_imports
 from rtmbotd.router import DMOpened, Output, Router
 from rtmbotd.slack.link import LinkBadFrame, LinkClosed, LinkFrame
 from rtmbotd.slack.plugin_client import PluginSlackClient
-from rtmbotd.slack.web import WebError
-from rtmbotd.slack.protocol import CLASSIFIERS, Event, Goodbye, Hello, Pong, Reply
+from rtmbotd.slack.protocol import Event, Hello
+from rtmbotd.slack.redelivery import SeenEvents
 from rtmbotd.runtime.worker import PluginReport, WorkerExited
 from rtmbotd.signals import EX_INTERRUPTED, HANDLED
+from rtmbotd.status import check_every, report_stuck, status_line
 
 log = logging.getLogger(__name__)
 
-DIRECTORY_MAX_AGE = 900.0
-DIRECTORY_RETRY = 10.0
-STATUS_EVERY = 5.0
 OUTPUT_SWEEP_EVERY = 1.0     # outputs a plugin's own threads appended between calls
-SEEN_ENVELOPES = 2048
 
 
 class State(enum.Enum):
@@ -50,17 +47,26 @@ class State(enum.Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"
 
+    def can_become(self, new: "State") -> bool:
+        return new in _NEXT_STATES[self]
+
+
+_NEXT_STATES = {
+    State.STARTING: {State.RUNNING, State.STOPPING},
+    State.RUNNING: {State.RELOADING, State.STOPPING},
+    State.RELOADING: {State.RUNNING, State.STOPPING},
+    State.STOPPING: {State.STOPPED},          # a second SIGINT, or the drained stop
+    State.STOPPED: set(),
+}
+
+
+class StateError(RuntimeError):
+    """A state change the daemon's state machine does not allow: a bug."""
+
 
 @dataclass(frozen=True)
 class Signal:
     signum: int
-
-
-@dataclass(frozen=True)
-class DirectoryListed:
-    channels: list
-    users: list
-    error: WebError | None
 
 
 class Daemon:
@@ -73,42 +79,53 @@ class Daemon:
         self.logging = logging_ or Logging()
         self.overrides = overrides or {}
         self.notifier = notifier or Notifier()
-        self.state = State.STARTING
+        self._state = State.STARTING
         self.install_signals = install_signals
         self.exit_code = 0
         self.host: PluginHost | None = None
         self.outbox = Outbox(config.rate_limit, config.rate_burst)
         self.directory = Directory()
-        self.directory_at: float | None = None
         self.slack_client = PluginSlackClient()
         self.store = store
         self._early_signals = early_signals if early_signals is not None else []
         self.env = PluginEnv(slack_client=self.slack_client)
         self._restored: dict[int, dict] = {}     # tag -> record saved at the last stop, not yet settled
         self._restored_parts: dict[int, int] = {}   # tag -> queued parts still unsettled
-        self._seen_envelopes: dict[str, None] = {}
+        self._seen = SeenEvents()
         self._reload_again = False
         self._stop_deadline: float | None = None
         self._watchdog_at: float | None = None
         self._status_at = 0.0
         self._sweep_at = 0.0
-        self._directory_retry_at: float | None = None
         self._finishing = False          # the stop's last, awaited part is running
         self._to_restore: list[int] = []  # saved messages not queued yet (tags of _restored)
         self._stop_task: asyncio.Task | None = None   # held: the loop keeps only weak references
         self._done: asyncio.Future | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.inbox: Inbox | None = None
-        self.connector: Connector | None = None
-        self.router: Router | None = None
-        self._handlers = {
+        self.connector = connector = Connector(self._post, self.outbox, clock, self.refresh_status)
+        self.router = Router(self.outbox, self.directory, lambda user: connector.open_dm(user, DMOpened),
+                             dropped=lambda out: self._settle_tag(out.tag))
+        # The one consumer dispatches by type; the connector's own items go straight to it.
+        self._handlers: dict[type, Callable[[Any], None]] = {
             Signal: self.handle_signal, Built: self.handle_built, LinkFrame: self.handle_frame,
-            LinkBadFrame: self.handle_bad_frame, LinkClosed: self.handle_link_closed,
-            LinkOpened: self.handle_link_opened, LinkFailed: self.handle_link_failed,
             PluginReport: self.handle_report, WorkerExited: self.handle_worker_exited,
-            SendResult: self.handle_sent, DMOpened: self.handle_dm_opened,
-            DirectoryListed: self.handle_directory_listed,
+            DMOpened: self.handle_dm_opened, DirectoryListed: self.handle_directory_listed,
+            LinkOpened: connector.handle_opened, LinkFailed: connector.handle_failed,
+            LinkClosed: connector.handle_closed, LinkBadFrame: connector.handle_bad_frame,
+            SendResult: connector.handle_sent,
         }
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def _set_state(self, new: State) -> None:
+        """Every state change goes through here: STARTING -> RUNNING <-> RELOADING -> STOPPING -> STOPPED."""
+        if not self._state.can_become(new):
+            raise StateError(f"no way from {self._state.value} to {new.value}")
+        log.debug("state: %s -> %s", self._state.value, new.value)
+        self._state = new
 
     # -- set-up -------------------------------------------------------------------
     def _post(self, item: Any) -> None:
@@ -126,10 +143,7 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         self._done = self.loop.create_future()
         self.inbox = Inbox(self.loop, self._drain)
-        self.connector = Connector(self._post, self.outbox, self.clock)
         self.host = PluginHost(self.inbox.put_threadsafe, self.clock)
-        self.router = Router(self.outbox, self.directory, lambda user: self.connector.open_dm(user, DMOpened),
-                             dropped=lambda out: self._settle_tag(out.tag))
         self._open_store()
         if self.install_signals:
             self._install_signals()
@@ -248,7 +262,8 @@ class Daemon:
             await self._finish_stop()
         except Exception:  # noqa: BLE001 - stopping must end in STOPPED
             log.exception("internal error while stopping")
-        self.state = State.STOPPED
+        if self.state is not State.STOPPED:
+            self._set_state(State.STOPPED)
         self._end()
 
     def _end(self) -> None:
@@ -257,7 +272,7 @@ class Daemon:
 
     def _next_deadline(self, now: float) -> float | None:
         times = [self._watchdog_at, self._stop_deadline, self.connector.next_deadline(now),
-                 self._directory_retry_at]
+                 self.directory.retry_at]
         if self.state in (State.RUNNING, State.RELOADING):
             times.append(self.host.next_deadline())
             if self.host.workers:
@@ -272,24 +287,27 @@ class Daemon:
                 self._sweep_at = now
                 self.host.sweep_outputs()
         self.connector.tick(now)
-        if self._directory_retry_at is not None and now >= self._directory_retry_at:
-            self._directory_retry_at = None
+        if self.directory.retry_due(now):
             self.connector.list_directory(DirectoryListed)
         if self._watchdog_at is not None and now >= self._watchdog_at:
             self.notifier.watchdog()
             self._watchdog_at = now + self.notifier.watchdog_interval
         if now >= self._status_at + self._status_every():
             self._status_at = now
-            self._check_stuck(now)
+            report_stuck(self.host, now, self.config.plugin_timeout)
             self.refresh_status(now)
 
     def _status_every(self) -> float:
-        """How often stuck plugins are looked for (and STATUS refreshed)."""
-        return min(STATUS_EVERY, max(0.5, self.config.plugin_timeout / 2))
+        return check_every(self.config.plugin_timeout)
 
     def refresh_status(self, now: float | None = None) -> None:
         if self.state in (State.RUNNING, State.RELOADING):
             self.notifier.status(self.status_line(self.clock() if now is None else now))
+
+    def status_line(self, now: float) -> str:
+        return status_line(self.config, self.host, now, connection=self.connector.status(),
+                           store=getattr(self.store, "problem", None),      # e.g. unreachable at start
+                           queued=len(self.outbox) + self.router.waiting, hung=hung_imports())
 
     # -- generations: start and reload ------------------------------------------
     def _build(self, path) -> None:
@@ -316,7 +334,7 @@ class Daemon:
         if starting:
             for name, why in sorted(item.plugins.errors.items()):
                 log.error("plugin %s skipped: %s", name, why)
-            self.state = State.RUNNING
+            self._set_state(State.RUNNING)
             self._status_at = now
             # Start-up objects (modules, plugins) live for good: keep them out of every
             # later collection, which otherwise stalls an event by up to ~15 ms.
@@ -338,7 +356,7 @@ class Daemon:
             self._reload_again = False
             self._build(self.config.path)
             return
-        self.state = State.RUNNING
+        self._set_state(State.RUNNING)
         status = self.status_line(now)
         self.notifier.ready(f"{problem}; {status}" if problem else status)
 
@@ -372,7 +390,7 @@ class Daemon:
             self._reload_again = True      # coalesce: one more build after this one
             return
         log.info("SIGHUP: reloading %s", self.config.path)
-        self.state = State.RELOADING
+        self._set_state(State.RELOADING)
         self.notifier.reloading()
         self._build(self.config.path)
 
@@ -383,7 +401,7 @@ class Daemon:
         if self.state is State.STOPPING:
             log.warning("second SIGINT: exiting now")
             self.exit_code = EX_INTERRUPTED
-            self.state = State.STOPPED
+            self._set_state(State.STOPPED)
             return
         self._begin_stop(self.clock())
 
@@ -396,7 +414,7 @@ class Daemon:
         if self.state in (State.STOPPING, State.STOPPED):
             return
         log.info("stopping: finishing plugin calls and sending %d queued message(s)", len(self.outbox))
-        self.state = State.STOPPING
+        self._set_state(State.STOPPING)
         self.notifier.stopping(f"Stopping; {len(self.outbox)} message(s) queued")
         self._stop_deadline = now + self.config.stop_timeout
         self.host.stop()
@@ -415,7 +433,7 @@ class Daemon:
             log.warning("plugins still running at the stop deadline: %s", ", ".join(w.unit.name for w in busy))
         await self.connector.close()
         self._save_outbox()
-        self.state = State.STOPPED
+        self._set_state(State.STOPPED)
         log.info("stopped")
 
     def _save_outbox(self) -> None:
@@ -434,52 +452,16 @@ class Daemon:
             self.store.close()
 
     # -- Slack frames -----------------------------------------------------------------
-    def handle_link_opened(self, item: LinkOpened) -> None:
-        self.connector.handle_opened(item, self.clock())
-
-    def handle_link_failed(self, item: LinkFailed) -> None:
-        self.connector.handle_failed(item, self.clock())
-        self.refresh_status()
-
-    def handle_link_closed(self, item: LinkClosed) -> None:
-        self.connector.handle_closed(item, self.clock())
-        self.refresh_status()
-
-    def handle_bad_frame(self, item: LinkBadFrame) -> None:
-        bad = item.bad
-        log.warning("%r: ignored a bad frame (%d bytes): %s; starts %r", item.link, bad.size, bad.reason, bad.sample)
-
     def handle_frame(self, item: LinkFrame) -> None:
-        link = item.link
-        frame = CLASSIFIERS[link.mode](item.event)
-        now = self.clock()
+        frame = self.connector.handle_frame(item)
         if isinstance(frame, Event):
             self._on_event(frame)
-        elif isinstance(frame, Reply):
-            self.connector.on_reply(link, frame.frame, now)
-        elif isinstance(frame, Hello):
-            self.connector.on_hello(link, now)
-            self.refresh_status(now)
-            if self.directory_at is None or now - self.directory_at > DIRECTORY_MAX_AGE:
-                self.directory_at = now
-                self.connector.list_directory(DirectoryListed)
-        elif isinstance(frame, Pong):
-            self.connector.on_pong()
-        elif isinstance(frame, Goodbye):
-            if "link_disabled" in frame.reason:
-                log.error("Slack disabled Socket Mode for this app (link_disabled); enable it and reload")
-            if link is self.connector.link:
-                self.connector.replace_soon(frame.reason)
-        else:
-            log.debug("%r: frame ignored (%s): %.120r", link, frame.why, item.event)
+        elif isinstance(frame, Hello) and self.directory.connected(self.clock()):
+            self.connector.list_directory(DirectoryListed)
 
     def _on_event(self, event: Event) -> None:
-        if event.envelope_id is not None:      # Slack redelivers; two links may overlap
-            if event.envelope_id in self._seen_envelopes:
-                return
-            self._seen_envelopes[event.envelope_id] = None
-            if len(self._seen_envelopes) > SEEN_ENVELOPES:
-                del self._seen_envelopes[next(iter(self._seen_envelopes))]
+        if not self._seen.first_time(event):      # a redelivery, or two links overlapping
+            return
         if self.state is State.STOPPING:
             return
         self.directory.apply(event.data)
@@ -502,60 +484,16 @@ class Daemon:
                 self.router.route(out, now)
             except Exception:  # noqa: BLE001 - a bad output costs only itself
                 log.exception("plugin %s: output to %r dropped", out.plugin, out.target)
-        self.connector.pump(now)
 
     def handle_worker_exited(self, item: WorkerExited) -> None:
         item.worker.exited = True
         log.debug("plugin %s stopped", item.worker.unit.name)
 
-    def handle_sent(self, item: SendResult) -> None:
-        self.connector.handle_sent(item, self.clock())
-
     # -- directory --------------------------------------------------------------------
     def handle_directory_listed(self, item: DirectoryListed) -> None:
         now = self.clock()
-        error = item.error
-        if error is not None and not error.permanent:
-            delay = max(error.retry_after or 0.0, DIRECTORY_RETRY)
-            log.warning("cannot list channels and users (%s); retrying in %.0f s", error, delay)
-            self._directory_retry_at = now + delay
-            return                 # #name / @user outputs keep waiting
-        if error is not None:
-            log.error("cannot list channels and users (%s): #name and @user targets will not resolve",
-                      error)
-        self.directory.load(item.channels, item.users)
-        self.router.directory_loaded(now)
-        self.connector.pump(now)
+        if self.directory.listed(item, now):    # else #name / @user outputs keep waiting for the retry
+            self.router.directory_loaded(now)
 
     def handle_dm_opened(self, item: DMOpened) -> None:
-        now = self.clock()
-        self.router.dm_opened(item, now)
-        self.connector.pump(now)
-
-    # -- status -----------------------------------------------------------------------
-    def _check_stuck(self, now: float) -> None:
-        for worker in self.host.stuck(now, self.config.plugin_timeout):
-            if not worker.stuck_reported:
-                worker.stuck_reported = True
-                log.warning("plugin %s stuck in %s for %.0f s (%d call(s) waiting)", worker.unit.name,
-                            worker.busy_label, worker.busy_for(now), worker.backlog - 1)
-
-    def status_line(self, now: float) -> str:
-        if not self.config.has_token:
-            return f"No Slack token: set SLACK_TOKEN in {self.config.path}, then systemctl reload rtmbotd"
-        plugins = self.host.plugins
-        loaded = len(plugins.plugins) if plugins else 0
-        failed = len(plugins.errors) if plugins else 0
-        parts = [self.connector.status().capitalize(),
-                 *filter(None, [getattr(self.store, "problem", None)]),     # e.g. unreachable at start
-                 f"generation {plugins.generation if plugins else 0}",
-                 f"{loaded} plugin(s) loaded" + (f", {failed} failed" if failed else ""),
-                 f"{len(self.outbox) + self.router.waiting} message(s) queued"]
-        stuck = [f"{w.unit.name} ({w.busy_for(now):.0f} s)"
-                 for w in self.host.stuck(now, self.config.plugin_timeout)]
-        if stuck:
-            parts.append("stuck: " + ", ".join(stuck))
-        hung = hung_imports()
-        if hung:
-            parts.append(f"{hung} import(s) hung")
-        return "; ".join(parts)
+        self.router.dm_opened(item, self.clock())

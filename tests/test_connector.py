@@ -4,9 +4,10 @@ import json
 from pathlib import Path
 
 from rtmbotd.config import Config
-from rtmbotd.slack.connector import Connector
+from rtmbotd.slack.connector import Connector, LinkFailed
 from rtmbotd.outbox import Outbox
-from rtmbotd.slack.link import LinkClosed
+from rtmbotd.slack.link import LinkClosed, LinkFrame
+from rtmbotd.slack.protocol import Event, Hello
 from rtmbotd.slack.rtm import RtmLink
 from rtmbotd.slack.web import WebError
 
@@ -37,7 +38,7 @@ def connected_rtm():
     """A connector with an RTM link (stub socket) that said hello; (connector, outbox, link, posts)."""
     posts = []
     box = Outbox(0, 4)
-    conn = Connector(posts.append, box, lambda: 0.0)
+    conn = Connector(posts.append, box, lambda: 0.0, lambda: posts.append("status changed"))
     conn.config = Config(path=Path("/x"), base_path=Path("/x"), slack_token="xoxb-1")
     link = RtmLink(StubSocket(), posts.append, {})
     conn.pending = link
@@ -62,7 +63,7 @@ def test_replacement_link_keeps_order_of_unacked_messages():
         conn.on_hello(new, 1.0)
         conn.pump(1.0)
         assert sent_texts(new) == []                  # nothing newer overtakes "2" and "3"
-        conn.handle_closed(LinkClosed(old, "closed"), 1.1)
+        conn.handle_closed(LinkClosed(old, "closed"))
         conn.pump(1.2)
         assert [f["text"] for f in sent_texts(new)] == ["2", "3", "4", "5"]
         for task in list(conn._tasks):
@@ -86,7 +87,7 @@ def test_losing_the_current_link_never_resends_onto_it_and_sending_resumes_on_th
         box.enqueue("C1", "hello", "p", 0.0)
         conn.pump(0.0)
         assert [f["text"] for f in sent_texts(old)] == ["hello"]
-        conn.handle_closed(LinkClosed(old, "lost"), 0.1)      # unacknowledged: back in the outbox
+        conn.handle_closed(LinkClosed(old, "lost"))      # unacknowledged: back in the outbox
         assert sent_texts(old) == [] and conn.link is None
         new = RtmLink(StubSocket(), posts.append, {})
         conn.pending = new
@@ -97,3 +98,47 @@ def test_losing_the_current_link_never_resends_onto_it_and_sending_resumes_on_th
         for task in list(conn._tasks):
             task.cancel()
     asyncio.run(scenario())
+
+
+def on_connected_rtm(scenario):
+    """Run `scenario(conn, box, link, posts)` on a loop, with a connector linked over RTM."""
+    async def run():
+        conn, box, link, posts = connected_rtm()
+        try:
+            scenario(conn, box, link, posts)
+        finally:
+            for task in list(conn._tasks):
+                task.cancel()
+    asyncio.run(run())
+
+
+def test_frames_the_link_owns_are_handled_and_events_handed_back():
+    def scenario(conn, box, link, posts):
+        box.enqueue("C1", "hi", "p", 0.0)
+        conn.pump(0.0)
+        [sent] = sent_texts(link)
+        conn.handle_frame(LinkFrame(link, {"ok": True, "reply_to": sent["id"], "ts": "1.0"}))
+        assert len(box) == 0 and conn._rtm_inflight == {}      # the reply settled the message
+        event = {"type": "message", "text": "x"}
+        assert conn.handle_frame(LinkFrame(link, event)) == Event("message", event)
+        new = RtmLink(StubSocket(), posts.append, {})
+        conn.pending = new
+        posts.clear()
+        assert conn.handle_frame(LinkFrame(new, {"type": "hello"})) == Hello()
+        assert conn.link is new and posts == ["status changed"]
+    on_connected_rtm(scenario)
+
+
+def test_connection_problems_keep_their_words_and_announce_a_status_change():
+    def scenario(conn, box, link, posts):
+        posts.clear()
+        conn.handle_closed(LinkClosed(link, "closed by Slack (code 1011, Server Error)"))
+        assert posts == ["status changed"]
+        assert conn.status().startswith("reconnecting in ")
+        assert conn.status().endswith(" s (closed by Slack (code 1011, Server Error))")
+        conn.handle_failed(LinkFailed("rtm.connect: Fake_Outage", None, False, conn.epoch))
+        assert posts == ["status changed"] * 2
+        assert conn.status().startswith("cannot connect (rtm.connect: Fake_Outage); retrying in ")
+        conn.handle_failed(LinkFailed("from an older token", None, False, conn.epoch - 1))
+        assert len(posts) == 2
+    on_connected_rtm(scenario)

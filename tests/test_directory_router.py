@@ -109,3 +109,26 @@ def test_parse_output_refuses_what_is_not_plain_json(bad, caplog):
 def test_parse_output_keeps_nesting_up_to_max_depth():
     out = parse_output({"channel": "C1", "blocks": [nested(MAX_DEPTH - 2)]}, "p")   # MAX_DEPTH levels in all
     assert out is not None and out.extra["blocks"] == [nested(MAX_DEPTH - 2)]
+
+
+def test_listing_is_due_on_a_connect_when_missing_or_old():
+    from rtmbotd.slack.directory import LISTING_MAX_AGE
+    d = Directory()
+    assert d.connected(100.0)                     # none yet: list
+    assert not d.connected(101.0)                 # a reconnect soon after: keep it
+    assert d.connected(101.0 + LISTING_MAX_AGE)   # old: list again
+
+
+def test_a_passing_listing_failure_retries_a_permanent_one_loads_what_there_is():
+    from rtmbotd.slack.directory import LISTING_RETRY, DirectoryListed
+    from rtmbotd.slack.web import WebError
+    d = Directory()
+    limited = WebError("users.list", "ratelimited", retry_after=30.0, status=429)
+    assert not d.listed(DirectoryListed([], [], limited), 0.0) and not d.loaded
+    assert d.retry_at == 30.0                      # Retry-After, when longer than the floor
+    assert not d.retry_due(29.9) and d.retry_due(30.0) and not d.retry_due(31.0)
+    assert not d.listed(DirectoryListed([], [], WebError("users.list", "http_503", status=503)), 40.0)
+    assert d.retry_at == 40.0 + LISTING_RETRY
+    assert d.listed(DirectoryListed([{"id": "C1", "name": "general"}], [],
+                                    WebError("users.list", "missing_scope", status=200)), 50.0)
+    assert d.loaded and d.resolve("#general") == "C1"

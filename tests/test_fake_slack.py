@@ -407,6 +407,39 @@ def test_socket_mode_envelopes_round_robin(fake):
     assert texts == {"one", "two"}
 
 
+def test_redeliver_retries_a_chosen_event_like_slack_to_the_next_connection(fake):
+    with open_socket_mode(fake) as (a, _), open_socket_mode(fake) as (b, _):
+        fake.message("once only")
+        first = recv_json(a)
+        a.send(json.dumps({"envelope_id": first["envelope_id"]}))      # acked: Slack may retry anyway
+        event_id = first["payload"]["event_id"]
+        retry_id = fake.redeliver(event_id, reason="http_timeout")
+        retry = recv_json(b)                          # round robin: the other connection
+        assert retry["envelope_id"] == retry_id != first["envelope_id"]
+        assert retry["payload"] == first["payload"] and retry["payload"]["event_id"] == event_id
+        assert (retry["retry_attempt"], retry["retry_reason"]) == (1, "http_timeout")
+        again = fake.redeliver()                      # the latest event, one attempt further
+        assert recv_json(a)["retry_attempt"] == 2
+        with pytest.raises(ValueError):
+            fake.redeliver("EvNOSUCHEVENT")
+    assert [e["envelope_id"] for e in fake.envelopes_sent()] == [first["envelope_id"], retry_id, again]
+    assert fake.redeliveries() == [
+        {"envelope_id": first["envelope_id"], "retry_envelope_id": retry_id, "reason": "http_timeout"},
+        {"envelope_id": retry_id, "retry_envelope_id": again, "reason": "timeout"}]
+
+
+def test_redeliver_via_fake_slack_client(fake):
+    client = FakeSlackClient(fake.url)
+    with open_socket_mode(fake) as (ws, _):
+        client.message("remote")
+        first = recv_json(ws)
+        retry_id = client.redeliver(first["payload"]["event_id"], reason="timeout")
+        assert recv_json(ws)["envelope_id"] == retry_id
+        assert [e["retry_attempt"] for e in client.envelopes_sent()] == [0, 1]
+        with pytest.raises(ControlError):
+            client.redeliver("EvNOSUCHEVENT")
+
+
 def test_socket_mode_slash_command_interactive_and_response_url(fake):
     with open_socket_mode(fake) as (ws, _):
         fake.push_slash_command("/deploy", "prod", channel="C1GENERAL")

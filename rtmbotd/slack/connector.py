@@ -2,7 +2,10 @@
 
 Owned by the daemon's loop: it opens links (RTM or Socket Mode) with backoff, swaps in
 a replacement on `goodbye`/`disconnect` before the old one goes, tracks RTM acks, and
-posts messages over the socket or the Web API.
+posts messages over the socket or the Web API. The inbox items about links and sends
+(`LinkOpened`, `LinkFailed`, `LinkClosed`, `LinkBadFrame`, `SendResult`) go straight
+to its `handle_*` methods; of a `LinkFrame` it keeps the link's business and hands
+back the rest (events).
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from typing import Any, Callable
 from rtmbotd.slack.backoff import Backoff
 from rtmbotd.config import Config
 from rtmbotd.outbox import Message, Outbox
-from rtmbotd.slack.link import Link, LinkClosed
+from rtmbotd.slack.link import Link, LinkBadFrame, LinkClosed, LinkFrame
+from rtmbotd.slack.protocol import CLASSIFIERS, Frame, Goodbye, Hello, Ignored, Pong, Reply
 from rtmbotd.slack.rtm import RtmLink, open_rtm
 from rtmbotd.slack.socket_mode import open_socket_mode
 from rtmbotd.slack.web import SlackWeb, WebError
@@ -48,10 +52,12 @@ class SendResult:
 
 
 class Connector:
-    def __init__(self, post: Callable[[Any], None], outbox: Outbox, clock: Callable[[], float]) -> None:
+    def __init__(self, post: Callable[[Any], None], outbox: Outbox, clock: Callable[[], float],
+                 status_changed: Callable[[], None] = lambda: None) -> None:
         self._post = post
         self.outbox = outbox
         self._clock = clock
+        self._status_changed = status_changed     # what `status()` says may have changed
         self.config: Config | None = None
         self.web: SlackWeb | None = None
         self.app_web: SlackWeb | None = None
@@ -111,6 +117,7 @@ class Connector:
         return min(candidates, default=None)
 
     def tick(self, now: float) -> None:
+        """Timers, then the sends due: the loop runs this after every batch of inbox items."""
         if self.retry_at is not None and now >= self.retry_at and not self.stopping:
             self.retry_at = None
             self._connect()
@@ -163,7 +170,8 @@ class Connector:
         except Exception as exc:  # noqa: BLE001 - every failure to connect is retried
             self._post(LinkFailed(f"{type(exc).__name__}: {exc}", None, False, epoch))
 
-    def handle_opened(self, item: LinkOpened, now: float) -> None:
+    def handle_opened(self, item: LinkOpened) -> None:
+        now = self._clock()
         if item.epoch != self.epoch or self.stopping:
             self._spawn(item.link.close())
             return
@@ -173,9 +181,10 @@ class Connector:
         self.pending = item.link
         self.hello_deadline = now + HELLO_TIMEOUT
 
-    def handle_failed(self, item: LinkFailed, now: float) -> None:
+    def handle_failed(self, item: LinkFailed) -> None:
         if item.epoch != self.epoch:
             return
+        now = self._clock()
         self.connecting = False
         delay = self.backoff.next_delay(item.retry_after or 0.0)
         if item.auth:
@@ -186,8 +195,34 @@ class Connector:
             log.warning("cannot connect to Slack: %s; retrying in %.1f s", item.error, delay)
         self.problem = f"cannot connect ({item.error}); retrying in {delay:.0f} s"
         self.retry_at = now + delay
+        self._status_changed()
 
     # -- frames --------------------------------------------------------------
+    def handle_frame(self, item: LinkFrame) -> Frame:
+        """Do what a frame asks of the link (hello, RTM replies, pong, goodbye); return it
+        classified, for the daemon to act on what is not the link's (events, a hello)."""
+        link = item.link
+        frame = CLASSIFIERS[link.mode](item.event)
+        now = self._clock()
+        if isinstance(frame, Reply):
+            self.on_reply(link, frame.frame, now)
+        elif isinstance(frame, Hello):
+            self.on_hello(link, now)
+        elif isinstance(frame, Pong):
+            self.on_pong()
+        elif isinstance(frame, Goodbye):
+            if "link_disabled" in frame.reason:
+                log.error("Slack disabled Socket Mode for this app (link_disabled); enable it and reload")
+            if link is self.link:
+                self.replace_soon(frame.reason)
+        elif isinstance(frame, Ignored):
+            log.debug("%r: frame ignored (%s): %.120r", link, frame.why, item.event)
+        return frame
+
+    def handle_bad_frame(self, item: LinkBadFrame) -> None:
+        bad = item.bad
+        log.warning("%r: ignored a bad frame (%d bytes): %s; starts %r", item.link, bad.size, bad.reason, bad.sample)
+
     def on_hello(self, link: Link, now: float) -> None:
         if link is not self.pending:
             return
@@ -202,7 +237,7 @@ class Connector:
         log.info("connected to Slack (%s, link #%d)", link.mode, link.id)
         if old is not None:
             self._retire(old)
-        self.pump(now)
+        self._status_changed()
 
     def on_pong(self) -> None:
         self.ping_unanswered = False
@@ -231,7 +266,10 @@ class Connector:
             self.outbox.dropped(msg)
             log.error("plugin %s: message to %s rejected by Slack: %s", msg.plugin, msg.channel, text)
 
-    def handle_closed(self, item: LinkClosed, now: float) -> None:
+    def handle_closed(self, item: LinkClosed) -> None:
+        """Messages in flight on the link go back to the outbox (`tick` sends them on the
+        next link, never back onto this one); the live link lost means reconnecting."""
+        now = self._clock()
         link = item.link
         lost = [m for (lid, _), m in self._rtm_inflight.items() if lid == link.id]
         self._rtm_inflight = {k: m for k, m in self._rtm_inflight.items() if k[0] != link.id}
@@ -253,8 +291,7 @@ class Connector:
                 self.backoff.reset()
             if self.pending is None and not self.connecting:
                 self._schedule_retry(now, item.reason, first_free=now - self.linked_at >= HEALTHY_AFTER)
-        if lost:       # after the dead link is forgotten: never back onto it
-            self.pump(now)
+        self._status_changed()
 
     def _schedule_retry(self, now: float, why: str, first_free: bool = False) -> None:
         if self.stopping or not self.enabled:
@@ -268,7 +305,7 @@ class Connector:
         return isinstance(self.link, RtmLink)
 
     def pump(self, now: float) -> None:
-        """Send whatever the outbox lets go now."""
+        """Send whatever the outbox lets go now (from `tick`, after every batch of inbox items)."""
         link = self.link
         if link is None:
             return
@@ -294,7 +331,8 @@ class Connector:
         except Exception as exc:  # noqa: BLE001 - the message must leave the in-flight set
             self._post(SendResult(msg, WebError("chat.postMessage", f"{type(exc).__name__}: {exc}")))
 
-    def handle_sent(self, item: SendResult, now: float) -> None:
+    def handle_sent(self, item: SendResult) -> None:
+        now = self._clock()
         msg, error = item.message, item.error
         if error is None:
             self.outbox.delivered(msg)
@@ -307,7 +345,6 @@ class Connector:
         else:
             wait = self.outbox.retry(msg, now)
             log.warning("sending to %s failed (%s); retrying in %g s", msg.channel, error.error, wait)
-        self.pump(now)
 
     # -- directory look-ups (results come back through the inbox) ------------------
     def open_dm(self, user: str, result: Callable[..., Any]) -> None:

@@ -1,15 +1,35 @@
 """A cache of the workspace's users and channels, kept current from Slack's events.
 
 Resolves an output's target: a channel id, `#name`, `@user` or a user id (a DM).
-Pure: the daemon feeds it API listings and events.
+Pure: the daemon feeds it API listings and events, and asks it when to list again
+(on a connect once the listing is old, and after a failed one).
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rtmbotd.slack.web import WebError
+
+log = logging.getLogger(__name__)
+
+LISTING_MAX_AGE = 900.0     # a connect lists again once the listing is older
+LISTING_RETRY = 10.0        # at least this long after a listing failed for a passing reason
 
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]+$")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
+
+
+@dataclass(frozen=True)
+class DirectoryListed:
+    """The answer to a listing of channels and users (conversations.list, users.list)."""
+
+    channels: list
+    users: list
+    error: WebError | None
 
 
 @dataclass(frozen=True)
@@ -31,6 +51,8 @@ class Directory:
         self.users: dict[str, dict] = {}          # id -> user object
         self.user_ids: dict[str, str] = {}        # name / display name -> id
         self.dms: dict[str, str] = {}             # user id -> DM channel id
+        self.listed_at: float | None = None       # when the last listing started
+        self.retry_at: float | None = None        # when to list again after a failure
 
     # -- loading and events -------------------------------------------------
     def load(self, channels: list[dict], users: list[dict]) -> None:
@@ -96,6 +118,38 @@ class Directory:
             self.add_user(event["user"])
             return True
         return False
+
+    # -- listing from the Web API -------------------------------------------
+    def connected(self, now: float) -> bool:
+        """A link to Slack is up: True when a listing is due (none yet, or an old one); it counts as started."""
+        if self.listed_at is not None and now - self.listed_at <= LISTING_MAX_AGE:
+            return False
+        self.listed_at = now
+        return True
+
+    def retry_due(self, now: float) -> bool:
+        """True once, when the retry after a failed listing is due."""
+        if self.retry_at is None or now < self.retry_at:
+            return False
+        self.retry_at = None
+        return True
+
+    def listed(self, item: DirectoryListed, now: float) -> bool:
+        """Take a listing's answer; True when the cache loaded (names can resolve now).
+
+        A passing failure schedules a retry (`retry_at`); a permanent one loads what there
+        is, so that outputs waiting for names are dropped rather than kept forever.
+        """
+        error = item.error
+        if error is not None and not error.permanent:
+            delay = max(error.retry_after or 0.0, LISTING_RETRY)
+            log.warning("cannot list channels and users (%s); retrying in %.0f s", error, delay)
+            self.retry_at = now + delay
+            return False
+        if error is not None:
+            log.error("cannot list channels and users (%s): #name and @user targets will not resolve", error)
+        self.load(item.channels, item.users)
+        return True
 
     # -- resolution ---------------------------------------------------------
     def resolve(self, target: str) -> str | NeedsDM:

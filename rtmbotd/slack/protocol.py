@@ -43,11 +43,13 @@ class Reply:
 
 @dataclass(frozen=True)
 class Event:
-    """An event for plugins: `process_<kind>(data)`; `envelope_id` for de-duplication."""
+    """An event for plugins: `process_<kind>(data)`; `envelope_id` and the Events API's
+    `event_id` (the same in every redelivery) for de-duplication."""
 
     kind: str
     data: dict
     envelope_id: str | None = None
+    event_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,9 @@ def classify_socket_mode(frame: dict) -> Frame:
         event = payload.get("event")
         if isinstance(event, dict):
             name = event_type(event)
+            event_id = payload.get("event_id")
             if name is not None:
-                return Event(name, event, envelope_id)
+                return Event(name, event, envelope_id, event_id if isinstance(event_id, str) else None)
         return Ignored("events_api envelope without a usable event")
     callback = ENVELOPE_CALLBACKS.get(kind) if isinstance(kind, str) else None
     if callback is None:

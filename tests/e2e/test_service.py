@@ -251,3 +251,14 @@ def test_reload_with_new_token_reconnects_and_full_notify_sequence(make_bot, fak
     bot.signal(signal.SIGTERM)
     assert bot.wait_exit() == 0
     assert bot.notify.sequence() == ["READY", "RELOADING", "READY", "STOPPING"]
+
+
+def test_status_quotes_a_connection_error_with_its_case(make_bot, fake):
+    """Issue 11, item 12: STATUS raised its first letter with str.capitalize, lowering the rest."""
+    fake.fail_next("rtm.connect", count=1, status=200, error="Fake_Outage_In_EU", retry_after=None)
+    bot = make_bot(plugins={"a": counter("a")}).start(wait_connected=False)
+    quoted = "Cannot connect (rtm.connect: Fake_Outage_In_EU); retrying in "
+    wait_until(lambda: any(s.startswith(quoted) for s in bot.notify.statuses()), 15,
+               f"STATUS starting {quoted!r}")
+    bot.wait_log("connected to Slack", timeout=20)           # the next attempt gets through
+    wait_until(lambda: bot.notify.statuses()[-1].startswith("Connected (rtm)"), 15, "connected STATUS")

@@ -106,6 +106,14 @@ class FakeSlackControls:
     def push_interactive(self, payload: dict) -> float:
         """A Socket Mode `interactive` envelope; returns `time.monotonic()` once written."""
 
+    @action("hub.redeliver")
+    def redeliver(self, event_id: str | None = None, *, reason: str = "timeout") -> str | None:
+        """Retry an Events API event as Slack does (new envelope_id, same event_id,
+        `retry_attempt` + 1, `retry_reason`) to the next Socket Mode client; the new envelope_id.
+
+        `event_id=None`: the latest event. Acked or not: a test chooses what Slack retries.
+        """
+
     @action("hub.drop_connections")
     def drop_connections(self, mode: str = "all") -> int:
         """Abort websocket TCP connections without a close frame; how many."""
@@ -191,7 +199,11 @@ class FakeSlackControls:
 
     @reading("journal.redeliveries")
     def redeliveries(self) -> list[dict]:
-        """Envelopes redelivered after an ack timeout."""
+        """Envelopes redelivered (after an ack timeout or by `redeliver`), with a `reason`."""
+
+    @reading("journal.envelopes")
+    def envelopes_sent(self) -> list[dict]:
+        """Every Socket Mode envelope sent, retries included, in order."""
 
     @reading("journal.violations")
     def rate_limit_violations(self) -> int:

@@ -328,13 +328,27 @@ class Hub:
         pending = self.journal.timed_out(envelope_id)
         if pending is None or pending["retry_attempt"] >= 1:
             return
-        retry = dict(pending["envelope"], envelope_id=str(uuid.uuid4()),
-                     retry_attempt=pending["retry_attempt"] + 1, retry_reason="timeout")
-        self._spawn(self._redeliver(envelope_id, retry))
+        self._spawn(self._retry(pending["envelope"], "timeout"))
 
-    async def _redeliver(self, envelope_id: str, retry: dict) -> None:
-        delivered = await self.send_envelope(retry)
-        self.journal.redelivered(envelope_id, retry["envelope_id"] if delivered else None)
+    async def redeliver(self, event_id: str | None = None, *, reason: str = "timeout") -> str | None:
+        """Retry an Events API envelope as Slack does, acked or not: a new envelope_id, the same
+        payload and event_id, `retry_attempt` one more than its last try, `retry_reason`; sent to
+        the next Socket Mode connection (round robin: another one when there are several).
+
+        `event_id=None` retries the latest event. Returns the new envelope_id, None without a
+        connection; ValueError when no such event was sent.
+        """
+        envelope = self.journal.last_event_envelope(event_id)
+        if envelope is None:
+            raise ValueError(f"no events_api envelope sent for event_id {event_id!r}")
+        return await self._retry(envelope, str(reason))
+
+    async def _retry(self, envelope: dict, reason: str) -> str | None:
+        retry = dict(envelope, envelope_id=str(uuid.uuid4()),
+                     retry_attempt=envelope["retry_attempt"] + 1, retry_reason=reason)
+        retry_id = retry["envelope_id"] if await self.send_envelope(retry) else None
+        self.journal.redelivered(envelope["envelope_id"], retry_id, reason)
+        return retry_id
 
     async def push_slash_command(self, command: str, text: str, *, user: str = "U1ALICE",
                                  channel: str = "C1GENERAL") -> float:

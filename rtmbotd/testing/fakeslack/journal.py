@@ -33,6 +33,7 @@ class Journal:
         self._call_counts: Counter[str] = Counter()
         self._frames: dict[str, list[str | bytes]] = {mode: [] for mode in MODES}
         self._pending: dict[str, dict] = {}
+        self._envelopes: list[dict] = []
         self._acks: list[dict] = []
         self._redeliveries: list[dict] = []
         self._violations = 0
@@ -101,6 +102,7 @@ class Journal:
                 "timed_out": False,
                 "envelope": envelope,
             }
+            self._envelopes.append(envelope)
             self._changed()
 
     def ack(self, envelope_id: str, payload: Any, now: float) -> None:
@@ -122,11 +124,11 @@ class Journal:
                 pending["timed_out"] = True
             return pending
 
-    def redelivered(self, envelope_id: str, retry_envelope_id: str | None) -> None:
+    def redelivered(self, envelope_id: str, retry_envelope_id: str | None, reason: str) -> None:
         with self._cond:
             self._redeliveries.append({"envelope_id": envelope_id,
                                        "retry_envelope_id": retry_envelope_id,
-                                       "reason": "timeout"})
+                                       "reason": reason})
             self._changed()
 
     # -- readers (any thread) -----------------------------------------------------------
@@ -170,6 +172,18 @@ class Journal:
     def redeliveries(self) -> list[dict]:
         with self._cond:
             return [dict(r) for r in self._redeliveries]
+
+    def envelopes(self) -> list[dict]:
+        with self._cond:
+            return [dict(e) for e in self._envelopes]
+
+    def last_event_envelope(self, event_id: str | None) -> dict | None:
+        """The latest events_api envelope sent for `event_id` (None: for any event)."""
+        with self._cond:
+            for envelope in reversed(self._envelopes):
+                if envelope["type"] == "events_api" and event_id in (None, envelope["payload"].get("event_id")):
+                    return envelope
+            return None
 
     def open_count(self, mode: str | None = None) -> int:
         with self._cond:
