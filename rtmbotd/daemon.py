@@ -38,6 +38,7 @@ from rtmbotd.status import check_every, report_stuck, status_line
 log = logging.getLogger(__name__)
 
 OUTPUT_SWEEP_EVERY = 1.0     # outputs a plugin's own threads appended between calls
+SIGNALS = {signal.SIGHUP: "hup", signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGUSR1: "usr1"}
 
 
 class State(enum.Enum):
@@ -465,15 +466,8 @@ class Daemon:
         if self.state is State.STOPPING:
             return
         self.directory.apply(event.data)
-        if not self._is_own(event.kind, event.data):
+        if not self.connector.is_own(event.kind, event.data):
             self.host.dispatch(event.kind, event.data)
-
-    def _is_own(self, kind: str, data: dict) -> bool:
-        if kind != "message":
-            return False
-        ident = self.connector.identity or {}
-        user, bot = ident.get("user_id"), ident.get("bot_id")
-        return bool((user and data.get("user") == user) or (bot and data.get("bot_id") == bot))
 
     # -- plugin results -----------------------------------------------------------
     def handle_report(self, item: PluginReport) -> None:

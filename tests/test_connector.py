@@ -142,3 +142,12 @@ def test_connection_problems_keep_their_words_and_announce_a_status_change():
         conn.handle_failed(LinkFailed("from an older token", None, False, conn.epoch - 1))
         assert len(posts) == 2
     on_connected_rtm(scenario)
+
+
+def test_own_messages_are_recognised_by_the_identity_auth_test_gave():
+    conn = Connector(lambda item: None, Outbox(0, 4), lambda: 0.0)
+    assert not conn.is_own("message", {"user": "U1BOT"})                 # no identity yet
+    conn.identity = {"user_id": "U1BOT", "bot_id": "B1BOT"}
+    assert conn.is_own("message", {"user": "U1BOT"}) and conn.is_own("message", {"bot_id": "B1BOT"})
+    assert not conn.is_own("message", {"user": "U1ALICE"})
+    assert not conn.is_own("reaction_added", {"user": "U1BOT"})         # only messages echo back

@@ -239,6 +239,14 @@ class Connector:
             self._retire(old)
         self._status_changed()
 
+    def is_own(self, kind: str, data: dict) -> bool:
+        """A message the bot itself sent (by the identity auth.test gave), which Slack echoes."""
+        if kind != "message":
+            return False
+        ident = self.identity or {}
+        user, bot = ident.get("user_id"), ident.get("bot_id")
+        return bool((user and data.get("user") == user) or (bot and data.get("bot_id") == bot))
+
     def on_pong(self) -> None:
         self.ping_unanswered = False
 
