@@ -2,7 +2,9 @@
 
 Signals, Slack frames, plugin reports, send results and rebuilt generations all
 arrive in the inbox; the loop sleeps exactly until its next deadline (a cron job, the
-watchdog, a reconnect, a rate-limited send) and never polls.
+watchdog, a reconnect, a rate-limited send) and never polls. The daemon keeps the
+loop and its states; the connector handles the items about links and sends, the
+directory decides when to list again, `status` words the STATUS= line.
 """
 from __future__ import annotations
 

@@ -41,3 +41,18 @@ def test_a_redelivery_to_a_new_connection_is_dropped_too(make_bot, fake):
     bot.say("two")
     texts = [m["text"] for m in fake.sent_messages("D1ALICE")]
     assert texts == ["seen 1: one", "seen 2: two"], texts
+
+
+def test_events_slack_retries_for_want_of_an_ack_are_handled_once(make_bot, fake):
+    """Slack's own retry: with no time to ack, every event goes out twice (retry_attempt 1)."""
+    fake.ack_timeout = 0.0
+    bot = make_bot(mode="socket_mode", plugins={"counter": COUNTER}).start()
+    for text in ("one", "two", "three"):
+        bot.say(text)
+    retried = {r["envelope_id"] for r in fake.redeliveries() if r["retry_envelope_id"]}
+    users = {e["envelope_id"] for e in fake.envelopes_sent()
+             if e["type"] == "events_api" and e["payload"]["event"].get("user") == "U1ALICE"}
+    assert retried & users, "no user event was retried: the test proves nothing"
+    bot.say("four")
+    texts = [m["text"] for m in fake.sent_messages("D1ALICE")]
+    assert texts == ["seen 1: one", "seen 2: two", "seen 3: three", "seen 4: four"], texts
