@@ -40,7 +40,6 @@ from rtmbotd.status import check_every, report_stuck, status_line
 log = logging.getLogger(__name__)
 
 OUTPUT_SWEEP_EVERY = 1.0     # outputs a plugin's own threads appended between calls
-SIGNALS = {signal.SIGHUP: "hup", signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGUSR1: "usr1"}
 
 
 class State(enum.Enum):
