@@ -153,7 +153,7 @@ def test_default_store_is_created_on_first_use_and_kept_across_restarts(tmp_path
         assert bot.say("ping") == ["pong"]
         assert not db.exists()
         mapped = _mapped_files(bot.proc.pid)
-        assert "_sqlite3" not in mapped and "aiohttp" not in mapped   # neither loaded nor needed
+        assert "_sqlite3" not in mapped and "sqlalchemy" not in mapped   # neither loaded nor needed
         assert "created when first needed" in bot.log()
         assert bot.say("count") == ["count 1"]
         assert db.exists()
