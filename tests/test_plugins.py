@@ -233,3 +233,16 @@ def test_local_names_follow_pythons_precedence(tmp_path):
     assert pset.errors == {}
     assert units_by_name(pset)["mixed/mixed"].target.found == [
         "mylib/deep.py", "nested/inner/mod.py", "pkg/__init__.py", "helpers.py", True, True, True, True]
+
+
+def test_a_file_name_that_is_not_utf8_costs_no_plugin(tmp_path):
+    # An editor's backup or a file unpacked from a Latin-1 archive: os.listdir hands back
+    # its name with surrogate escapes, which once failed the content hash, and with it
+    # discovery of every plugin (the start exited 78, every reload was rejected).
+    cfg = config_for(tmp_path, "seed_style")
+    folder = os.fsencode(cfg.plugins_dir / "repeat")
+    with open(folder + b"/notes-caf\xe9.txt", "wb") as f:
+        f.write(b"not python")
+    pset = build_plugin_set(cfg, PluginEnv())
+    assert pset.errors == {}
+    assert "repeat" in pset.plugins and "withlib" in pset.plugins

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import re
 import sys
 import threading
@@ -164,7 +165,7 @@ class PluginEnv:
 def _hash_tree(paths: list[Path], root: Path) -> str:
     digest = hashlib.sha256()
     for p in sorted(paths):
-        digest.update(str(p.relative_to(root)).encode() + b"\0")
+        digest.update(os.fsencode(p.relative_to(root)) + b"\0")   # any file name, also undecodable bytes
         try:
             digest.update(p.read_bytes())
         except OSError as exc:
