@@ -83,3 +83,30 @@ def test_event_that_cannot_be_copied_is_logged_once_and_the_next_reaches_everyon
     assert seen == {"a": [{"type": "message", "text": "good"}], "b": [{"type": "message", "text": "good"}]}
     assert caplog.text.count("message event dropped: it cannot be copied") == 1
     host.stop()
+
+
+class LookupsRaise:
+    """A class plugin reading its settings through __getattr__ (KeyError, not AttributeError),
+    with an `outputs` property that has broken too."""
+
+    settings: dict = {}
+
+    def __getattr__(self, name):
+        return self.settings[name]
+
+    @property
+    def outputs(self):
+        raise RuntimeError("outputs property")
+
+
+def test_a_plugin_whose_attribute_lookups_raise_costs_only_itself(caplog):
+    seen = []
+    host = PluginHost(lambda item: None, clock=lambda: 0.0)
+    units = [Unit("odd", "odd", LookupsRaise(), True), module_unit("fine", process_message=seen.append)]
+    host.swap(PluginSet(1, {"p": LoadedPlugin("p", Path("."), "", (), "", units, [])}, {}))
+    host.dispatch("message", {"type": "message", "text": "hi"})      # raised KeyError on the loop
+    assert host.sweep_outputs() == 0                                  # raised RuntimeError on the loop
+    wait_until(lambda: seen, 10, "the other plugin to get the event")
+    assert seen == [{"type": "message", "text": "hi"}]
+    assert "plugin odd: looking up its handler for a message event raised" in caplog.text
+    host.stop()

@@ -69,8 +69,14 @@ class PluginHost:
         calls = []
         for worker in self.workers:
             unit = worker.unit
-            handler = unit.handler(kind)
-            if handler is not None or unit.catch_all is not None:
+            try:       # a class plugin's __getattr__ runs here: what it raises costs only it
+                handler = unit.handler(kind)
+                wanted = handler is not None or unit.catch_all is not None
+            except Exception:  # noqa: BLE001
+                log.exception("plugin %s: looking up its handler for a %s event raised; it misses the event",
+                              unit.name, kind)
+                continue
+            if wanted:
                 calls.append((worker, unit, handler))
         try:
             copies = [copy_json(data) for _ in calls[1:]] + [data]
@@ -106,8 +112,12 @@ class PluginHost:
         """
         count = 0
         for worker in self.workers:
-            outs = getattr(worker.unit.target, "outputs", None)
-            if isinstance(outs, list) and list.__len__(outs) and worker.backlog == 0:   # no plugin code here
+            try:      # a class plugin's `outputs` may be a property: what it raises costs only it
+                outs = getattr(worker.unit.target, "outputs", None)
+                pending = isinstance(outs, list) and list.__len__(outs) > 0
+            except Exception:  # noqa: BLE001 - its worker logs it when it reads the outputs
+                pending = False
+            if pending and worker.backlog == 0:
                 worker.submit("outputs", _nothing)
                 count += 1
         return count
