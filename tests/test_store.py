@@ -1026,3 +1026,16 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_default_store_in_a_folder_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    # A BASE_PATH unpacked from a Latin-1 archive: its name comes back surrogate-escaped.
+    # Describing the store %-quoted the path and raised UnicodeEncodeError, so every
+    # plugin store call failed with it and --check-config printed a traceback.
+    folder = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9")
+    os.mkdir(folder)
+    with Store.open(None, folder) as store:
+        store.plugin("p")["k"] = 1
+        assert dict(store.plugin("p")) == {"k": 1}
+        assert "/caf" in store.describe()
+    assert os.path.exists(os.path.join(folder, "rtmbot.sqlite"))

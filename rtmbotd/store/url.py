@@ -80,4 +80,7 @@ def sqlite_path(url: URL) -> Path | None:
 def display_url(url: URL) -> str:
     """The URL as safe to print: the password is dropped, not masked."""
     # (URL.set(password=None) would keep the password: None there means "unchanged".)
-    return url._replace(password=None).render_as_string(hide_password=False)
+    shown = url._replace(password=None)
+    if shown.database:   # a path that is not UTF-8 (surrogate-escaped) cannot be %-quoted
+        shown = shown._replace(database=os.fsencode(shown.database).decode("utf-8", "replace"))
+    return shown.render_as_string(hide_password=False)
