@@ -6,6 +6,7 @@ import socket
 import pytest
 
 from rtmbotd.notify import STATUS_MAX_BYTES, Notifier, socket_address, status_value
+from rtmbotd.testing.notify_listener import NotifyListener
 
 
 @pytest.fixture
@@ -99,3 +100,17 @@ def test_unset_or_relative_socket_is_a_no_op(caplog):
         relative = Notifier({"NOTIFY_SOCKET": "relative.sock"})
     assert not relative.enabled and "neither an absolute path" in caplog.text
     relative.ready("x")                          # nothing to send to, nothing raised
+
+
+def test_listener_splits_fields_on_newlines_only_as_systemd_does(tmp_path):
+    # A plugin named "a\u2028b" in "stuck: a\u2028b, other": str.splitlines() also
+    # splits at U+2028, U+0085 and \x1c-\x1e, so the testing listener cut the STATUS
+    # there while systemd (which splits at "\n" alone) shows all of it.
+    listener = NotifyListener(tmp_path / "notify.sock")
+    try:
+        status = "stuck: a\u2028b, c\x85d, e\u2029f, other"
+        Notifier({"NOTIFY_SOCKET": listener.path}).ready(status)
+        listener.wait_for("READY", "1", timeout=10)
+        assert listener.statuses() == [status]
+    finally:
+        listener.close()

@@ -36,7 +36,8 @@ class NotifyListener:
             except OSError:
                 return
             at = time.monotonic()
-            fields = dict(line.split("=", 1) for line in data.decode(errors="replace").splitlines()
+            # "\n" alone ends a field, as in systemd (str.splitlines would also split at U+2028)
+            fields = dict(line.split("=", 1) for line in data.decode(errors="replace").split("\n")
                           if "=" in line)
             with self._cond:
                 self.messages.append((at, fields))
