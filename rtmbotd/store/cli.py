@@ -23,7 +23,8 @@ if TYPE_CHECKING:      # SQLAlchemy is imported only when a store command runs
 
 log = logging.getLogger(__name__)
 
-EX_OK, EX_ABSENT, EX_DATAERR, EX_NOINPUT, EX_IOERR = 0, 1, 65, 66, 74
+EX_ABSENT = 1          # `get`/`del` of a key that is not there, as grep(1) says no match
+EX_OK, EX_DATAERR, EX_NOINPUT, EX_IOERR = os.EX_OK, os.EX_DATAERR, os.EX_NOINPUT, os.EX_IOERR
 SERVICE_STATE_DIRECTORY = Path("/var/lib/rtmbot")     # StateDirectory= of the packaged unit
 
 HELP = """\
