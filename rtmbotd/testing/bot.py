@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import yaml
 
 from rtmbotd.config import load_config
+from rtmbotd.testing.waiting import wait_until
 
 
 class TestBot:
@@ -67,14 +68,11 @@ class TestBot:
 
     def wait_linked(self, timeout: float = 10.0) -> None:
         """Until the engine has its link to Slack (hello received)."""
-        import time
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def linked() -> bool:
             conn = self.daemon.connector
-            if conn is not None and conn.link is not None:
-                return
-            time.sleep(0.005)
-        raise TimeoutError("the bot did not connect to the fake Slack")
+            return conn is not None and conn.link is not None
+
+        wait_until(linked, timeout, "the bot to connect to the fake Slack", interval=0.005)
 
     def say(self, text: str, *, channel: str = "D1ALICE", user: str = "U1ALICE", replies: int = 1,
             timeout: float = 5.0) -> list[str]:

@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from rtmbotd.testing.waiting import wait_until
+
 
 class NotifyListener:
     """An AF_UNIX datagram socket; each datagram is kept, parsed into its KEY=value
@@ -45,18 +47,24 @@ class NotifyListener:
 
     def wait_for(self, key: str, value: str | None = None, *, after: int = 0, timeout: float = 10.0) -> int:
         """Index of the first message at or after `after` with `key` (=`value`); TimeoutError."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
+        def found() -> tuple[int] | None:
+            with self._cond:
                 for i in range(after, len(self.messages)):
                     fields = self.messages[i][1]
                     if key in fields and (value is None or fields[key] == value):
-                        return i
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no {key}={value} on the notify socket within {timeout:g} s; "
-                                       f"got {[m for _, m in self.messages]}")
-                self._cond.wait(left)
+                        return (i,)      # a tuple: index 0 is a find too
+            return None
+
+        return wait_until(found, timeout, lambda: f"{key}={value} on the notify socket; got "
+                          f"{[m for _, m in list(self.messages)]}", changes=self)[0]
+
+    def change_token(self) -> int:
+        with self._cond:
+            return len(self.messages)
+
+    def wait_for_change(self, token: int, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.messages) != token, timeout)
 
     def at(self, index: int) -> float:
         """When message `index` arrived (time.monotonic)."""

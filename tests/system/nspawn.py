@@ -38,8 +38,6 @@ class ContainerError(RuntimeError):
     """The container could not be booted or a command in it failed."""
 
 
-
-
 # -- the rootfs -----------------------------------------------------------------------------------
 
 
@@ -201,9 +199,7 @@ class Container:
                                            preexec_fn=die_with_parent)
 
         def systemd_pid() -> int | None:
-            if self.nspawn.poll() is not None:
-                raise ContainerError(f"systemd-nspawn exited with {self.nspawn.returncode}:\n"
-                                     + self.console_tail())
+            self._check_nspawn()
             for kid in _children(self.nspawn.pid):
                 if _comm(kid) == "systemd":
                     return kid
@@ -222,21 +218,47 @@ class Container:
     def wait_running(self, timeout: float = 90) -> str:
         """`systemctl is-system-running --wait`: 'running', or 'degraded' (see failed_units).
 
-        Just after boot() finds the container's systemd, its bus may not be listening
-        yet: systemctl then prints no state and fails at once, so it is asked again.
+        Just after boot() finds the container's systemd it may not listen yet, and a
+        systemctl then fails at once with no state (a CI run lost every system test to
+        "system state ''"). So first wait for its socket /run/systemd/private (what
+        systemctl as root talks to), then ask, asking again while no state comes back;
+        all within `timeout`.
         """
         deadline = time.monotonic() + timeout
-        while True:
-            left = max(1.0, deadline - time.monotonic())
-            proc = self.run("systemctl", "is-system-running", "--wait", check=False, timeout=left)
-            state = proc.stdout.strip()
-            if state or time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-        if state not in ("running", "degraded"):
-            raise ContainerError(f"system state {state!r} (systemctl exited {proc.returncode}: "
-                                 f"{proc.stderr.strip()!r}):\n{self.console_tail()}")
-        return state
+        private = Path(f"/proc/{self.pid}/root/run/systemd/private")
+
+        def listening() -> bool:
+            self._check_nspawn()
+            return private.is_socket()
+
+        wait_until(listening, timeout=timeout, interval=0.1,
+                   what=f"the container's systemd to listen on {private}")
+        asked: list[subprocess.CompletedProcess] = []
+
+        def state() -> str:
+            left = deadline - time.monotonic()
+            asked.append(self.run("systemctl", "is-system-running", "--wait", check=False,
+                                  timeout=max(5.0, left)))
+            return asked[-1].stdout.strip()
+
+        try:
+            found = wait_until(state, timeout=max(0.0, deadline - time.monotonic()),
+                               interval=0.2, what="a system state")
+        except TimeoutError:
+            found = ""
+        if found not in ("running", "degraded"):
+            last = asked[-1] if asked else None
+            raise ContainerError(
+                f"system state {found!r} after {len(asked)} tries (systemctl exited "
+                f"{last.returncode if last else '?'}: "
+                f"{last.stderr.strip() if last else ''!r}):\n{self.console_tail()}")
+        return found
+
+    def _check_nspawn(self) -> None:
+        """ContainerError if systemd-nspawn has exited (the container is gone)."""
+        if self.nspawn is None or self.nspawn.poll() is not None:
+            code = self.nspawn.returncode if self.nspawn is not None else None
+            raise ContainerError(f"systemd-nspawn exited with {code}:\n" + self.console_tail())
 
     def failed_units(self) -> list[str]:
         out = self.run("systemctl", "list-units", "--state=failed", "--plain", "--no-legend",

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from typing import Any, Callable, TypeVar
+
+from rtmbotd.testing.waiting import wait_until
 
 MODES = ("rtm", "socket_mode")
 
@@ -199,19 +200,15 @@ class Journal:
 
     def wait_until(self, predicate: Callable[[], T], timeout: float) -> T:
         """The first truthy value of `predicate()`, re-checked on every change; TimeoutError after `timeout`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._cond:
-                generation = self._generation
-            value = predicate()
-            if value:
-                return value
-            with self._cond:
-                while self._generation == generation:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(f"condition not met within {timeout}s")
-                    self._cond.wait(remaining)
+        return wait_until(predicate, timeout, "a condition on the fake Slack", changes=self)
+
+    def change_token(self) -> int:
+        with self._cond:
+            return self._generation
+
+    def wait_for_change(self, token: int, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != token, timeout)
 
     def notify(self) -> None:
         """Wake waiters whose predicates look at state outside the journal."""
