@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from children import BenchError, Child
+from rtmbotd.testing.waiting import wait_until
 from report import Latency
 
 CHANNEL = "D1ALICE"
@@ -29,29 +30,29 @@ def token_of(message: dict) -> str | None:
 
 def _wait_messages(fake, n: int, child: Child, timeout: float) -> list[dict]:
     """The fake's sent messages once there are `n`, checking the child is still alive."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return fake.wait_for_messages(n, timeout=min(1.0, max(0.01, deadline - time.monotonic())))
-        except TimeoutError:
-            child.check_alive()
-            if time.monotonic() >= deadline:
-                raise BenchError(f"{child.name}: no reply within {timeout:g} s "
-                                 f"({len(fake.sent_messages())} of {n} messages)") from None
+    def enough() -> list[dict] | None:
+        child.check_alive()
+        msgs = fake.sent_messages()
+        return msgs if len(msgs) >= n else None
+
+    try:
+        return wait_until(enough, timeout, "replies", changes=fake.journal, interval=1.0)
+    except TimeoutError:
+        raise BenchError(f"{child.name}: no reply within {timeout:g} s "
+                         f"({len(fake.sent_messages())} of {n} messages)") from None
 
 
 def wait_connected(fake, opened_before: int, child: Child, timeout: float = 30.0) -> float:
     """Wait for the child's websocket (the fake has sent it hello); the time it was seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fake.wait_until(lambda: fake.connections_opened > opened_before,
-                            timeout=min(0.5, max(0.01, deadline - time.monotonic())))
-            return time.monotonic()
-        except TimeoutError:
-            child.check_alive()
-            if time.monotonic() >= deadline:
-                raise BenchError(f"{child.name}: no websocket connection within {timeout:g} s") from None
+    def connected() -> bool:
+        child.check_alive()
+        return fake.connections_opened > opened_before
+
+    try:
+        wait_until(connected, timeout, "a connection", changes=fake.journal, interval=0.5)
+    except TimeoutError:
+        raise BenchError(f"{child.name}: no websocket connection within {timeout:g} s") from None
+    return time.monotonic()
 
 
 def first_reply(fake, child: Child, opened_before: int, timeout: float = 30.0) -> float:
@@ -59,19 +60,22 @@ def first_reply(fake, child: Child, opened_before: int, timeout: float = 30.0) -
     connected, again every 2 s until one is answered (a bot may connect before it reads)."""
     fake.clear()
     wait_connected(fake, opened_before, child, timeout)
-    deadline = time.monotonic() + timeout
-    attempt = 0
-    while True:
-        fake.message(f"first-{attempt}", channel=CHANNEL, user=USER)
-        attempt += 1
-        try:
-            msgs = _wait_messages(fake, 1, child, min(2.0, max(0.01, deadline - time.monotonic())))
-            return msgs[0]["received_at"]
-        except BenchError:
-            child.check_alive()
-            if time.monotonic() >= deadline:
-                raise BenchError(f"{child.name}: connected but answered nothing within "
-                                 f"{timeout:g} s") from None
+    sent = {"attempts": 0, "at": float("-inf")}
+
+    def replied() -> tuple[float] | None:
+        child.check_alive()
+        if time.monotonic() - sent["at"] >= 2.0:
+            fake.message(f"first-{sent['attempts']}", channel=CHANNEL, user=USER)
+            sent["attempts"] += 1
+            sent["at"] = time.monotonic()
+        msgs = fake.sent_messages()
+        return (msgs[0]["received_at"],) if msgs else None
+
+    try:
+        return wait_until(replied, timeout, "a first reply", changes=fake.journal, interval=0.5)[0]
+    except TimeoutError:
+        raise BenchError(f"{child.name}: connected but answered nothing within "
+                         f"{timeout:g} s") from None
 
 
 def latency_run(fake, child: Child, count: int, warmup: int, timeout: float = 10.0) -> Latency:
@@ -138,21 +142,20 @@ def burst_run(fake, child: Child, count: int, deadline: float, stall: float = 10
     # per event from this thread would pace the burst by the thread hop instead.
     pushing = asyncio.run_coroutine_threadsafe(_push_all(fake, tokens, progress), fake._loop)
     started = time.monotonic()
-    seen, changed_at = 0, started
-    while True:
-        time.sleep(POLL)
+    seen = {"n": 0, "changed_at": started}
+
+    def over() -> bool:
         now = time.monotonic()
         n = len(fake.sent_messages())
-        if n != seen:
-            seen, changed_at = n, now
-        if pushing.done() and n >= count:
-            break
-        if now - started >= deadline:
-            break
-        if pushing.done() and now - changed_at >= stall:
-            break
-        if child.proc is not None and child.proc.poll() is not None:
-            break
+        if n != seen["n"]:
+            seen["n"], seen["changed_at"] = n, now
+        exited = child.proc is not None and child.proc.poll() is not None
+        return exited or (pushing.done() and (n >= count or now - seen["changed_at"] >= stall))
+
+    try:
+        wait_until(over, deadline, "the burst's replies", interval=POLL)
+    except TimeoutError:
+        pass                    # the deadline: what was answered by then is the result
     if not pushing.done():
         pushing.cancel()
     elif pushing.exception() is not None:

@@ -143,14 +143,6 @@ def run_threads(target: Callable[[int], None], count: int = THREADS) -> None:
         raise errors[0]
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 # -- the mapping ----------------------------------------------------------------------
 
 def test_behaves_like_a_dict(ps: PluginStore) -> None:
@@ -317,19 +309,21 @@ def test_transaction_is_isolated_from_other_threads(ps: PluginStore) -> None:
     ps["x"] = "old"
     written, checked = threading.Event(), threading.Event()
     seen = {}
+    writer_saw_check: list[bool] = []       # asserted here: an assert in the thread would not fail
 
     def writer() -> None:
         with ps.transaction() as t:
             t["x"] = "new"
             t["y"] = 1
             written.set()
-            assert checked.wait(30)
+            writer_saw_check.append(checked.wait(30))
     thread = threading.Thread(target=writer)
     thread.start()
     assert written.wait(30)
     seen["x"], seen["y"] = ps.get("x"), ps.get("y")       # reads do not wait for the writer
     checked.set()
     thread.join(30)
+    assert not thread.is_alive() and writer_saw_check == [True]
     assert seen == {"x": "old", "y": None}
     assert ps["x"] == "new" and ps["y"] == 1
 
@@ -585,7 +579,7 @@ def test_lock_held_by_another_process_longer_than_busy_timeout(tmp_path: Path, m
             caplog.set_level(logging.DEBUG, logger="rtmbotd.store.engine")
             writer = threading.Thread(target=lambda: result.append(ps.incr("by_parent")))
             writer.start()
-            wait_until(lambda: sum("lock contention" in r.getMessage() for r in caplog.records) >= 3,
+            wait_until(lambda: sum("lock contention" in r.getMessage() for r in caplog.records) >= 3, 30,
                        what="the writer to retry a few times")
             assert result == []
             child.stdin.write("go\n")

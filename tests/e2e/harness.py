@@ -100,8 +100,8 @@ class Rtmbotd:
 
     def wait_log(self, pattern: str, timeout: float = 10.0, count: int = 1) -> str:
         rx = re.compile(pattern)
-        wait_until(lambda: len(rx.findall(self.log())) >= count, timeout, f"log line /{pattern}/ x{count}\n"
-                   + self.log()[-3000:] if False else f"log line /{pattern}/")
+        wait_until(lambda: len(rx.findall(self.log())) >= count, timeout,
+                   lambda: f"log line /{pattern}/ x{count}; the log ends:\n{self.log()[-3000:]}")
         return self.log()
 
     def signal(self, signum: int) -> None:

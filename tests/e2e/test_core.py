@@ -279,21 +279,33 @@ def test_directory_follows_events(make_bot, fake):
     assert fake.wait_for_messages(1)[0]["channel"] == "C9LATER"
 
 
-def test_socket_mode_slash_commands_and_interactive(make_bot, fake):
-    bot = make_bot(mode="socket_mode", plugins={"cmds": '''
+def test_socket_mode_slash_commands_and_interactive(make_bot, fake, tmp_path):
+    # Acked at once: both acks arrive while the plugin is still inside its calls (how soon
+    # is for bench/, not for a wall clock here).
+    release = tmp_path / "release"
+    bot = make_bot(mode="socket_mode", plugins={"cmds": f'''
+        import os, time
         outputs = []
+        def held():
+            while not os.path.exists({str(release)!r}):
+                time.sleep(0.05)
         def process_slash_command(data):
+            held()
             outputs.append([data["channel_id"], "ran %s %s" % (data["command"], data["text"])])
         def process_interactive(data):
+            held()
             outputs.append(["C1GENERAL", "clicked " + data["actions"][0]["action_id"]])
         '''}).start()
-    fake.push_slash_command("/deploy", "now", channel="C2RANDOM")
-    fake.push_interactive({"type": "block_actions", "actions": [{"action_id": "ok_button"}],
-                           "user": {"id": "U1ALICE"}})
-    msgs = fake.wait_for_messages(2)
+    try:
+        fake.push_slash_command("/deploy", "now", channel="C2RANDOM")
+        fake.push_interactive({"type": "block_actions", "actions": [{"action_id": "ok_button"}],
+                               "user": {"id": "U1ALICE"}})
+        fake.wait_until(lambda: len(fake.acks()) >= 2 and not fake.unacked(), timeout=30)
+        assert not fake.sent_messages()             # the plugin has not answered yet
+    finally:
+        release.touch()
+    msgs = fake.wait_for_messages(2, timeout=30)
     assert {m["text"] for m in msgs} == {"ran /deploy now", "clicked ok_button"}
-    wait_until(lambda: not fake.unacked(), 5, "acks")
-    assert all(a["latency_s"] < 3.0 for a in fake.acks())
 
 
 def test_events_reach_each_plugin_in_order(make_bot, fake):

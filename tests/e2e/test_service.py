@@ -97,24 +97,34 @@ def test_sighups_coalesce(make_bot, fake):
     assert bot.say("count") == ["a 1"]
 
 
-def test_watchdog_cadence_and_slow_plugin(make_bot, fake):
-    bot = make_bot(plugins={"slow": '''
-        import time
+def test_watchdog_keeps_pinging_while_a_plugin_is_stuck(make_bot, fake, tmp_path):
+    # How evenly it pings is measured by bench/ (a loaded machine stretches any gap);
+    # here: the loop goes on pinging while a plugin's call has not returned.
+    release = tmp_path / "release"
+    bot = make_bot(plugins={"slow": f'''
+        import os, time
         def process_message(data):
-            time.sleep(5)
+            while not os.path.exists({str(release)!r}):
+                time.sleep(0.05)
         '''}, settings={"PLUGIN_TIMEOUT": 0.5}, env={"WATCHDOG_USEC": "400000"})
     bot.start()
     fake.message("block the plugin")
-    start = len(bot.notify.messages)
-    t0 = time.monotonic()
-    bot.notify.wait_for("STATUS", after=start, timeout=5)
-    wait_until(lambda: any("stuck: slow" in s for s in bot.notify.statuses()), 5, "stuck plugin in STATUS")
-    wait_until(lambda: time.monotonic() - t0 > 2.0, 3)
-    pings = [t for t, m in bot.notify.messages[start:] if m.get("WATCHDOG") == "1"]
-    gaps = [b - a for a, b in zip(pings, pings[1:])]
-    assert len(pings) >= 7, "watchdog pings every 0.2 s while a plugin is stuck, got %d" % len(pings)
-    assert max(gaps) < 0.4, "a gap of %.3f s would trip a 0.4 s watchdog" % max(gaps)
-    assert "plugin slow stuck in message" in bot.log()
+    try:
+        def stuck_status() -> tuple[int] | None:
+            return next(((i,) for i, (_, m) in enumerate(list(bot.notify.messages))
+                         if "stuck: slow" in m.get("STATUS", "")), None)
+
+        stuck = wait_until(stuck_status, 30, "stuck plugin in STATUS", changes=bot.notify)[0]
+
+        def pings_since_stuck() -> bool:
+            return sum(1 for _, m in bot.notify.messages[stuck:] if m.get("WATCHDOG") == "1") >= 5
+
+        wait_until(pings_since_stuck, 30, "five watchdog pings while the plugin is stuck",
+                   changes=bot.notify)
+        assert not release.exists()                   # the call was still running throughout
+        assert "plugin slow stuck in message" in bot.log()
+    finally:
+        release.touch()
 
 
 def test_stop_drains_and_exits_zero(make_bot, fake):

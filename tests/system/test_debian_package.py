@@ -519,7 +519,7 @@ def test_start_and_reply_rtm(container: Container, fake: Any) -> None:
     for _ in range(3):
         fake.message("hello counter")
     answer = replies(fake, "count", lambda t: "seen" in t, "counter plugin answers")
-    expect(count_of(answer) >= before + 4, "counter counted the messages",
+    expect(count_of(answer) >= before + 3, "counter counted the messages",
            f"{before} before, then {answer!r}")
 
 
@@ -665,7 +665,10 @@ def test_crash_loop_ends_failed(container: Container, fake: Any) -> None:
             expect(False, "the crash loop ends in failed", str(exc))
         say(f"    (failed after {time.monotonic() - started:.0f}s, "
             f"{props['NRestarts']} automatic restarts)")
-        expect(props["Result"] == "start-limit-hit", "systemd gave up: start-limit-hit",
+        # Result= keeps the first failure (exit-code); start-limit-hit is what a
+        # restart of a healthy unit used to end in.
+        expect(props["SubState"] == "failed" and props["Result"] == "exit-code",
+               "left failed, no further restart scheduled",
                f"{props['ActiveState']}/{props['SubState']} Result={props['Result']}")
         expect(props["ExecMainStatus"] == "73", "each start failed with 73 (LOGFILE cannot "
                "be opened), which Restart=on-failure retries", props["ExecMainStatus"])
@@ -673,7 +676,7 @@ def test_crash_loop_ends_failed(container: Container, fake: Any) -> None:
                f"NRestarts={props['NRestarts']}")
         journal = journal_since(c, cursor)
         expect("Start request repeated too quickly" in journal,
-               "journal: Start request repeated too quickly")
+               "systemd gave up on the start limit: 'Start request repeated too quickly'")
     finally:
         write_config(c, good)
     step("restore the config, systemctl reset-failed, start")
@@ -742,7 +745,7 @@ def test_stop_is_clean(container: Container, fake: Any) -> None:
            f"Result={props['Result']} ExecMainStatus={props['ExecMainStatus']}")
     journal = journal_since(c, cursor)
     lines = journal.splitlines()
-    expect(any(re.search(r"\bstopped$", line) for line in lines),
+    expect(any(re.search(r": stopped$", line) for line in lines),
            "the daemon said it stopped", "\n".join(lines[-5:]))
     forced = [line for line in lines if re.search(r"timed out|Killing|stop deadline", line)]
     expect(not forced, "nothing had to be forced (no stop deadline, no SIGKILL)",
@@ -767,6 +770,18 @@ def test_remove_keeps_config_and_state(container: Container, fake: Any) -> None:
     expect(not c.exists("/opt/venvs/rtmbotd"), "/opt/venvs/rtmbotd removed (with its byte-code)")
 
 
+def upgrade_in_place(c: Container, fake: Any, pid: str) -> None:
+    """`apt-get install --reinstall` of the same version (prerm upgrade, postinst configure):
+    the service is restarted by it and answers."""
+    step("upgrade in place (apt-get install --reinstall)")
+    proc = apt_install(c, "--reinstall")
+    expect(proc.returncode == 0, "apt-get install --reinstall", f"exit {proc.returncode}")
+    props = settle(c)
+    expect(props["ActiveState"] == "active" and props["MainPID"] != pid,
+           "service restarted by the upgrade", f"MainPID {pid} -> {props['MainPID']}")
+    pings(fake, "answers after the upgrade", timeout=30)
+
+
 def test_reinstall_and_upgrade_keep_config_and_plugins(container: Container,
                                                        fake: Any) -> None:
     c = container
@@ -782,14 +797,7 @@ def test_reinstall_and_upgrade_keep_config_and_plugins(container: Container,
     expect(props["ActiveState"] == "active", "service started with the kept config",
            f"{props['ActiveState']} status={props['StatusText']!r}")
     pings(fake, "kept plugin answers", timeout=30)
-    pid = props["MainPID"]
-    step("upgrade in place (same version reinstalled: prerm upgrade, postinst configure)")
-    proc = apt_install(c, "--reinstall")
-    expect(proc.returncode == 0, "apt-get install --reinstall", f"exit {proc.returncode}")
-    props = settle(c)
-    expect(props["ActiveState"] == "active" and props["MainPID"] != pid,
-           "service restarted by the upgrade", f"MainPID {pid} -> {props['MainPID']}")
-    pings(fake, "answers after the upgrade", timeout=30)
+    upgrade_in_place(c, fake, props["MainPID"])
 
 
 def test_store_survives_upgrade(container: Container, fake: Any) -> None:
@@ -797,13 +805,7 @@ def test_store_survives_upgrade(container: Container, fake: Any) -> None:
     pid = ensure_bot(c, fake)["MainPID"]
     fake.message("hello before the upgrade")
     before = count(fake)
-    step("upgrade in place (apt-get install --reinstall)")
-    proc = apt_install(c, "--reinstall")
-    expect(proc.returncode == 0, "apt-get install --reinstall", f"exit {proc.returncode}")
-    props = settle(c)
-    expect(props["ActiveState"] == "active" and props["MainPID"] != pid,
-           "service restarted by the upgrade", f"MainPID {pid} -> {props['MainPID']}")
-    pings(fake, "answers after the upgrade", timeout=30)
+    upgrade_in_place(c, fake, pid)
     after = count(fake)
     expect(after > before >= 0, "counter kept counting across the upgrade",
            f"'count' said {before} before, {after} after")
