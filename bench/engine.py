@@ -26,10 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from children import REPO, BenchError, RtmbotdProcess, pin_cpus, rtmbotd_argv  # noqa: E402
 from procstat import CpuUse, idle_cpu, peak_rss_mib, rss_mib  # noqa: E402
 from report import RSS_GOAL_MIB, Latency, Table, machine_lines, median, ms, num  # noqa: E402
-from workload import Burst, burst_run, first_reply, latency_run, wait_connected  # noqa: E402
+from workload import (CHANNEL, USER, Burst, burst_run, first_reply, latency_run,  # noqa: E402
+                      wait_connected)
 
 from rtmbotd import __version__  # noqa: E402
 from rtmbotd.testing.fakeslack import FakeSlack  # noqa: E402
+from rtmbotd.testing.waiting import wait_until  # noqa: E402
 
 MODES = {"rtm": "RTM", "socket_mode": "Socket Mode"}
 REPEAT = REPO / "plugins" / "repeat"
@@ -38,6 +40,23 @@ RELOAD_PLUGINS = 20
 GOAL_LATENCY = {"rtm": 0.0005, "socket_mode": 0.0015}
 GOAL_IDLE_CPU = 0.5     # % of one core
 GOAL_RELOAD = 0.100     # s, 1 changed plugin of 20
+# Speeds the tests used to assert with wall clocks (issue #10), measured here instead.
+WATCHDOG_USEC = 400_000  # the daemon pings every WATCHDOG_USEC / 2
+GOAL_WATCHDOG_GAP = 0.4  # s: a longer gap would trip WatchdogSec=0.4s
+GOAL_ACK = 3.0           # s: Slack sends an envelope again when its ack takes longer
+GOAL_STOP = 5.0          # s: SIGTERM → exit with nothing to drain
+STUCK_PLUGIN = '''"""Benchmark plugin: the message "block" holds its call until {release} exists."""
+import os
+import time
+
+outputs = []
+
+
+def process_message(data):
+    if data.get("text") == "block":
+        while not os.path.exists({release!r}):
+            time.sleep(0.05)
+'''
 RELOADED = re.compile(r"reloaded: generation \d+ \((\d+) plugins, (\d+) unchanged\)")
 
 
@@ -50,12 +69,14 @@ class Plan:
     idle_s: float
     starts: int
     reloads: int
+    stuck_s: float = 5.0    # how long watchdog pings are recorded while a call is stuck
+    acks: int = 50          # Socket Mode slash commands pushed meanwhile
 
 
 FULL = Plan(latency_events=500, warmup=20, burst_events=5000, burst_deadline=120.0, idle_s=10.0,
             starts=3, reloads=10)
 QUICK = Plan(latency_events=100, warmup=10, burst_events=1000, burst_deadline=30.0, idle_s=3.0,
-             starts=1, reloads=3)
+             starts=1, reloads=3, stuck_s=2.0, acks=10)
 
 
 @dataclass
@@ -73,6 +94,9 @@ class ModeResult:
     reload_unchanged: list[float] = field(default_factory=list)
     reused_changed: list[int] = field(default_factory=list)
     reused_unchanged: list[int] = field(default_factory=list)
+    watchdog_gaps: list[float] = field(default_factory=list)
+    ack_latency: list[float] = field(default_factory=list)
+    stop_s: float | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -154,6 +178,45 @@ def measure_reloads(fake: FakeSlack, workdir: Path, mode: str, plan: Plan,
     result.reused_unchanged = [u for _, u in counts[1::2]]
 
 
+def measure_service(fake: FakeSlack, workdir: Path, mode: str, plan: Plan,
+                    result: ModeResult) -> None:
+    """While a plugin's call is stuck: the gaps between WATCHDOG=1 pings and (Socket Mode)
+    how long acks take; then, released, SIGTERM → exit."""
+    release = workdir / "release"
+    stuck = workdir / "sources" / "stuck"
+    stuck.mkdir(parents=True, exist_ok=True)
+    (stuck / "stuck.py").write_text(STUCK_PLUGIN.format(release=str(release)))
+    bot = RtmbotdProcess(workdir / "daemon", fake.url, mode, [REPEAT, stuck],
+                         settings={"PLUGIN_TIMEOUT": 0.5})
+    bot.env["WATCHDOG_USEC"] = str(WATCHDOG_USEC)
+    opened = fake.connections_opened
+    bot.start()
+    try:
+        bot.wait_ready()
+        wait_connected(fake, opened, bot)
+        fake.message("block", channel=CHANNEL, user=USER)
+        wait_until(lambda: any("stuck: stuck" in s for s in bot.notify.statuses()), 30,
+                   "the stuck plugin in STATUS", changes=bot.notify)
+        acked = len(fake.acks())
+        pushed = plan.acks if mode == "socket_mode" else 0
+        for i in range(pushed):
+            fake.push_slash_command("/bench", str(i), channel=CHANNEL, user=USER)
+        window = len(bot.notify)
+        time.sleep(plan.stuck_s)      # a fixed window: the pings in it are the measurement
+        pings = [at for at, m in bot.notify.messages[window:] if m.get("WATCHDOG") == "1"]
+        result.watchdog_gaps = [b - a for a, b in zip(pings, pings[1:])]
+        wait_until(lambda: len(fake.acks()) >= acked + pushed, 30, "the acks", changes=fake.journal)
+        result.ack_latency = [a["latency_s"] for a in fake.acks()[acked:]]
+        release.touch()
+        sent_at = time.monotonic()
+        os.kill(bot.pid, signal.SIGTERM)
+        bot.proc.wait(60)
+        result.stop_s = time.monotonic() - sent_at
+    finally:
+        release.touch()
+        bot.stop()
+
+
 def run_mode(mode: str, plan: Plan, workroot: Path) -> ModeResult:
     result = ModeResult(mode)
     print(f"[{MODES[mode]}] starting", file=sys.stderr, flush=True)
@@ -179,6 +242,9 @@ def run_mode(mode: str, plan: Plan, workroot: Path) -> ModeResult:
                 start_daemon(fake, workroot / f"{mode}-start{k}", mode, [REPEAT], result).stop()
             print(f"[{MODES[mode]}] reloads: {plan.reloads} x 2", file=sys.stderr, flush=True)
             measure_reloads(fake, workroot / f"{mode}-reload", mode, plan, result)
+            print(f"[{MODES[mode]}] a stuck plugin for {plan.stuck_s:g} s, then stop",
+                  file=sys.stderr, flush=True)
+            measure_service(fake, workroot / f"{mode}-service", mode, plan, result)
     except Exception as exc:  # noqa: BLE001 - shown in the table, the other mode still runs
         result.errors.append(f"{type(exc).__name__}: {exc}")
         traceback.print_exc(file=sys.stderr)
@@ -239,6 +305,20 @@ def build_table(results: list[ModeResult], plan: Plan) -> Table:
     row("  plugins reused per reload (1 changed / none)",
         [f"{_span(r.reused_changed)} / {_span(r.reused_unchanged)}" for r in results],
         f"{RELOAD_PLUGINS - 1} / {RELOAD_PLUGINS}")
+    table.section(f"service: a plugin's call stuck for {plan.stuck_s:g} s, "
+                  f"WATCHDOG_USEC={WATCHDOG_USEC}")
+
+    def worst(values: list[float], goal: float) -> str:
+        if not values:
+            return "-"
+        return f"{ms(max(values))} ({ms(median(values))})" + mark(max(values), goal, True)
+    row("  gap between WATCHDOG=1 pings, max (median)",
+        [worst(r.watchdog_gaps, GOAL_WATCHDOG_GAP) for r in results], "< 400 ms")
+    row(f"  Socket Mode ack, {plan.acks} slash commands, max (median)",
+        [worst(r.ack_latency, GOAL_ACK) for r in results], "< 3 s")
+    row("  SIGTERM → exit, nothing to drain",
+        [ms(r.stop_s) + mark(r.stop_s, GOAL_STOP, True) if r.stop_s is not None else "-"
+         for r in results], "< 5 s")
     return table
 
 

@@ -45,7 +45,7 @@ class NotifyListener:
                 self.messages.append((at, fields))
                 self._cond.notify_all()
 
-    def wait_for(self, key: str, value: str | None = None, *, after: int = 0, timeout: float = 10.0) -> int:
+    def wait_for(self, key: str, value: str | None = None, *, after: int = 0, timeout: float = 30.0) -> int:
         """Index of the first message at or after `after` with `key` (=`value`); TimeoutError."""
         def found() -> tuple[int] | None:
             with self._cond:

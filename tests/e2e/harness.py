@@ -38,7 +38,11 @@ def clean_env(**extra: str) -> dict:
 
 
 class Rtmbotd:
-    """A real rtmbotd process with its own config dir, plugins and log file."""
+    """A real rtmbotd process with its own config dir, plugins and log file.
+
+    Its waits have generous deadlines (a shared, loaded machine is slow; only a failure
+    waits that long), never a limit on how fast something must be: that is bench/'s job.
+    """
 
     def __init__(self, tmp_path: Path, fake, *, mode: str = "rtm", settings: dict | None = None,
                  fixtures: tuple[str, ...] = (), plugins: dict[str, str] | None = None,
@@ -89,16 +93,16 @@ class Rtmbotd:
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=self.dir)
         if wait_ready and self.notify is not None:
-            self.notify.wait_for("READY", "1", timeout=20)
+            self.notify.wait_for("READY", "1", timeout=60)
         if wait_connected and self.fake:
-            self.fake.wait_until(lambda: self.fake.connections_opened > opened, timeout=20)
-            self.wait_log(r"connected to Slack", timeout=20)
+            self.fake.wait_until(lambda: self.fake.connections_opened > opened, timeout=60)
+            self.wait_log(r"connected to Slack", timeout=60)
         return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def wait_log(self, pattern: str, timeout: float = 10.0, count: int = 1) -> str:
+    def wait_log(self, pattern: str, timeout: float = 30.0, count: int = 1) -> str:
         rx = re.compile(pattern)
         wait_until(lambda: len(rx.findall(self.log())) >= count, timeout,
                    lambda: f"log line /{pattern}/ x{count}; the log ends:\n{self.log()[-3000:]}")
@@ -107,11 +111,11 @@ class Rtmbotd:
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
-    def wait_exit(self, timeout: float = 20.0) -> int:
+    def wait_exit(self, timeout: float = 60.0) -> int:
         return self.proc.wait(timeout)
 
     def say(self, text: str, *, channel: str = "D1ALICE", user: str = "U1ALICE", replies: int = 1,
-            timeout: float = 10.0) -> list[str]:
+            timeout: float = 30.0) -> list[str]:
         before = len(self.fake.sent_messages())
         self.fake.message(text, channel=channel, user=user)
         msgs = self.fake.wait_for_messages(before + replies, timeout=timeout)

@@ -52,8 +52,9 @@ def test_good_reload_swaps_keeps_state_and_connection(make_bot, fake):
     bot.signal(signal.SIGHUP)
     bot.notify.wait_for("READY", "1", after=bot.notify.wait_for("RELOADING", "1", after=mark))
     assert sorted(bot.say("count", replies=2)) == ["a 3", "b2 2"]
-    time.sleep(0.3)
-    assert len(fake.sent_messages()) == 2 + 3 + 2
+    # Each plugin answers in order, so a stray extra reply would come before these two.
+    assert sorted(bot.say("count", replies=2)) == ["a 4", "b2 3"]
+    assert len(fake.sent_messages()) == 2 + 3 + 2 + 2
 
 
 BAD_RELOADS = {
@@ -127,16 +128,18 @@ def test_watchdog_keeps_pinging_while_a_plugin_is_stuck(make_bot, fake, tmp_path
         release.touch()
 
 
-def test_stop_drains_and_exits_zero(make_bot, fake):
-    bot = make_bot(plugins={"slowreply": '''
-        import time
+def test_stop_drains_and_exits_zero(make_bot, fake, tmp_path):
+    inside = tmp_path / "inside"
+    bot = make_bot(plugins={"slowreply": f'''
+        import pathlib, time
         outputs = []
         def process_message(data):
+            pathlib.Path({str(inside)!r}).touch()
             time.sleep(1)
             outputs.append([data["channel"], "late reply"])
         '''}).start()
     fake.message("x", channel="C1GENERAL")
-    time.sleep(0.2)                       # the plugin is inside its call
+    wait_until(inside.exists, 30, "the plugin inside its call")
     mark = len(bot.notify.messages)
     bot.signal(signal.SIGTERM)
     bot.notify.wait_for("STOPPING", "1", after=mark)
@@ -146,14 +149,16 @@ def test_stop_drains_and_exits_zero(make_bot, fake):
     assert fake.open_connections() == 0
 
 
-def test_sighup_during_stop_is_ignored_and_second_int_forces(make_bot, fake):
-    bot = make_bot(plugins={"stuck": '''
-        import time
+def test_sighup_during_stop_is_ignored_and_second_int_forces(make_bot, fake, tmp_path):
+    inside = tmp_path / "inside"
+    bot = make_bot(plugins={"stuck": f'''
+        import pathlib, time
         def process_message(data):
+            pathlib.Path({str(inside)!r}).touch()
             time.sleep(60)
         '''}, settings={"STOP_TIMEOUT": 30}).start()
     fake.message("x")
-    time.sleep(0.2)
+    wait_until(inside.exists, 30, "the plugin inside its call")
     bot.signal(signal.SIGINT)
     bot.notify.wait_for("STOPPING", "1")
     mark = len(bot.notify.messages)
