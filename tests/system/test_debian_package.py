@@ -638,8 +638,10 @@ def test_watchdog_restarts_frozen_daemon(container: Container, fake: Any) -> Non
         expect("Watchdog timeout" in journal, "journal records the watchdog timeout")
         pings(fake, "answers again after the watchdog restart", timeout=30)
     finally:
+        step("remove the drop-in, restart without it")
         c.run("rm", "-rf", DROPINS)
         c.run("systemctl", "daemon-reload")
+        c.run("systemctl", "restart", UNIT, check=False, timeout=90)
 
 
 def test_crash_loop_ends_failed(container: Container, fake: Any) -> None:
