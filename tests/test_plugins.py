@@ -246,3 +246,79 @@ def test_a_file_name_that_is_not_utf8_costs_no_plugin(tmp_path):
     pset = build_plugin_set(cfg, PluginEnv())
     assert pset.errors == {}
     assert "repeat" in pset.plugins and "withlib" in pset.plugins
+
+
+# -- python-rtmbot 0.4 class plugins import like importlib.import_module("plugins.x") ---------
+
+RELATIVE = "active_plugins_relative_imports"
+GREETER, BOT, SINGLE, COUNTER = ("plugins.greeter.Greeter", "plugins.greeter.bot.Bot", "plugins.single.Single",
+                                 "plugins.counter.Counter")
+ACTIVE = "ACTIVE_PLUGINS:\n" + "".join(f"  - {name}\n" for name in (GREETER, BOT, SINGLE, COUNTER))
+
+
+def said(pset, plugin, text="x"):
+    unit, = [u for u in pset.units if u.plugin == plugin]
+    unit.handler("message")({"channel": "C1", "text": text})
+    return [text for _, text in unit.take_outputs()]
+
+
+def test_class_plugins_and_their_packages_import_relatively(tmp_path):
+    # Package plugins failed with "No module named '_rtmbotd_plugin_g1_...____init__'" and
+    # submodules with "attempted relative import with no known parent package".
+    pset = build_plugin_set(config_for(tmp_path, RELATIVE, ACTIVE), PluginEnv())
+    assert pset.errors == {}
+    assert said(pset, GREETER) == ["greeter says hi"]
+    assert said(pset, BOT) == ["bot says hi to common"]
+    assert said(pset, SINGLE, "you") == ["hello you"]
+    assert said(pset, SINGLE, "late") == ["late"]           # an import inside a handler
+    bot = units_by_name(pset)[BOT + ":Bot"].target
+    assert bot.common_absolute is bot.common_relative       # plugins.common and ..common: one module
+    greeter = units_by_name(pset)[GREETER + ":Greeter"].target
+    assert greeter.util is not sys.modules[type(bot).__module__.rpartition(".")[0] + ".util"]   # each its own
+    assert "plugins" not in sys.modules and "plugins.greeter" not in sys.modules
+
+
+def test_a_class_plugin_failing_midway_leaves_no_module_behind(tmp_path):
+    cfg = config_for(tmp_path, RELATIVE, "ACTIVE_PLUGINS:\n  - plugins.broken.Broken\n")
+    (cfg.plugins_dir / "broken").mkdir()
+    (cfg.plugins_dir / "broken" / "__init__.py").write_text("from .part import VALUE\n")
+    (cfg.plugins_dir / "broken" / "part.py").write_text("raise RuntimeError('part fails')\n")
+    pset = build_plugin_set(cfg, PluginEnv())
+    assert pset.errors == {"plugins.broken.Broken": "RuntimeError: part fails"}
+    assert not [n for n in sys.modules if n.startswith("_rtmbotd_") and "broken" in n]
+
+
+def test_module_plugin_subfolders_import_relatively(tmp_path):
+    pset = build_plugin_set(config_for(tmp_path, "module_plugin_subpackage_relative_imports"), PluginEnv())
+    assert pset.errors == {}
+    assert units_by_name(pset)["rel"].target.found == ("pkg, other", "ns, second")
+
+
+def test_class_plugin_reload_follows_the_libraries_it_imported(tmp_path, monkeypatch):
+    # A single-file class plugin was fingerprinted by its own file alone: an edited
+    # plugins/lib.py (or a module of its package) stayed old across a reload.
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)     # as in service, where .pyc files get written
+    cfg = config_for(tmp_path, RELATIVE, ACTIVE)
+    first = build_plugin_set(cfg, PluginEnv())
+    assert said(first, SINGLE, "late") == ["late"]
+    units_by_name(first)[COUNTER + ":Counter"].target.count = 41
+    lib = cfg.plugins_dir / "lib.py"
+    before = lib.stat()
+    lib.write_text(lib.read_text().replace("hello", "howdy"))
+    os.utime(lib, ns=(before.st_atime_ns, before.st_mtime_ns))     # same size and mtime: a .pyc would pass
+    (cfg.plugins_dir / "late.py").write_text("WORD = 'late, edited'\n")   # imported in a handler
+    second = build_plugin_set(cfg, PluginEnv(), first)
+    assert second.errors == {}
+    assert second.reused == {GREETER, BOT, COUNTER}
+    assert said(second, SINGLE, "you") == ["howdy you"]
+    assert said(second, SINGLE, "late") == ["late, edited"]
+    assert said(second, COUNTER) == ["counter 42"]          # unchanged: the same instance, its state kept
+    (cfg.plugins_dir / "greeter" / "util.py").write_text("def polite(who):\n    return who + ' bows'\n")
+    third = build_plugin_set(cfg, PluginEnv(), second)
+    assert third.reused == {SINGLE, COUNTER}
+    assert said(third, BOT) == ["bot bows to common"]
+    (cfg.plugins_dir / "common.py").write_text("WHO = 'everyone'\n")      # ..common, outside its package
+    fourth = build_plugin_set(cfg, PluginEnv(), third)
+    assert fourth.reused == {GREETER, SINGLE, COUNTER}
+    assert said(fourth, BOT) == ["bot bows to everyone"]
+    assert build_plugin_set(cfg, PluginEnv(), fourth).reused == {GREETER, BOT, SINGLE, COUNTER}

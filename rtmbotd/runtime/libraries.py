@@ -9,17 +9,26 @@ top-level import of a name found in the plugin's folder to a private name,
 holds for imports at load time and inside handlers later, on any thread. Other imports
 (and all of the engine's) go the usual way. `importlib.import_module("helpers")` from
 plugin code is not redirected: use the import statement.
+
+A python-rtmbot 0.4 class plugin (`plugins.greeter.Greeter`, BASE_PATH as the folder) is
+itself imported under the private name of its dotted module path, through importlib, so
+its packages run first and relative imports (`from .util import x`, `from ..common import
+y`) find their parents, as with `importlib.import_module("plugins.greeter")`. Each scope
+remembers the source its modules ran from, so a reload sees an edited library.
 """
 from __future__ import annotations
 
 import builtins
+import hashlib
+import importlib
 import importlib.util
 import itertools
 import re
 import sys
 from importlib.machinery import FrozenImporter, ModuleSpec, PathFinder, SourceFileLoader
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, Iterable
 
 PREFIX = "_rtmbotd_lib_"
 _SCOPE_ID = re.compile(re.escape(PREFIX) + r"(\d+)_")
@@ -44,7 +53,7 @@ def local_names(folder: Path) -> frozenset[str]:
         return frozenset()
     for entry in entries:
         name = entry.stem if entry.suffix == ".py" else entry.name
-        if not name.isidentifier() or name in _ENGINE or name in sys.builtin_module_names or _frozen(name):
+        if not shadowable(name):
             continue
         if entry.suffix == ".py" and entry.is_file():
             names.add(name)
@@ -52,6 +61,13 @@ def local_names(folder: Path) -> frozenset[str]:
                                  or (_holds_python(entry) and not _installed(name))):
             names.add(name)
     return frozenset(names)
+
+
+def shadowable(name: str) -> bool:
+    """Whether a module in a plugin's folder may take `name` for that plugin: not the
+    engine's packages, nor a built-in or frozen module (their finders come first)."""
+    return (name.isidentifier() and name not in _ENGINE and name not in sys.builtin_module_names
+            and not _frozen(name))
 
 
 def _frozen(name: str) -> bool:
@@ -69,17 +85,47 @@ def _installed(name: str) -> bool:
 
 
 class LibraryScope:
-    """One loaded plugin's import path: its folder, its private module names, its builtins."""
+    """One loaded plugin's import path: its folder, its private module names, its builtins.
 
-    def __init__(self, plugin: str, folder: Path) -> None:
+    `own` names top-level modules in the folder that are the plugin's even where an
+    installed package of that name would win (the package of an ACTIVE_PLUGINS path)."""
+
+    def __init__(self, plugin: str, folder: Path, own: Iterable[str] = ()) -> None:
         self.id = next(_ids)
         self.folder = folder
         safe = re.sub(r"\W", "_", plugin)
         self.prefix = f"{PREFIX}{self.id}_{safe}__"
-        self.names = local_names(folder)
+        self.names = local_names(folder) | {name for name in own if shadowable(name)}
         self.builtins = dict(vars(builtins), __import__=self._import)
+        self._presets: dict[str, dict] = {}      # private name -> globals set before it runs
+        self._ran: dict[str, bytes] = {}         # source file -> sha256 of the source that ran
         _install()
         _scopes[self.id] = self
+
+    def import_module(self, name: str, preset: dict) -> ModuleType:
+        """Import the dotted module `name` from the folder as importlib does: its packages
+        first, each in sys.modules while it runs and taken out again if it fails; `preset`
+        goes into its globals before it runs. Its packages stay once imported, as with
+        importlib (`forget` drops them)."""
+        if name.partition(".")[0] not in self.names:
+            raise ImportError(f"{name!r} cannot be loaded from {self.folder}: its top-level name is a "
+                              f"built-in, frozen or rtmbotd module", name=name)
+        fullname = self.prefix + name
+        self._presets[fullname] = preset
+        try:
+            return importlib.import_module(fullname)
+        finally:
+            del self._presets[fullname]
+
+    def unchanged(self) -> bool:
+        """Whether every source file this scope's modules ran from still holds what ran."""
+        for path, digest in list(self._ran.items()):
+            try:
+                if hashlib.sha256(Path(path).read_bytes()).digest() != digest:
+                    return False
+            except OSError:
+                return False
+        return True
 
     def _import(self, name: str, globals: Any = None, locals: Any = None, fromlist: Any = (),
                 level: int = 0) -> Any:
@@ -97,7 +143,7 @@ class LibraryScope:
             return None
         if isinstance(found.loader, SourceFileLoader):
             return importlib.util.spec_from_file_location(
-                fullname, found.origin, loader=_ScopedLoader(fullname, found.origin, self.builtins),
+                fullname, found.origin, loader=_ScopedLoader(fullname, found.origin, self),
                 submodule_search_locations=found.submodule_search_locations)
         if found.origin is None and found.submodule_search_locations is not None:   # a folder without __init__.py
             spec = ModuleSpec(fullname, None, is_package=True)
@@ -113,15 +159,24 @@ class LibraryScope:
 
 
 class _ScopedLoader(SourceFileLoader):
-    """A source loader whose modules run with the scope's `__builtins__` (its imports)."""
+    """A source loader whose modules run with the scope's `__builtins__` (its imports),
+    compiled from the source it records for `LibraryScope.unchanged`."""
 
-    def __init__(self, fullname: str, path: str, scope_builtins: dict) -> None:
+    def __init__(self, fullname: str, path: str, scope: LibraryScope) -> None:
         super().__init__(fullname, path)
-        self._builtins = scope_builtins
+        self._scope = scope
 
     def exec_module(self, module: Any) -> None:
-        module.__dict__["__builtins__"] = self._builtins
+        module.__dict__.update(self._scope._presets.get(module.__name__, ()))
+        module.__dict__["__builtins__"] = self._scope.builtins
         super().exec_module(module)
+
+    def get_code(self, fullname: str) -> Any:
+        # Never from __pycache__: a .pyc is trusted by the source's size and mtime in whole
+        # seconds, so an edit within the same second could run the old code under the new hash.
+        source = self.get_data(self.path)
+        self._scope._ran[self.path] = hashlib.sha256(source).digest()
+        return self.source_to_code(source, self.path)
 
 
 class LibraryFinder:

@@ -139,6 +139,11 @@ class PluginSource:
     class_name: str | None
     content_hash: str
 
+    @property
+    def module(self) -> str:
+        """An ACTIVE_PLUGINS class's dotted module path (`plugins.greeter`)."""
+        return self.name.rpartition(".")[0]
+
 
 @dataclass
 class PluginSet:
@@ -192,10 +197,11 @@ def discover(config: Config) -> tuple[dict[str, PluginSource], dict[str, str]]:
         for dotted in config.active_plugins:
             modpath, _, cls = dotted.rpartition(".")
             rel = Path(*modpath.split("."))
-            candidates = [config.base_path / rel.with_suffix(".py"), config.base_path / rel / "__init__.py"]
+            # a package wins over a module of the same name, as with importlib
+            candidates = [config.base_path / rel / "__init__.py", config.base_path / rel.with_suffix(".py")]
             found = next((c for c in candidates if c.is_file()), None)
             if found is None:
-                errors[dotted] = f"no module file {candidates[0]} or {candidates[1]}"
+                errors[dotted] = f"no module file {candidates[1]} or {candidates[0]}"
                 continue
             files = _tree_files(found.parent) if found.name == "__init__.py" else [found]
             sources[dotted] = PluginSource(dotted, found, (found,), cls, _hash_tree(files, found.parent))
@@ -267,8 +273,10 @@ def _make_class_unit(cls: type, plugin: str, section: dict, env: PluginEnv) -> U
 def load_source(src: PluginSource, config: Config, env: PluginEnv, gen: int) -> LoadedPlugin:
     """Import one plugin; raises whatever its code raised (and leaves no module behind)."""
     _alias_rtmbot_core()
-    folder = src.path if src.path.is_dir() else src.path.parent
-    libraries = LibraryScope(src.name, config.base_path if src.class_name else folder)
+    if src.class_name:        # imported from BASE_PATH by its dotted path, as python-rtmbot 0.4 did
+        libraries = LibraryScope(src.name, config.base_path, own=[src.module.partition(".")[0]])
+    else:
+        libraries = LibraryScope(src.name, src.path)
     loaded = LoadedPlugin(src.name, src.path, src.content_hash, (), "", [], [], libraries)
     try:
         _load_units(src, config, env, gen, loaded)
@@ -289,9 +297,13 @@ def _load_units(src: PluginSource, config: Config, env: PluginEnv, gen: int, loa
         }
         if env.store_for is not None:
             injected["store"] = env.store_for(src.name)
-        modname = _private_name(gen, src.name, stem)
-        modules.append(modname)
-        module = _exec_module(modname, file, injected)
+        if src.class_name:
+            module = loaded.libraries.import_module(src.module, injected)
+            modules.append(module.__name__)
+        else:
+            modname = _private_name(gen, src.name, stem)
+            modules.append(modname)
+            module = _exec_module(modname, file, injected)
         classes = _plugin_classes(module)
         if src.class_name:
             cls = getattr(module, src.class_name, None)
@@ -382,7 +394,8 @@ def build_plugin_set(config: Config, env: PluginEnv, previous: PluginSet | None 
     for name, src in sources.items():
         old = previous.plugins.get(name) if previous else None
         if (old is not None and old.content_hash == src.content_hash
-                and old.config_hash == config.section_fingerprint(*old.config_names)):
+                and old.config_hash == config.section_fingerprint(*old.config_names)
+                and (old.libraries is None or old.libraries.unchanged())):
             plugins[name] = old
             reused.add(name)
             continue
