@@ -322,3 +322,19 @@ def test_class_plugin_reload_follows_the_libraries_it_imported(tmp_path, monkeyp
     assert fourth.reused == {GREETER, SINGLE, COUNTER}
     assert said(fourth, BOT) == ["bot bows to everyone"]
     assert build_plugin_set(cfg, PluginEnv(), fourth).reused == {GREETER, BOT, SINGLE, COUNTER}
+
+
+def test_a_package_beside_a_module_of_its_name_is_the_plugin_as_with_importlib(tmp_path):
+    cfg = config_for(tmp_path, RELATIVE, "ACTIVE_PLUGINS:\n  - plugins.twin.Twin\n")
+    (cfg.plugins_dir / "twin.py").write_text("raise RuntimeError('the module, not the package')\n")
+    (cfg.plugins_dir / "twin").mkdir()
+    (cfg.plugins_dir / "twin" / "__init__.py").write_text(
+        "import pathlib\nfrom rtmbot.core import Plugin\n\n\nclass Twin(Plugin):\n"
+        "    word = (pathlib.Path(__file__).parent / 'word.txt').read_text()\n")
+    (cfg.plugins_dir / "twin" / "word.txt").write_text("one")
+    first = build_plugin_set(cfg, PluginEnv())
+    assert first.errors == {} and first.plugins["plugins.twin.Twin"].path.name == "__init__.py"
+    (cfg.plugins_dir / "twin" / "word.txt").write_text("two")       # the package's folder is its fingerprint
+    second = build_plugin_set(cfg, PluginEnv(), first)
+    assert second.reused == set()
+    assert units_by_name(second)["plugins.twin.Twin:Twin"].target.word == "two"
