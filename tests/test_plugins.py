@@ -338,3 +338,25 @@ def test_a_package_beside_a_module_of_its_name_is_the_plugin_as_with_importlib(t
     second = build_plugin_set(cfg, PluginEnv(), first)
     assert second.reused == set()
     assert units_by_name(second)["plugins.twin.Twin:Twin"].target.word == "two"
+
+
+def test_class_plugin_reload_sees_a_library_that_appeared_where_an_import_failed(tmp_path):
+    cfg = config_for(tmp_path, RELATIVE, "ACTIVE_PLUGINS:\n  - plugins.optional.Optional\n  - "
+                     + COUNTER + "\n")
+    (cfg.plugins_dir / "optional.py").write_text(
+        "from rtmbot.core import Plugin\n"
+        "try:\n    from . import extra\nexcept ImportError:\n    extra = None\n"
+        "try:\n    import toplevel\nexcept ImportError:\n    toplevel = None\n\n\n"
+        "class Optional(Plugin):\n    found = (extra is not None, toplevel is not None)\n")
+    first = build_plugin_set(cfg, PluginEnv())
+    optional = "plugins.optional.Optional:Optional"
+    assert units_by_name(first)[optional].target.found == (False, False)
+    assert build_plugin_set(cfg, PluginEnv(), first).reused == {"plugins.optional.Optional", COUNTER}
+    (cfg.plugins_dir / "extra.py").write_text("")
+    second = build_plugin_set(cfg, PluginEnv(), first)
+    assert second.reused == {COUNTER}
+    assert units_by_name(second)[optional].target.found == (True, False)
+    (cfg.base_path / "toplevel.py").write_text("")              # a new top-level module: every class plugin
+    third = build_plugin_set(cfg, PluginEnv(), second)
+    assert third.reused == set()
+    assert units_by_name(third)[optional].target.found == (True, True)

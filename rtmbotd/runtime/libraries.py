@@ -95,10 +95,12 @@ class LibraryScope:
         self.folder = folder
         safe = re.sub(r"\W", "_", plugin)
         self.prefix = f"{PREFIX}{self.id}_{safe}__"
-        self.names = local_names(folder) | {name for name in own if shadowable(name)}
+        self._own = frozenset(name for name in own if shadowable(name))
+        self.names = local_names(folder) | self._own
         self.builtins = dict(vars(builtins), __import__=self._import)
         self._presets: dict[str, dict] = {}      # private name -> globals set before it runs
         self._ran: dict[str, bytes] = {}         # source file -> sha256 of the source that ran
+        self._missed: set[tuple[str, tuple[str, ...]]] = set()   # (submodule, folders) an import did not find
         _install()
         _scopes[self.id] = self
 
@@ -118,7 +120,12 @@ class LibraryScope:
             del self._presets[fullname]
 
     def unchanged(self) -> bool:
-        """Whether every source file this scope's modules ran from still holds what ran."""
+        """Whether every source file this scope's modules ran from still holds what ran, and
+        no module appeared where an import looked (its folder's top level, a package's folder)."""
+        if local_names(self.folder) | self._own != self.names:
+            return False
+        if any(_module_in(Path(folder), name) for name, folders in list(self._missed) for folder in folders):
+            return False
         for path, digest in list(self._ran.items()):
             try:
                 if hashlib.sha256(Path(path).read_bytes()).digest() != digest:
@@ -140,6 +147,8 @@ class LibraryScope:
             return None
         found = PathFinder.find_spec(fullname, path) if dot else PathFinder.find_spec(local, [str(self.folder)])
         if found is None:
+            if dot:
+                self._missed.add((fullname.rpartition(".")[2], tuple(path or ())))
             return None
         if isinstance(found.loader, SourceFileLoader):
             return importlib.util.spec_from_file_location(
@@ -156,6 +165,10 @@ class LibraryScope:
         _scopes.pop(self.id, None)
         for name in [n for n in list(sys.modules) if n.startswith(self.prefix)]:
             sys.modules.pop(name, None)
+
+
+def _module_in(folder: Path, name: str) -> bool:
+    return (folder / f"{name}.py").is_file() or (folder / name).is_dir()
 
 
 class _ScopedLoader(SourceFileLoader):
