@@ -20,13 +20,13 @@ from typing import Any, Callable
 from rtmbotd.config import Config
 from rtmbotd.slack.connector import Connector, LinkFailed, LinkOpened, SendResult
 from rtmbotd.slack.directory import Directory, DirectoryListed
-from rtmbotd.errors import StoreError
 from rtmbotd.runtime.generation import Built, build_generation, reload_problem
 from rtmbotd.runtime.host import PluginHost
 from rtmbotd.inbox import Inbox
 from rtmbotd.logsetup import Logging
 from rtmbotd.notify import Notifier
 from rtmbotd.outbox import Outbox
+from rtmbotd.outbox.journal import Journal
 from rtmbotd.runtime.loader import PluginEnv, PluginSet, hung_imports
 from rtmbotd.router import DMOpened, Output, Router
 from rtmbotd.slack.link import LinkBadFrame, LinkClosed, LinkFrame
@@ -40,6 +40,7 @@ from rtmbotd.status import check_every, report_stuck, status_line
 log = logging.getLogger(__name__)
 
 OUTPUT_SWEEP_EVERY = 1.0     # outputs a plugin's own threads appended between calls
+KEEP_TIMEOUT = 5.0           # at the stop: the outbox's last writes to the store
 
 
 class State(enum.Enum):
@@ -67,6 +68,13 @@ class StateError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class OutboxRead:
+    """The saved outbox, read by the journal's writer when the store failed at start."""
+
+    rows: list
+
+
+@dataclass(frozen=True)
 class Signal:
     signum: int
 
@@ -91,8 +99,7 @@ class Daemon:
         self.store = store
         self._early_signals = early_signals if early_signals is not None else []
         self.env = PluginEnv(slack_client=self.slack_client)
-        self._restored: dict[int, dict] = {}     # tag -> record saved at the last stop, not yet settled
-        self._restored_parts: dict[int, int] = {}   # tag -> queued parts still unsettled
+        self.journal: Journal | None = None     # the outbox's durable rows
         self._seen = SeenEvents()
         self._reload_again = False
         self._stop_deadline: float | None = None
@@ -100,14 +107,14 @@ class Daemon:
         self._status_at = 0.0
         self._sweep_at = 0.0
         self._finishing = False          # the stop's last, awaited part is running
-        self._to_restore: list[int] = []  # saved messages not queued yet (tags of _restored)
+        self._to_restore: list[Output] = []   # saved messages not routed yet (before the first swap)
         self._stop_task: asyncio.Task | None = None   # held: the loop keeps only weak references
         self._done: asyncio.Future | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.inbox: Inbox | None = None
         self.connector = connector = Connector(self._post, self.outbox, clock, self.refresh_status)
         self.router = Router(self.outbox, self.directory, lambda user: connector.open_dm(user, DMOpened),
-                             dropped=lambda out: self._settle_tag(out.tag))
+                             dropped=lambda out: self.journal.dropped(out))
         # The one consumer dispatches by type; the connector's own items go straight to it.
         self._handlers: dict[type, Callable[[Any], None]] = {
             Signal: self.handle_signal, Built: self.handle_built, LinkFrame: self.handle_frame,
@@ -115,7 +122,7 @@ class Daemon:
             DMOpened: self.handle_dm_opened, DirectoryListed: self.handle_directory_listed,
             LinkOpened: connector.handle_opened, LinkFailed: connector.handle_failed,
             LinkClosed: connector.handle_closed, LinkBadFrame: connector.handle_bad_frame,
-            SendResult: connector.handle_sent,
+            SendResult: connector.handle_sent, OutboxRead: self.handle_outbox_read,
         }
 
     @property
@@ -166,52 +173,32 @@ class Daemon:
         return self.exit_code
 
     def _open_store(self) -> None:
-        """Open the plugin store (raises StoreError) and queue last run's undelivered messages."""
+        """Open the plugin store (raises StoreError) and read last run's undelivered messages."""
         if self.store is None:
             from rtmbotd.store.lazy import open_daemon_store
             self.store = open_daemon_store(self.config.store_url, self.config.base_path,
                                            self.config.store_synchronous)
         self.env.store_for = self.store.plugin
-        records = self.store.load_outbox()
-        if not records:
-            return
-        self.outbox.on_settled = lambda msg: self._settle_tag(msg.tag, part=True)
-        self.outbox.on_enqueued = self._count_part
-        for tag, record in enumerate(records):
-            self._restored[tag] = record
-        self._to_restore = list(self._restored)
-        log.info("%d message(s) saved at the last stop will be sent first", len(records))
+        self.journal = Journal(self.store)
+        self.outbox.on_enqueued = self.journal.enqueued
+        self.outbox.on_settled = self.journal.settled
+        self._to_restore = self.journal.restore(lambda rows: self.inbox.put_threadsafe(OutboxRead(rows)))
+
+    def handle_outbox_read(self, item: OutboxRead) -> None:
+        """The saved outbox, read only now (the store failed at start): sent after newer messages."""
+        restored = self.journal.adopt(item.rows)
+        if self.state is State.STARTING:
+            self._to_restore.extend(restored)
+        else:
+            self._to_restore = restored
+            self._route_restored(self.clock())
 
     def _route_restored(self, now: float) -> None:
         """Queue last run's messages once the first generation configured the connector:
         names and users resolve again, as at first (a user id needs a DM opened)."""
-        for tag in self._to_restore:
-            record = self._restored[tag]
-            self.router.route(Output(record["channel"], record.get("text"), dict(record.get("extra") or {}),
-                                     record.get("plugin", "?"), tag), now)
-        self._to_restore = []
-
-    def _count_part(self, msg: Any) -> None:
-        if msg.tag in self._restored:
-            self._restored_parts[msg.tag] = self._restored_parts.get(msg.tag, 0) + 1
-
-    def _settle_tag(self, tag: Any, part: bool = False) -> None:
-        """A restored message was delivered or dropped for good: the saved copy goes too."""
-        if tag not in self._restored:
-            return
-        if part:
-            left = self._restored_parts.get(tag, 1) - 1
-            self._restored_parts[tag] = left
-            if left > 0:
-                return
-        del self._restored[tag]
-        self._restored_parts.pop(tag, None)
-        try:
-            self.store.save_outbox(list(self._restored.values()))
-        except StoreError as exc:
-            log.error("cannot update the saved outbox: %s", exc)
-        if not self._restored:
-            self.outbox.on_settled = self.outbox.on_enqueued = None
+        restored, self._to_restore = self._to_restore, []
+        for out in restored:
+            self.router.route(out, now)
 
     def send_signal(self, signum: int) -> None:
         """From any thread: act as if `signum` arrived (embedding, tests)."""
@@ -274,7 +261,7 @@ class Daemon:
 
     def _next_deadline(self, now: float) -> float | None:
         times = [self._watchdog_at, self._stop_deadline, self.connector.next_deadline(now),
-                 self.directory.retry_at]
+                 self.directory.retry_at, self.journal.next_deadline()]
         if self.state in (State.RUNNING, State.RELOADING):
             times.append(self.host.next_deadline())
             if self.host.workers:
@@ -298,6 +285,7 @@ class Daemon:
             self._status_at = now
             report_stuck(self.host, now, self.config.plugin_timeout)
             self.refresh_status(now)
+        self.journal.flush(now)
 
     def _status_every(self) -> float:
         return check_every(self.config.plugin_timeout)
@@ -434,24 +422,15 @@ class Daemon:
         if busy:
             log.warning("plugins still running at the stop deadline: %s", ", ".join(w.unit.name for w in busy))
         await self.connector.close()
-        self._save_outbox()
+        self._keep_outbox()
         self._set_state(State.STOPPED)
         log.info("stopped")
 
-    def _save_outbox(self) -> None:
-        """Keep what could not be delivered; it is sent, in order, on the next start."""
-        unrouted = [self._restored[tag] for tag in self._to_restore]   # stopped before the first swap
-        records = unrouted + self.outbox.snapshot() + self.router.pending_records()
-        try:
-            if records:
-                self.store.save_outbox(records)
-                log.warning("%d undelivered message(s) saved; they will be sent on the next start", len(records))
-            elif self._restored or self.store.load_outbox():
-                self.store.clear_outbox()
-        except Exception as exc:  # noqa: BLE001 - StoreError, or a record that is not JSON
-            log.error("cannot save %d undelivered message(s): %s", len(records), exc)
-        finally:
-            self.store.close()
+    def _keep_outbox(self) -> None:
+        """Every undelivered message is in the store (most already were); sent on the next start."""
+        kept = self.journal.close(KEEP_TIMEOUT)
+        if kept:
+            log.warning("%d undelivered message(s) saved; they will be sent on the next start", kept)
 
     # -- Slack frames -----------------------------------------------------------------
     def handle_frame(self, item: LinkFrame) -> None:
@@ -475,10 +454,12 @@ class Daemon:
         now = self.clock()
         self.host.reported(item)
         for out in item.outputs:         # parsed to plain data on the plugin's thread
+            out = self.journal.track(out, now, stuck=self.connector.link is None)
             try:
                 self.router.route(out, now)
             except Exception:  # noqa: BLE001 - a bad output costs only itself
                 log.exception("plugin %s: output to %r dropped", out.plugin, out.target)
+                self.journal.dropped(out)
 
     def handle_worker_exited(self, item: WorkerExited) -> None:
         item.worker.exited = True

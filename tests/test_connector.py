@@ -151,3 +151,24 @@ def test_own_messages_are_recognised_by_the_identity_auth_test_gave():
     assert conn.is_own("message", {"user": "U1BOT"}) and conn.is_own("message", {"bot_id": "B1BOT"})
     assert not conn.is_own("message", {"user": "U1ALICE"})
     assert not conn.is_own("reaction_added", {"user": "U1BOT"})         # only messages echo back
+def test_an_auth_error_on_a_post_keeps_the_message_stops_sending_and_says_to_fix_the_token():
+    """token_revoked, invalid_auth, account_inactive, not_authed used to drop each message
+    for good while STATUS still said Connected."""
+    from rtmbotd.slack.connector import AUTH_RETRY, SendResult
+    for code in ("token_revoked", "invalid_auth", "account_inactive", "not_authed"):
+        async def scenario():
+            conn, box, link, posts = connected_rtm()
+            box.enqueue("C1", "with blocks", "p", 0.0, {"blocks": [{"type": "divider"}]})   # goes by Web API
+            box.enqueue("C1", "next", "p", 0.0, {"blocks": [{"type": "divider"}]})
+            (msg, via_socket), = box.ready(0.0, socket=True, web=True)
+            assert not via_socket
+            conn.handle_sent(SendResult(msg, WebError("chat.postMessage", code, status=200)), 1.0)
+            assert len(box) == 2 and box.snapshot()[0]["text"] == "with blocks"     # kept, still first
+            assert conn.link is None and box.ready(2.0, socket=False, web=conn.link is not None) == []
+            assert conn.status() == (f"token rejected by Slack (chat.postMessage: {code}): fix SLACK_TOKEN in "
+                                     f"/x and reload; retrying in {AUTH_RETRY:.0f} s")
+            assert conn.retry_at >= 1.0 + AUTH_RETRY
+            for task in list(conn._tasks):
+                task.cancel()
+            await asyncio.gather(*conn._tasks, return_exceptions=True)
+        asyncio.run(scenario())

@@ -32,7 +32,7 @@ from rtmbotd.store import (ABSENT, PluginStore, Store, StoreCorruptError, StoreF
                            StoreUnavailableError, StoreUnreachableError, StoreVersionError)
 from rtmbotd.store.errors import StoreBusyError, translate
 from rtmbotd.store.plugin import table_prefix_for
-from rtmbotd.store.schema import MIGRATIONS, Migration
+from rtmbotd.store.schema import MIGRATIONS, Migration, newest
 from rtmbotd.store.url import resolve_url
 from rtmbotd.testing.waiting import wait_until
 
@@ -470,6 +470,37 @@ def test_outbox_keeps_order_and_is_replaced_atomically(store_url: str) -> None:
         assert other.load_outbox() == records[:1]
 
 
+def test_outbox_rows_are_added_replaced_and_deleted_one_by_one(store_url: str) -> None:
+    with Store.open(store_url) as store:
+        store.write_outbox([(10, "C1", '{"channel":"C1","text":"a"}'), (20, "C2", '{"channel":"C2","text":"b"}'),
+                            (30, "C1", '{"channel":"C1","text":"c"}')])
+        store.write_outbox([(20, "C2", '{"channel":"C2","text":"b, rest"}')], [10, 99])
+        with Store.open(store_url, outbox_owner="other-host") as other:
+            other.write_outbox([(5, "C9", '{"channel":"C9","text":"theirs"}')])
+    with Store.open(store_url) as store:
+        assert store.outbox_rows() == [(20, {"channel": "C2", "text": "b, rest"}), (30, {"channel": "C1", "text": "c"})]
+        store.write_outbox([], list(range(0, 2000)))           # more than one DELETE ... IN chunk
+        assert store.outbox_rows() == []
+    with Store.open(store_url, outbox_owner="other-host") as other:
+        assert other.outbox_rows() == [(5, {"channel": "C9", "text": "theirs"})]
+
+
+def test_an_older_versions_saved_outbox_is_moved_into_rows_ahead_of_them(store_url: str) -> None:
+    """Version 1 saved the outbox whole at a stop; its table stays (a rolling upgrade) and
+    its rows are read once, first, then removed from it."""
+    with Store.open(store_url, migrations=MIGRATIONS[:1]) as old:       # the older rtmbotd
+        with old.engine.begin() as conn:
+            conn.execute(text("INSERT INTO rtmbot_outbox (owner, seq, record) VALUES "
+                              "('local', 0, '{\"channel\": \"C1\", \"text\": \"old 0\"}'), "
+                              "('local', 1, '{\"channel\": \"C2\", \"text\": \"old 1\"}')"))
+    with Store.open(store_url, outbox_owner="local") as store:
+        store.write_outbox([(7, "C1", '{"channel":"C1","text":"new"}')])
+        assert [r["text"] for _, r in store.outbox_rows()] == ["old 0", "old 1", "new"]
+        assert [r["text"] for _, r in store.outbox_rows()] == ["old 0", "old 1", "new"]   # moved once
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM rtmbot_outbox")).scalar() == 0
+
+
 # -- durability --------------------------------------------------------------------------
 
 WRITER = r"""
@@ -619,7 +650,8 @@ def test_upgrade_from_version_0_keeps_existing_tables(store_url: str) -> None:
     engine.dispose()
     with Store.open(store_url) as store:
         with store.engine.connect() as conn:
-            assert conn.execute(text("SELECT value FROM rtmbot_meta WHERE name = 'schema_version'")).scalar() == "1"
+            assert conn.execute(text("SELECT value FROM rtmbot_meta WHERE name = 'schema_version'")).scalar() \
+                == str(newest())
             assert conn.execute(text("SELECT body FROM p_legacy_notes")).scalar() == "kept"
         store.plugin("legacy")["k"] = 1
 
@@ -633,16 +665,18 @@ def test_registered_migration_upgrades_in_place_once(store_url: str) -> None:
         runs.append(1)
         conn.execute(text("CREATE TABLE rtmbot_audit (id INTEGER PRIMARY KEY)"))
         conn.execute(text("INSERT INTO rtmbot_audit VALUES (7)"))
-    v2 = MIGRATIONS + (Migration(2, "add rtmbot_audit", add_audit_table),)
+    nxt = newest() + 1
+    v2 = MIGRATIONS + (Migration(nxt, "add rtmbot_audit", add_audit_table),)
     with Store.open(store_url, migrations=v2) as store:
         assert store.plugin("p")["k"] == {"v": 1}
         with store.engine.connect() as conn:
-            assert conn.execute(text("SELECT value FROM rtmbot_meta WHERE name = 'schema_version'")).scalar() == "2"
+            assert conn.execute(text("SELECT value FROM rtmbot_meta WHERE name = 'schema_version'")).scalar() \
+                == str(nxt)
             assert conn.execute(text("SELECT id FROM rtmbot_audit")).scalar() == 7
     with Store.open(store_url, migrations=v2):
         pass
     assert runs == [1]
-    with pytest.raises(StoreVersionError, match=r"schema version 2 .* newer rtmbotd.*up to version 1"):
+    with pytest.raises(StoreVersionError, match=rf"schema version {nxt} .* newer rtmbotd.*up to version {nxt - 1}"):
         Store.open(store_url)
 
 
@@ -654,11 +688,12 @@ def test_failed_migration_leaves_the_old_version(store_url: str) -> None:
         conn.execute(text("CREATE TABLE rtmbot_half (id INTEGER)"))
         raise RuntimeError("migration bug")
     with pytest.raises(RuntimeError):
-        Store.open(store_url, migrations=MIGRATIONS + (Migration(2, "broken", broken),))
+        Store.open(store_url, migrations=MIGRATIONS + (Migration(newest() + 1, "broken", broken),))
     with Store.open(store_url) as store:
         assert store.plugin("p")["k"] == 1
         with store.engine.connect() as conn:
-            assert conn.execute(text("SELECT value FROM rtmbot_meta WHERE name = 'schema_version'")).scalar() == "1"
+            assert conn.execute(text("SELECT value FROM rtmbot_meta WHERE name = 'schema_version'")).scalar() \
+                == str(newest())
 
 
 def test_newer_database_is_refused(store_url: str) -> None:
@@ -806,7 +841,7 @@ def test_full_disk_refuses_the_write_and_keeps_data(store_url: str, tmpfs: Calla
         if postgres_url_if_pg is not None:
             tables = create_engine(resolve_url(url))
             with tables.begin() as conn:
-                conn.exec_driver_sql("DROP TABLE rtmbot_kv, rtmbot_outbox, rtmbot_meta")
+                conn.exec_driver_sql("DROP TABLE rtmbot_kv, rtmbot_outbox, rtmbot_outbox_rows, rtmbot_meta")
             tables.dispose()
             with admin.connect() as conn:
                 conn.exec_driver_sql(f"DROP TABLESPACE {space}")

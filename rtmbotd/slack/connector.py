@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 20.0
 PING_INTERVAL = 30.0
 HEALTHY_AFTER = 30.0      # a link that lived this long resets the backoff
+AUTH_RETRY = 60.0         # at least this long between tries of a token Slack rejected
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Connector:
         self.identity: dict | None = None      # auth.test: user_id, bot_id
         self._need_auth = True
         self.problem = ""                      # why we are not connected, for STATUS
+        self._rejected_epoch: int | None = None   # the epoch whose token chat.postMessage refused
         self._rtm_inflight: dict[tuple[int, int], Message] = {}
         self._tasks: set[asyncio.Task] = set()
         self.stopping = False
@@ -188,13 +190,34 @@ class Connector:
         self.connecting = False
         delay = self.backoff.next_delay(item.retry_after or 0.0)
         if item.auth:
-            delay = max(delay, 60.0)
-            log.error("Slack rejected the token (%s); fix the token and reload; retrying in %.0f s",
-                      item.error, delay)
+            delay = max(delay, AUTH_RETRY)
+            self._say_token_rejected(item.error, delay)
         else:
             log.warning("cannot connect to Slack: %s; retrying in %.1f s", item.error, delay)
-        self.problem = f"cannot connect ({item.error}); retrying in {delay:.0f} s"
+            self.problem = f"cannot connect ({item.error}); retrying in {delay:.0f} s"
         self.retry_at = now + delay
+        self._status_changed()
+
+    def _say_token_rejected(self, error: str, delay: float) -> None:
+        """STATUS and the log say which token to fix where."""
+        key = "SLACK_APP_TOKEN" if error.startswith("apps.connections.open") else "SLACK_TOKEN"
+        self.problem = (f"token rejected by Slack ({error}): fix {key} in {self.config.path} and reload; "
+                        f"retrying in {delay:.0f} s")
+        log.error("Slack rejected the token (%s): fix %s in %s and reload; %d message(s) kept; retrying in %.0f s",
+                  error, key, self.config.path, len(self.outbox), delay)
+
+    def _token_rejected(self, error: WebError, now: float) -> None:
+        """chat.postMessage says the token is no good: stop sending (the outbox keeps every
+        message), drop the link and try again with backoff; a reload with a new token sends."""
+        if self._rejected_epoch == self.epoch and self.link is None:
+            return                                   # another send of the same token: said already
+        self._rejected_epoch = self.epoch
+        self._need_auth = True
+        self._retire_current()
+        delay = max(self.backoff.next_delay(), AUTH_RETRY)
+        self._say_token_rejected(str(error), delay)
+        if not self.connecting and self.pending is None:
+            self.retry_at = now + delay
         self._status_changed()
 
     # -- frames --------------------------------------------------------------
@@ -344,6 +367,9 @@ class Connector:
         msg, error = item.message, item.error
         if error is None:
             self.outbox.delivered(msg)
+        elif error.auth:
+            self.outbox.unsend(msg)
+            self._token_rejected(error, now)
         elif error.status == 429 or error.error == "ratelimited":
             wait = self.outbox.retry(msg, now, after=error.retry_after or 1.0, web_wide=True)
             log.warning("Slack rate limit on chat.postMessage; pausing sends for %g s", wait)

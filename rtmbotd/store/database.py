@@ -10,7 +10,8 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from rtmbotd.store.errors import (StoreBusyError, StoreCorruptError, StoreError,
                                   StoreReadOnlyError, StoreUnavailableError, StoreVersionError,
                                   StoreWriteError)
 from rtmbotd.store.plugin import ABSENT, PluginStore, put_row
-from rtmbotd.store.schema import MIGRATIONS, Migration, kv, outbox
+from rtmbotd.store.schema import MIGRATIONS, Migration, kv, outbox, outbox_rows
 from rtmbotd.store.url import resolve_url
 from rtmbotd.store.values import check_key, encode, to_json
 
@@ -37,6 +38,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+_DELETE_CHUNK = 500      # seqs per DELETE ... IN (...): well under any driver's parameter limit
 
 
 @dataclass
@@ -175,30 +178,76 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the daemon's durable outbox -----------------------------------------------
+    # -- the daemon's durable outbox: one row per queued message ----------------------
+    def _outbox_lock(self) -> str:
+        return "\0outbox:" + self.outbox_owner
+
+    def outbox_rows(self) -> list[tuple[int, dict]]:
+        """Every saved message as (seq, record), in send order. A version-1 outbox (saved
+        whole by an older rtmbotd at its stop) is moved into the rows first, ahead of them."""
+        legacy = self._read("outbox", lambda c: c.execute(
+            select(outbox.c.seq, outbox.c.record).where(outbox.c.owner == self.outbox_owner)
+            .order_by(outbox.c.seq)).all())
+        if legacy:
+            self._write("outbox", self._outbox_lock(), lambda c: self._adopt_legacy(c, legacy))
+        rows = self._read("outbox", lambda c: c.execute(
+            select(outbox_rows.c.seq, outbox_rows.c.record).where(outbox_rows.c.owner == self.outbox_owner)
+            .order_by(outbox_rows.c.seq)).all())
+        return [(seq, json.loads(record)) for seq, record in rows]
+
+    def _adopt_legacy(self, conn: Connection, legacy: Sequence[Any]) -> None:
+        first = conn.execute(select(outbox_rows.c.seq).where(outbox_rows.c.owner == self.outbox_owner)
+                             .order_by(outbox_rows.c.seq).limit(1)).scalar()
+        base = (first if first is not None else 0) - len(legacy)
+        conn.execute(outbox_rows.insert(), self._row_values(
+            [(base + i, str(json.loads(rec).get("channel", "")), rec) for i, (_, rec) in enumerate(legacy)]))
+        conn.execute(delete(outbox).where(outbox.c.owner == self.outbox_owner))
+        log.info("store: moved %d message(s) saved by an older rtmbotd into rtmbot_outbox_rows", len(legacy))
+
+    def _row_values(self, rows: Sequence[tuple[int, str, str]]) -> list[dict]:
+        now = time.time()
+        return [{"owner": self.outbox_owner, "seq": seq, "channel": channel, "record": record, "created_at": now}
+                for seq, channel, record in rows]
+
+    def write_outbox(self, puts: Sequence[tuple[int, str, str]], deletes: Iterable[int] = ()) -> None:
+        """One atomic batch: rows (seq, channel, record JSON text) added or replaced, and
+        rows `deletes` removed (absent ones are fine)."""
+        gone = sorted(set(deletes) | {seq for seq, _, _ in puts})
+        values = self._row_values(puts)
+
+        def write(conn: Connection) -> None:
+            for i in range(0, len(gone), _DELETE_CHUNK):
+                conn.execute(delete(outbox_rows).where(outbox_rows.c.owner == self.outbox_owner,
+                                                       outbox_rows.c.seq.in_(gone[i:i + _DELETE_CHUNK])))
+            if values:
+                conn.execute(outbox_rows.insert(), values)
+        if gone:
+            self._write("outbox", self._outbox_lock(), write)
+
     def save_outbox(self, records: list[dict]) -> None:
         """Replace the saved outbox with `records` (in order), atomically."""
         rows = []
-        for seq, record in enumerate(records):
+        for seq, record in enumerate(records, 1):
             if not isinstance(record, dict):
                 raise TypeError(f"outbox record {seq}: must be a dict, not {type(record).__name__}")
-            rows.append({"owner": self.outbox_owner, "seq": seq, "record": encode(f"outbox[{seq}]", record)})
+            rows.append((seq, str(record.get("channel", "")), encode(f"outbox[{seq}]", record)))
 
         def write(conn: Connection) -> None:
             conn.execute(delete(outbox).where(outbox.c.owner == self.outbox_owner))
+            conn.execute(delete(outbox_rows).where(outbox_rows.c.owner == self.outbox_owner))
             if rows:
-                conn.execute(outbox.insert(), rows)
-        self._write("outbox", "\0outbox:" + self.outbox_owner, write)
+                conn.execute(outbox_rows.insert(), self._row_values(rows))
+        self._write("outbox", self._outbox_lock(), write)
 
     def load_outbox(self) -> list[dict]:
-        """The records last saved, in order ([] when none)."""
-        rows = self._read("outbox", lambda c: list(c.scalars(
-            select(outbox.c.record).where(outbox.c.owner == self.outbox_owner).order_by(outbox.c.seq))))
-        return [json.loads(r) for r in rows]
+        """The saved records, in order ([] when none)."""
+        return [record for _, record in self.outbox_rows()]
 
     def clear_outbox(self) -> None:
-        self._write("outbox", "\0outbox:" + self.outbox_owner,
-                    lambda c: c.execute(delete(outbox).where(outbox.c.owner == self.outbox_owner)))
+        def write(conn: Connection) -> None:
+            conn.execute(delete(outbox).where(outbox.c.owner == self.outbox_owner))
+            conn.execute(delete(outbox_rows).where(outbox_rows.c.owner == self.outbox_owner))
+        self._write("outbox", self._outbox_lock(), write)
 
     # -- execution: join this thread's transaction or run alone ------------------------
     def _active(self) -> _Tx | None:

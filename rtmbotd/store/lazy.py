@@ -109,6 +109,14 @@ class StandInStore:
                 ps = self._plugins[name] = DeferredPluginStore(self, name)
             return ps
 
+    def outbox_rows(self) -> list[tuple[int, dict]]:
+        """The durable outbox's rows (see Store.outbox_rows); StoreError while there is no store."""
+        return self.real().outbox_rows()
+
+    def write_outbox(self, puts: list, deletes: list) -> None:
+        """From the outbox's writer thread, which keeps and retries the rows on StoreError."""
+        self.real().write_outbox(puts, deletes)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -140,6 +148,15 @@ class DeferredStore(StandInStore):
                 self._store = self._opener()
             return self._store
 
+    def outbox_rows(self) -> list[tuple[int, dict]]:
+        # Nothing was saved when the file did not exist at start; only this daemon saves it.
+        return self._store.outbox_rows() if self._store is not None else []
+
+    def write_outbox(self, puts: list, deletes: list) -> None:
+        """The first message that must be kept creates the file."""
+        if puts or self._store is not None:
+            self.real().write_outbox(puts, deletes)
+
     def load_outbox(self) -> list[dict]:
         # Nothing was saved when the file did not exist at start; only this daemon saves it.
         return self._store.load_outbox() if self._store is not None else []
@@ -158,6 +175,9 @@ class RetryingStore(StandInStore):
 
     Last run's saved outbox could not be read at the start; it stays in the database
     (a later save keeps it ahead of the new records) and is sent at the next start.
+    The daemon's outbox journal uses `outbox_rows`/`write_outbox` instead: they raise
+    StoreUnavailableError until the store opens, and the journal's writer reads the
+    saved rows first, then writes, as soon as they work.
     """
 
     def __init__(self, opener: Callable[[], Any], error: StoreError, backoff: Backoff | None = None) -> None:

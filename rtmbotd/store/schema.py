@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from sqlalchemy import Column, Connection, Integer, MetaData, PrimaryKeyConstraint, Table, Text, inspect
+from sqlalchemy import (BigInteger, Column, Connection, Float, Integer, MetaData, PrimaryKeyConstraint, Table, Text,
+                        UniqueConstraint, inspect)
 from sqlalchemy import column, select, table
 
 from rtmbotd.store.errors import StoreVersionError
@@ -32,7 +33,9 @@ def _key_text() -> Text:
 # What the running code reads and writes (lightweight, no DDL).
 meta = table(META_TABLE, column("name"), column("value"))
 kv = table("rtmbot_kv", column("plugin"), column("key"), column("value"))
-outbox = table("rtmbot_outbox", column("owner"), column("seq"), column("record"))
+outbox = table("rtmbot_outbox", column("owner"), column("seq"), column("record"))   # version 1: saved whole
+outbox_rows = table("rtmbot_outbox_rows", column("id"), column("owner"), column("seq"), column("channel"),
+                    column("record"), column("created_at"))
 
 
 def _create_v1(conn: Connection) -> None:
@@ -52,6 +55,23 @@ def _create_v1(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _create_v2(conn: Connection) -> None:
+    """Version 2: the outbox as one row per message, added and deleted as messages wait and go.
+
+    Version 1's `rtmbot_outbox` stays: an older rtmbotd's saved outbox is moved over on
+    the first load, and dropping a table under a running older version is never safe."""
+    md = MetaData()
+    Table("rtmbot_outbox_rows", md,
+          Column("id", Integer, primary_key=True, autoincrement=True),
+          Column("owner", Text, nullable=False),
+          Column("seq", BigInteger, nullable=False, autoincrement=False),   # send order, per owner
+          Column("channel", Text, nullable=False),
+          Column("record", Text, nullable=False),                          # JSON text
+          Column("created_at", Float, nullable=False),                     # Unix time, for people
+          UniqueConstraint("owner", "seq", name="rtmbot_outbox_rows_owner_seq"))
+    md.create_all(conn)
+
+
 @dataclass(frozen=True)
 class Migration:
     """Brings a database from `version - 1` to `version`."""
@@ -63,6 +83,7 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create rtmbot_meta, rtmbot_kv, rtmbot_outbox", _create_v1),
+    Migration(2, "create rtmbot_outbox_rows (one row per queued message)", _create_v2),
 )
 
 

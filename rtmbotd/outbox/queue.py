@@ -205,8 +205,11 @@ class Outbox:
             self._put_back(chan, [msg])
 
     def _put_back(self, chan: _Channel, msgs: list[Message]) -> None:
-        merged = sorted(list(chan.pending) + msgs, key=lambda m: m.seq)
-        chan.pending = deque(merged)
+        msgs = sorted(msgs, key=lambda m: m.seq)
+        if not chan.pending or msgs[-1].seq < chan.pending[0].seq:
+            chan.pending.extendleft(reversed(msgs))      # the usual case: back at the head, O(len(msgs))
+        else:
+            chan.pending = deque(sorted(list(chan.pending) + msgs, key=lambda m: m.seq))
         if msgs and msgs[0].channel not in self._turns:
             self._turns.appendleft(msgs[0].channel)
 

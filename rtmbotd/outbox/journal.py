@@ -1,0 +1,160 @@
+"""The outbox's durable copy: one store row per output that had to wait.
+
+Every output the router takes gets a `seq` (its tag through router and outbox). One
+that is not settled (delivered, or dropped for good) within `HOLD` seconds is written
+at the next loop turn after that (at once while there is no link to Slack); settling a
+written one deletes its row. Both go to
+the writer thread in one batch per turn, so a reply delivered at once never touches
+the store and the loop never waits for a commit. After a crash the rows are the
+outbox: what waited `HOLD` plus one write is never lost, and only what was in flight
+(sent, answer or row deletion not yet in) can be sent twice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from rtmbotd.errors import StoreError
+from rtmbotd.outbox.queue import Message
+from rtmbotd.outbox.writer import DELETE, OutboxWriter
+from rtmbotd.router import Output
+
+log = logging.getLogger(__name__)
+
+HOLD = 0.25       # s an output may wait before it must be in the store (the issue's bound: 1 s)
+
+
+@dataclass
+class _Entry:
+    """One tracked output: its record, and its outbox parts once queued (a long text splits)."""
+
+    seq: int
+    record: dict
+    due: float
+    saved: bool = False               # handed to the writer (its row exists or soon will)
+    parts: list = field(default_factory=list)    # queued Messages not settled yet
+
+
+def record_of(out: Output) -> dict:
+    return {"channel": out.target, "text": out.text, "plugin": out.plugin, "extra": out.extra}
+
+
+class Journal:
+    """Loop-side bookkeeping of the durable outbox; store I/O runs on an OutboxWriter."""
+
+    def __init__(self, store: Any, *, writer: OutboxWriter | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.writer = writer or OutboxWriter(store)
+        self._entries: dict[int, _Entry] = {}
+        self._due: deque[_Entry] = deque()          # unsaved entries, oldest first
+        self._changes: dict[int, dict | None] = {}  # this turn's row changes
+        self._next = int(wall() * 1_000_000)        # µs since the epoch: later runs sort after
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- start --------------------------------------------------------------------------
+    def restore(self, later: Callable[[list[tuple[int, dict]]], None]) -> list[Output]:
+        """The rows an earlier run left, as outputs to route first. When the store cannot be
+        read now, the writer reads them before writing anything and calls `later(rows)`
+        from its thread; hand those to `adopt` on the loop."""
+        try:
+            rows = self.store.outbox_rows()
+        except StoreError as exc:
+            log.error("cannot read the saved outbox (%s); new messages are kept in memory, and the saved "
+                      "ones are sent once the store can be read", exc)
+            self.writer.read_first(later)
+            return []
+        return self.adopt(rows)
+
+    def adopt(self, rows: list[tuple[int, dict]]) -> list[Output]:
+        outputs = []
+        for seq, record in rows:
+            self._entries[seq] = _Entry(seq, record, 0.0, saved=True)
+            outputs.append(Output(record.get("channel", ""), record.get("text"), dict(record.get("extra") or {}),
+                                  record.get("plugin", "?"), seq))
+            self._next = max(self._next, seq + 1)
+        if rows:
+            log.info("%d message(s) saved by the last run will be sent first", len(rows))
+        return outputs
+
+    # -- the life of an output ----------------------------------------------------------
+    def track(self, out: Output, now: float, *, stuck: bool = False) -> Output:
+        """`out` with its journal seq as tag; it is written if still unsettled after HOLD,
+        or at this turn's end when it is `stuck` (no link to Slack: it cannot go out soon)."""
+        seq = self._next
+        self._next += 1
+        entry = _Entry(seq, record_of(out), now if stuck else now + HOLD)
+        self._entries[seq] = entry
+        self._due.append(entry)
+        return dataclasses.replace(out, tag=seq)
+
+    def enqueued(self, msg: Message) -> None:
+        """The outbox queued a part of a tracked output (Outbox.on_enqueued)."""
+        entry = self._entries.get(msg.tag)
+        if entry is not None:
+            entry.parts.append(msg)
+
+    def settled(self, msg: Message) -> None:
+        """A part was delivered or dropped for good (Outbox.on_settled)."""
+        entry = self._entries.get(msg.tag)
+        if entry is None:
+            return
+        entry.parts = [m for m in entry.parts if m.seq != msg.seq]
+        if not entry.parts:
+            self._forget(entry)
+            return
+        # The rest of a split text: a crash now must not send the delivered parts again.
+        rest = entry.parts
+        entry.record = {"channel": msg.channel, "text": "\n".join(m.text or "" for m in rest),
+                        "plugin": msg.plugin, "extra": dict(rest[0].extra)}
+        if entry.saved:
+            self._changes[entry.seq] = entry.record
+
+    def dropped(self, out: Output) -> None:
+        """The router gave up on an output (unknown target, no DM)."""
+        entry = self._entries.get(out.tag)
+        if entry is not None:
+            self._forget(entry)
+
+    def _forget(self, entry: _Entry) -> None:
+        del self._entries[entry.seq]
+        if entry.saved:
+            self._changes[entry.seq] = DELETE
+
+    # -- per loop turn ------------------------------------------------------------------
+    def flush(self, now: float) -> None:
+        """Hand this turn's changes, and every output that waited HOLD, to the writer."""
+        due = self._due
+        while due and due[0].due <= now:
+            entry = due.popleft()
+            if entry.seq in self._entries:
+                entry.saved = True
+                self._changes[entry.seq] = entry.record
+        if self._changes:
+            changes, self._changes = self._changes, {}
+            self.writer.submit(changes)
+
+    def next_deadline(self) -> float | None:
+        due = self._due
+        while due and due[0].seq not in self._entries:
+            due.popleft()
+        return due[0].due if due else None
+
+    # -- stop -----------------------------------------------------------------------------
+    def close(self, timeout: float) -> int:
+        """Write every unsettled output and end the writer; returns how many are kept."""
+        self.flush(float("inf"))
+        kept = len(self._entries)
+        if not self.writer.close(timeout):
+            kept = 0
+        try:
+            self.store.close()
+        except StoreError as exc:
+            log.error("store: %s", exc)
+        return kept
