@@ -391,3 +391,34 @@ def test_the_plugins_slack_sdk_client_follows_no_proxy(clean_env):
     assert client.web.proxy is None                 # slack_sdk alone would take HTTPS_PROXY
     client.configure("xoxb-1", "https://slack.com/api/")
     assert client.web.proxy == "http://p.example:3128"
+
+
+def test_proxy_written_as_urllib_reads_it_works_and_keeps_its_password(server_tls, clean_env):
+    """`user:pw@host:port` (no scheme) and a password with `#` or `/` unencoded: urllib reads
+    both; aiohttp refused them ("InvalidURL: http://bob:pa#ss@...", the password in the log
+    and STATUS) and never connected."""
+    async def scenario():
+        async with Server(lambda r: _ok_soon(), tls=server_tls) as srv, ConnectProxy() as proxy:
+            answers, errors = [], []
+            for userinfo in ("bob:pa#ss/w?rd", "bob:50%off"):
+                clean_env.setenv("HTTPS_PROXY", proxy.url.replace("http://", userinfo + "@"))   # no scheme
+                far = SlackWeb("xoxb-1", srv.url("slack.invalid"), timeout=10)
+                try:
+                    answers.append(await far.call("auth.test"))
+                except WebError as exc:
+                    errors.append(str(exc))
+                await far.close()
+            return proxy, answers, errors
+    proxy, answers, errors = run(scenario())
+    assert errors == [] and answers == [{"ok": True}] * 2
+    assert proxy.auth == ["Basic " + base64.b64encode(b"bob:pa#ss/w?rd").decode(),
+                          "Basic " + base64.b64encode(b"bob:50%off").decode()]
+
+
+def test_proxy_for_encodes_credentials_and_adds_the_scheme(clean_env):
+    clean_env.setenv("HTTPS_PROXY", "bob:pa#ss@p.example:3128")
+    assert proxy_for("https://slack.com/api/") == "http://bob:pa%23ss@p.example:3128"
+    clean_env.setenv("HTTPS_PROXY", "https://b%C3%B6b:p%40ss@p.example")     # already encoded: unchanged
+    assert proxy_for("wss://wss-primary.slack.com/link") == "https://b%C3%B6b:p%40ss@p.example"
+    clean_env.setenv("HTTPS_PROXY", "p.example:3128")
+    assert proxy_for("https://slack.com/api/") == "http://p.example:3128"
