@@ -222,3 +222,25 @@ def test_tokens_stay_out_of_the_configs_repr(tmp_path):
 
 def test_impossible_date_is_refused_with_its_line(tmp_path):
     refused(tmp_path, "SLACK_TOKEN: xoxb-1\nsection: {since: 2024-13-45}\n", r"line 2, .*cannot read this value: month must be")
+
+
+@pytest.mark.parametrize("text", [
+    'SLACK_API_URL: "ftp://admin:{pw}@slack.example/api/"\n',
+    'CONNECTION: ["https://admin:{pw}@proxy.example"]\n',
+    'ACTIVE_PLUGINS: ["https://admin:{pw}@x"]\n',
+    'DEBUG: "https://admin:{pw}@x"\n',
+    '"https://admin:{pw}@x": 1\n',           # an unknown key: only logged
+])
+def test_a_long_password_cut_short_in_an_error_is_still_redacted(tmp_path, text, caplog):
+    """The value was cut to 40-60 characters before the redaction ran: the cut removed the
+    `@`, and the first 40-odd characters of the password were printed."""
+    password = "hunter2" * 10
+    path = write(tmp_path, text.format(pw=password))
+    try:
+        load_config(path, env={})
+        message = ""
+    except ConfigError as exc:
+        message = str(exc)
+    shown = message + caplog.text
+    assert "admin:[redacted]" in shown or "admin:" not in shown
+    assert "hunter2" not in shown, shown
