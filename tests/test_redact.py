@@ -55,7 +55,7 @@ def test_websockets_proxy_error_text_is_redacted(monkeypatch):
     from rtmbotd.slack.link import open_websocket
     for name in ("NO_PROXY", "no_proxy", "https_proxy", "HTTPS_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("http_proxy", "user:S3cretPW@127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "ftp://user:S3cretPW@127.0.0.1:9")     # a scheme it refuses
     with pytest.raises(Exception) as caught:
         asyncio.run(open_websocket("ws://slack.test/link"))
     raw = f"{type(caught.value).__name__}: {caught.value}"
