@@ -28,10 +28,11 @@ class RedactingFormatter(logging.Formatter):
 
 
 def early_logging() -> None:
-    """Redacted stderr logging and uncaught-exception reports, before any config is read."""
+    """Redacted stderr logging, warnings and uncaught-exception reports, before any config is read."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.captureWarnings(True)     # warnings.warn writes to stderr itself, unredacted
     sys.excepthook = _report_uncaught
     threading.excepthook = lambda args: _report_uncaught(args.exc_type, args.exc_value, args.exc_traceback,
                                                          args.thread)

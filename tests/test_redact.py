@@ -120,3 +120,16 @@ def test_uncaught_exceptions_on_stderr_are_redacted(where):
     assert "RuntimeError: via http://user:[redacted]@proxy:3128 with xoxb-[redacted]" in done.stderr, done.stderr
     assert "Traceback" in done.stderr and "PW1" not in done.stderr and "PW2" not in done.stderr
     assert (done.returncode == 1) == (where == "main")
+
+
+def test_warnings_pass_the_redaction():
+    """A plugin's (or a library's) warnings.warn went to stderr on its own, secrets and all."""
+    import subprocess
+    import sys
+    code = ("from rtmbotd.logsetup import early_logging\n"
+            "import warnings\n"
+            "early_logging()\n"
+            "warnings.warn('proxy http://user:PW1@proxy:3128 token xoxb-PW2')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "UserWarning: proxy http://user:[redacted]@proxy:3128 token xoxb-[redacted]" in done.stderr, done.stderr
+    assert "PW1" not in done.stderr and "PW2" not in done.stderr
