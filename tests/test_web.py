@@ -422,3 +422,30 @@ def test_proxy_for_encodes_credentials_and_adds_the_scheme(clean_env):
     assert proxy_for("wss://wss-primary.slack.com/link") == "https://b%C3%B6b:p%40ss@p.example"
     clean_env.setenv("HTTPS_PROXY", "p.example:3128")
     assert proxy_for("https://slack.com/api/") == "http://p.example:3128"
+
+
+def test_close_lets_the_calls_in_flight_have_their_answers(clean_env):
+    """A reload that changes the token closes the old client: it cut a chat.postMessage
+    Slack had already posted short ("Session is closed"), the outbox sent it again, and the
+    channel saw the message twice. The calls in flight finish; new ones are refused."""
+    async def scenario():
+        arrived = asyncio.Event()
+
+        async def answer(request):
+            arrived.set()
+            await asyncio.sleep(0.3)          # posted; the answer is on its way
+            return ok(ts="1.0")
+        async with Server(answer) as srv:
+            old = SlackWeb("xoxb-old", srv.url(), timeout=30)
+            posting = asyncio.create_task(old.call("chat.postMessage", json=True, channel="C1", text="hi"))
+            await arrived.wait()
+            closing = asyncio.create_task(old.close())
+            await asyncio.sleep(0)
+            with pytest.raises(WebError, match="client closed"):
+                await old.call("chat.postMessage", json=True, channel="C1", text="later")
+            posted = await posting
+            await closing
+            return srv, posted, old
+    srv, posted, old = run(scenario())
+    assert posted == {"ok": True, "ts": "1.0"} and len(srv.requests) == 1
+    assert old._session.closed

@@ -79,6 +79,8 @@ class SlackWeb:
         self._proxy: str | None = None
         self._proxy_headers: dict[str, str] | None = None
         self._closed = False
+        self._in_flight = 0
+        self._drained: asyncio.Event | None = None    # set by the last call in flight once closing
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -105,6 +107,7 @@ class SlackWeb:
             raise WebError(method, f"bad request: {type(exc).__name__}: {exc}") from None
         if self._closed:
             raise WebError(method, "client closed", transport=True)
+        self._in_flight += 1
         try:
             async with self._open().post(self.base_url + method, data=body,
                                          headers={**self._headers, "Content-Type": ctype},
@@ -114,6 +117,10 @@ class SlackWeb:
             raise WebError(method, f"no answer within {self._timeout.total:g} s", transport=True) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise WebError(method, _transport_error(exc), transport=True) from None
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._drained is not None:
+                self._drained.set()
 
     async def paginate(self, method: str, key: str, **params: Any) -> list[dict]:
         """Every item of a cursor-paginated listing."""
@@ -128,10 +135,20 @@ class SlackWeb:
         return items
 
     async def close(self) -> None:
-        """Close the session and its connections; later calls fail as transport errors."""
+        """Refuse new calls (they fail as transport errors), let those in flight have their
+        answers (each within its timeout), then close the session and its connections.
+
+        Cutting a call short would lose an answer Slack already acted on: a token change
+        at a reload then sent a posted message again. (At stop the connector cancels them.)
+        """
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
+        try:
+            if self._in_flight:
+                self._drained = asyncio.Event()
+                await self._drained.wait()
+        finally:      # cancelled while waiting (the connector stopping): close all the same
+            if self._session is not None:
+                await self._session.close()
 
 
 def _proxy_and_headers(proxy: str | None) -> tuple[str | None, dict[str, str] | None]:
