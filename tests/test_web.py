@@ -449,3 +449,21 @@ def test_close_lets_the_calls_in_flight_have_their_answers(clean_env):
     srv, posted, old = run(scenario())
     assert posted == {"ok": True, "ts": "1.0"} and len(srv.requests) == 1
     assert old._session.closed
+
+
+def test_a_retry_after_beyond_reason_is_capped(clean_env):
+    """Retry-After "inf" (or 1e12) paused every chat.postMessage, or the reconnect, for good."""
+    async def scenario():
+        async def answer(request):
+            after = request.path.rsplit("/", 1)[1]
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": after})
+        async with Server(answer) as srv:
+            web_ = SlackWeb("xoxb-1", srv.url())
+            waits = {}
+            for after in ("inf", "1e12", "nan", "-5", "30"):
+                with pytest.raises(WebError) as limited:
+                    await web_.call(after)
+                waits[after] = limited.value.retry_after
+            await web_.close()
+            return waits
+    assert run(scenario()) == {"inf": 3600.0, "1e12": 3600.0, "nan": None, "-5": 0.0, "30": 30.0}

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json as jsonlib
 import logging
+import math
 import ssl
 import urllib.parse
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 16         # calls in flight per token; more wait for a free connection
 IDLE_TIMEOUT = 30.0          # an idle keep-alive connection older than this is closed
+MAX_RETRY_AFTER = 3600.0     # Slack asks for seconds to a minute; more is a broken answer
 
 # Slack error codes worth retrying; every other `ok: false` answer is final, since
 # sending the same request again gets the same answer (and would block its channel).
@@ -203,7 +205,12 @@ def _answer(method: str, status: int, headers: Mapping[str, str], body: bytes) -
 
 
 def _seconds(value: str | None) -> float | None:
+    """Retry-After in seconds, at most MAX_RETRY_AFTER: "inf" or 1e12 from a broken proxy
+    would otherwise pause every send, or the reconnect, for good."""
     try:
-        return max(0.0, float(value)) if value is not None else None
+        seconds = float(value) if value is not None else None
     except ValueError:
         return None
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
