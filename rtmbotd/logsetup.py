@@ -20,7 +20,13 @@ class RedactingFormatter(logging.Formatter):
         self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
-        text = redact(super().format(record))
+        try:
+            text = super().format(record)
+        except Exception as exc:  # noqa: BLE001 - log.info("%d", text): logging's own report
+            # (Handler.handleError) would print the arguments to stderr unredacted
+            text = (f"{record.levelname} {record.name}: a log call at {record.pathname}:{record.lineno} "
+                    f"could not be formatted ({type(exc).__name__}: {exc}): {record.msg!r}")
+        text = redact(text)
         if self.journal:
             prio = _SYSLOG_PRIORITY.get(record.levelno, 6)
             return "\n".join(f"<{prio}>{line}" for line in text.splitlines())

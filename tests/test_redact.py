@@ -133,3 +133,19 @@ def test_warnings_pass_the_redaction():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "UserWarning: proxy http://user:[redacted]@proxy:3128 token xoxb-[redacted]" in done.stderr, done.stderr
     assert "PW1" not in done.stderr and "PW2" not in done.stderr
+
+
+def test_a_log_call_that_cannot_be_formatted_shows_no_argument():
+    """log.info("%d", token) (a plugin's slip): logging's handleError printed the arguments
+    to stderr itself, past the redaction."""
+    import subprocess
+    import sys
+    code = ("from rtmbotd.logsetup import early_logging\n"
+            "import logging\n"
+            "early_logging()\n"
+            "logging.getLogger('plugin').error('sent %d with %s', 'xoxb-PW2', 'http://user:PW1@proxy:3128')\n"
+            "logging.getLogger('plugin').error('still logging %s', 'fine')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "could not be formatted (TypeError" in done.stderr and "'sent %d with %s'" in done.stderr, done.stderr
+    assert "still logging fine" in done.stderr
+    assert "PW1" not in done.stderr and "PW2" not in done.stderr, done.stderr
