@@ -149,3 +149,20 @@ def test_a_log_call_that_cannot_be_formatted_shows_no_argument():
     assert "could not be formatted (TypeError" in done.stderr and "'sent %d with %s'" in done.stderr, done.stderr
     assert "still logging fine" in done.stderr
     assert "PW1" not in done.stderr and "PW2" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://hooks.slack.com/services/T0123ABCD/B0123ABCD/AbCdEfGhIjKlMnOpQrStUvWx",
+     "https://hooks.slack.com/services/T0123ABCD/B0123ABCD/[redacted]"),
+    ("https://hooks.slack.com/commands/T0123ABCD/1234567890/AbCdEfGhIjKlMnOpQrStUvWx",
+     "https://hooks.slack.com/commands/T0123ABCD/1234567890/[redacted]"),
+    ("https://hooks.slack.com/actions/T0123ABCD/1234567890/AbCdEfGhIjKlMnOpQrStUvWx",
+     "https://hooks.slack.com/actions/T0123ABCD/1234567890/[redacted]"),
+    ("https://hooks.slack.com/workflows/T0123ABCD/A0123ABCD/1234567890/AbCdEfGhIjKlMnOpQrStUvWx",
+     "https://hooks.slack.com/workflows/T0123ABCD/A0123ABCD/1234567890/[redacted]"),
+])
+def test_webhook_and_response_urls(url, shown):
+    """A webhook or a payload's response_url posts for whoever holds it, like a token:
+    it reached the log in a plugin's exception text."""
+    assert redact(f"HTTPError posting to {url}: 500") == f"HTTPError posting to {shown}: 500"
+    assert redact(redact(url)) == shown
