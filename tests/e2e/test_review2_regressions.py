@@ -78,3 +78,18 @@ def test_a_token_change_at_reload_does_not_post_a_message_twice(make_bot, fake):
     bot.signal(signal.SIGTERM)
     assert bot.wait_exit() == 0
     assert "Unclosed" not in bot.log() and "Traceback" not in bot.log(), bot.log()[-2000:]
+
+
+def test_channel_names_resolve_when_the_token_may_not_list_users(make_bot, fake):
+    """A bot without the users:read scope: users.list answers missing_scope, and the channel
+    listing fetched just before it was thrown away, so `#general` never resolved."""
+    fake.fail_next("users.list", count=1000, status=200, error="missing_scope", retry_after=None)
+    bot = make_bot(mode="socket_mode", plugins={"to_general": '''
+        outputs = []
+        def process_message(data):
+            outputs.append(["#general", "heard " + data["text"]])
+        '''}).start()
+    bot.wait_log(r"cannot list channels and users", timeout=20)
+    fake.message("hello", channel="D1ALICE")
+    [sent] = fake.wait_for_messages(1, channel="C1GENERAL", timeout=20)
+    assert sent["text"] == "heard hello"
