@@ -181,7 +181,11 @@ def _measure(node: yaml.Node, level: int, memo: dict, active: set) -> tuple[int,
 def read_yaml(path: Path) -> dict:
     """Parse the config file into a mapping, with errors that say where and what."""
     try:
-        with path.open("rb") as file:
+        # O_NONBLOCK: a FIFO with no writer would block the open, and the reload, for good;
+        # opened so, it reads as empty. (Reads block again: a pipe's writer is waited for.)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as file:
             raw = file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None

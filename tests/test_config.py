@@ -244,3 +244,27 @@ def test_a_long_password_cut_short_in_an_error_is_still_redacted(tmp_path, text,
     shown = message + caplog.text
     assert "admin:[redacted]" in shown or "admin:" not in shown
     assert "hunter2" not in shown, shown
+
+
+def test_a_fifo_as_config_ends_as_an_error_instead_of_blocking(tmp_path):
+    """Opening a FIFO nobody writes to blocks: --check-config hung, and so would a reload."""
+    import os
+    import subprocess
+    import sys
+    fifo = tmp_path / "rtmbot.conf"
+    os.mkfifo(fifo)
+    done = subprocess.run([sys.executable, "-m", "rtmbotd", "-c", str(fifo), "--check-config"],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 78 and "SLACK_TOKEN" in done.stderr, done.stderr
+
+
+def test_a_config_from_a_pipe_is_still_read(tmp_path):
+    """`--check-config -c <(generate)`: the shell hands over a pipe, written and closed."""
+    import os
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"SLACK_TOKEN: xoxb-from-a-pipe\n")
+    os.close(write_end)
+    try:
+        assert load_config(f"/dev/fd/{read_end}", env={}).slack_token == "xoxb-from-a-pipe"
+    finally:
+        os.close(read_end)
