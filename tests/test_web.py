@@ -467,3 +467,26 @@ def test_a_retry_after_beyond_reason_is_capped(clean_env):
             await web_.close()
             return waits
     assert run(scenario()) == {"inf": 3600.0, "1e12": 3600.0, "nan": None, "-5": 0.0, "30": 30.0}
+
+
+def test_the_plugins_api_call_sends_form_arguments_every_method_reads(clean_env):
+    """slack_client.api_call("users.info", user=...) sent a JSON body, which Slack reads on
+    most write methods only (a read method saw no arguments); slackclient sent a form."""
+    from urllib.parse import parse_qs
+
+    from rtmbotd.slack.plugin_client import PluginSlackClient
+
+    async def scenario():
+        async with Server(lambda r: _ok_soon()) as srv:
+            client = PluginSlackClient()
+            client.configure("xoxb-1", srv.url())
+            answer = await asyncio.to_thread(client.api_call, "users.info", user="U1ALICE", include_locale=True,
+                                             blocks=[{"type": "divider"}], skipped=None)
+            return srv, answer
+    srv, answer = run(scenario())
+    assert answer == {"ok": True}
+    [request] = srv.requests
+    assert request["path"] == "/api/users.info"
+    assert request["headers"]["Content-Type"].startswith("application/x-www-form-urlencoded")
+    assert parse_qs(request["body"].decode()) == {"user": ["U1ALICE"], "include_locale": ["true"],
+                                                  "blocks": ['[{"type": "divider"}]']}

@@ -102,7 +102,7 @@ class SlackWeb:
                 body = jsonlib.dumps(params, ensure_ascii=False).encode("utf-8")
                 ctype = "application/json; charset=utf-8"
             else:
-                body = urllib.parse.urlencode({k: _form_value(v) for k, v in params.items()
+                body = urllib.parse.urlencode({k: form_value(v) for k, v in params.items()
                                                if v is not None}).encode("ascii")
                 ctype = "application/x-www-form-urlencoded"
         except (TypeError, ValueError) as exc:   # the request itself cannot be encoded
@@ -176,7 +176,9 @@ def _transport_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _form_value(value: Any) -> str:
+def form_value(value: Any) -> str:
+    """A form-encoded argument as Slack reads it: booleans in lower case, arrays and objects
+    (blocks, attachments) as JSON text."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
