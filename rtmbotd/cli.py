@@ -111,7 +111,7 @@ def check_config(config: Config) -> int:
             store = Store.open(config.store_url, config.base_path, config.store_synchronous, create=False)
         except StoreUnavailableError as exc:   # plugins still find a working `store`
             if isinstance(exc, StoreUnreachableError):      # the daemon waits for it: not a config error
-                print(f"rtmbotd: warning: store unreachable: {exc}; the daemon starts anyway and retries",
+                print(redact(f"rtmbotd: warning: store unreachable: {exc}; the daemon starts anyway and retries"),
                       file=sys.stderr)
             store = Store.open(f"sqlite:///{scratch}/check.sqlite")
         with store:

@@ -181,7 +181,11 @@ def _measure(node: yaml.Node, level: int, memo: dict, active: set) -> tuple[int,
 def read_yaml(path: Path) -> dict:
     """Parse the config file into a mapping, with errors that say where and what."""
     try:
-        with path.open("rb") as file:
+        # O_NONBLOCK: a FIFO with no writer would block the open, and the reload, for good;
+        # opened so, it reads as empty. (Reads block again: a pipe's writer is waited for.)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as file:
             raw = file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
@@ -235,7 +239,7 @@ def _secret(path: Path, data: dict, key: str, env: Mapping[str, str], cred_name:
 def _check_types(path: Path, data: dict) -> None:
     for key, value in data.items():
         if not isinstance(key, str):
-            raise ConfigError(f"{path}: key {key!r:.40}: keys must be strings")
+            raise ConfigError(f"{path}: key {_shown(key, 40)}: keys must be strings")
         spec = KNOWN_KEYS.get(key)
         if spec is None or value is None:
             continue
@@ -245,7 +249,7 @@ def _check_types(path: Path, data: dict) -> None:
         else:
             ok = isinstance(value, types)
         if not ok:
-            shown = "" if key in SECRET_KEYS else f" {value!r:.40}"
+            shown = "" if key in SECRET_KEYS else f" {_shown(value, 40)}"
             raise ConfigError(f"{path}: {key}: must be {what}, got {type(value).__name__}{shown}")
         if isinstance(value, str):
             _no_control(path, key, value)
@@ -311,6 +315,13 @@ def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -
         raise ConfigError(_one_line(f"{where}: cannot load: {type(exc).__name__}: {exc}")) from None
 
 
+def _shown(value: Any, width: int) -> str:
+    """`value`'s repr cut to `width`, redacted before it is cut: a cut password loses the
+    `@` the redaction recognises it by."""
+    text = redact(repr(value))
+    return text if len(text) <= width else text[:width]
+
+
 def _one_line(text: str) -> str:
     text = redact(" ".join(text.split()))
     return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
@@ -331,7 +342,7 @@ def _load(path: Path, env: Mapping[str, str]) -> Config:
     connection = data.get("CONNECTION") or ("socket_mode" if app_token else "rtm")
     connection = connection.strip().lower().replace("-", "_")
     if connection not in CONNECTION_MODES:
-        raise ConfigError(f"{path}: CONNECTION: must be rtm or socket_mode, got {data.get('CONNECTION')!r:.40}")
+        raise ConfigError(f"{path}: CONNECTION: must be rtm or socket_mode, got {_shown(data.get('CONNECTION'), 40)}")
     if connection == "socket_mode" and token and not app_token:
         raise ConfigError(f"{path}: SLACK_APP_TOKEN: Socket Mode needs an app-level token (xapp-...)")
     if app_token and not token:
@@ -339,7 +350,7 @@ def _load(path: Path, env: Mapping[str, str]) -> Config:
 
     api_url = env.get("SLACK_API_URL") or data.get("SLACK_API_URL") or DEFAULT_API_URL
     if not api_url.startswith(("http://", "https://")) or _CONTROL.search(api_url):
-        raise ConfigError(f"{path}: SLACK_API_URL: must be an http:// or https:// URL, got {api_url!r:.60}")
+        raise ConfigError(f"{path}: SLACK_API_URL: must be an http:// or https:// URL, got {_shown(api_url, 60)}")
     if not api_url.endswith("/"):
         api_url += "/"
 
@@ -348,15 +359,15 @@ def _load(path: Path, env: Mapping[str, str]) -> Config:
     active = data.get("ACTIVE_PLUGINS") or []
     for item in active:
         if not isinstance(item, str) or "." not in item or _CONTROL.search(item):
-            raise ConfigError(f"{path}: ACTIVE_PLUGINS: entries must be dotted paths like plugins.repeat.RepeatPlugin, got {item!r:.60}")
+            raise ConfigError(f"{path}: ACTIVE_PLUGINS: entries must be dotted paths like plugins.repeat.RepeatPlugin, got {_shown(item, 60)}")
 
     sync = (data.get("STORE_SYNCHRONOUS") or "FULL").upper()
     if sync not in ("FULL", "NORMAL", "OFF", "EXTRA"):
-        raise ConfigError(f"{path}: STORE_SYNCHRONOUS: must be FULL, NORMAL, EXTRA or OFF, got {sync!r:.40}")
+        raise ConfigError(f"{path}: STORE_SYNCHRONOUS: must be FULL, NORMAL, EXTRA or OFF, got {_shown(sync, 40)}")
 
     for key in data:
         if key not in KNOWN_KEYS and not isinstance(data[key], dict):
-            log.warning("%s: unknown key %.60r ignored", path, key)
+            log.warning("%s: unknown key %s ignored", path, _shown(key, 60))
 
     return Config(
         path=path,

@@ -20,7 +20,13 @@ class RedactingFormatter(logging.Formatter):
         self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
-        text = redact(super().format(record))
+        try:
+            text = super().format(record)
+        except Exception as exc:  # noqa: BLE001 - log.info("%d", text): logging's own report
+            # (Handler.handleError) would print the arguments to stderr unredacted
+            text = (f"{record.levelname} {record.name}: a log call at {record.pathname}:{record.lineno} "
+                    f"could not be formatted ({type(exc).__name__}: {exc}): {record.msg!r}")
+        text = redact(text)
         if self.journal:
             prio = _SYSLOG_PRIORITY.get(record.levelno, 6)
             return "\n".join(f"<{prio}>{line}" for line in text.splitlines())
@@ -28,10 +34,11 @@ class RedactingFormatter(logging.Formatter):
 
 
 def early_logging() -> None:
-    """Redacted stderr logging and uncaught-exception reports, before any config is read."""
+    """Redacted stderr logging, warnings and uncaught-exception reports, before any config is read."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.captureWarnings(True)     # warnings.warn writes to stderr itself, unredacted
     sys.excepthook = _report_uncaught
     threading.excepthook = lambda args: _report_uncaught(args.exc_type, args.exc_value, args.exc_traceback,
                                                          args.thread)

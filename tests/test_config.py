@@ -222,3 +222,49 @@ def test_tokens_stay_out_of_the_configs_repr(tmp_path):
 
 def test_impossible_date_is_refused_with_its_line(tmp_path):
     refused(tmp_path, "SLACK_TOKEN: xoxb-1\nsection: {since: 2024-13-45}\n", r"line 2, .*cannot read this value: month must be")
+
+
+@pytest.mark.parametrize("text", [
+    'SLACK_API_URL: "ftp://admin:{pw}@slack.example/api/"\n',
+    'CONNECTION: ["https://admin:{pw}@proxy.example"]\n',
+    'ACTIVE_PLUGINS: ["https://admin:{pw}@x"]\n',
+    'DEBUG: "https://admin:{pw}@x"\n',
+    '"https://admin:{pw}@x": 1\n',           # an unknown key: only logged
+])
+def test_a_long_password_cut_short_in_an_error_is_still_redacted(tmp_path, text, caplog):
+    """The value was cut to 40-60 characters before the redaction ran: the cut removed the
+    `@`, and the first 40-odd characters of the password were printed."""
+    password = "hunter2" * 10
+    path = write(tmp_path, text.format(pw=password))
+    try:
+        load_config(path, env={})
+        message = ""
+    except ConfigError as exc:
+        message = str(exc)
+    shown = message + caplog.text
+    assert "admin:[redacted]" in shown or "admin:" not in shown
+    assert "hunter2" not in shown, shown
+
+
+def test_a_fifo_as_config_ends_as_an_error_instead_of_blocking(tmp_path):
+    """Opening a FIFO nobody writes to blocks: --check-config hung, and so would a reload."""
+    import os
+    import subprocess
+    import sys
+    fifo = tmp_path / "rtmbot.conf"
+    os.mkfifo(fifo)
+    done = subprocess.run([sys.executable, "-m", "rtmbotd", "-c", str(fifo), "--check-config"],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 78 and "SLACK_TOKEN" in done.stderr, done.stderr
+
+
+def test_a_config_from_a_pipe_is_still_read(tmp_path):
+    """`--check-config -c <(generate)`: the shell hands over a pipe, written and closed."""
+    import os
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"SLACK_TOKEN: xoxb-from-a-pipe\n")
+    os.close(write_end)
+    try:
+        assert load_config(f"/dev/fd/{read_end}", env={}).slack_token == "xoxb-from-a-pipe"
+    finally:
+        os.close(read_end)

@@ -55,7 +55,7 @@ def test_websockets_proxy_error_text_is_redacted(monkeypatch):
     from rtmbotd.slack.link import open_websocket
     for name in ("NO_PROXY", "no_proxy", "https_proxy", "HTTPS_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("http_proxy", "user:S3cretPW@127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "ftp://user:S3cretPW@127.0.0.1:9")     # a scheme it refuses
     with pytest.raises(Exception) as caught:
         asyncio.run(open_websocket("ws://slack.test/link"))
     raw = f"{type(caught.value).__name__}: {caught.value}"
@@ -120,3 +120,49 @@ def test_uncaught_exceptions_on_stderr_are_redacted(where):
     assert "RuntimeError: via http://user:[redacted]@proxy:3128 with xoxb-[redacted]" in done.stderr, done.stderr
     assert "Traceback" in done.stderr and "PW1" not in done.stderr and "PW2" not in done.stderr
     assert (done.returncode == 1) == (where == "main")
+
+
+def test_warnings_pass_the_redaction():
+    """A plugin's (or a library's) warnings.warn went to stderr on its own, secrets and all."""
+    import subprocess
+    import sys
+    code = ("from rtmbotd.logsetup import early_logging\n"
+            "import warnings\n"
+            "early_logging()\n"
+            "warnings.warn('proxy http://user:PW1@proxy:3128 token xoxb-PW2')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "UserWarning: proxy http://user:[redacted]@proxy:3128 token xoxb-[redacted]" in done.stderr, done.stderr
+    assert "PW1" not in done.stderr and "PW2" not in done.stderr
+
+
+def test_a_log_call_that_cannot_be_formatted_shows_no_argument():
+    """log.info("%d", token) (a plugin's slip): logging's handleError printed the arguments
+    to stderr itself, past the redaction."""
+    import subprocess
+    import sys
+    code = ("from rtmbotd.logsetup import early_logging\n"
+            "import logging\n"
+            "early_logging()\n"
+            "logging.getLogger('plugin').error('sent %d with %s', 'xoxb-PW2', 'http://user:PW1@proxy:3128')\n"
+            "logging.getLogger('plugin').error('still logging %s', 'fine')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "could not be formatted (TypeError" in done.stderr and "'sent %d with %s'" in done.stderr, done.stderr
+    assert "still logging fine" in done.stderr
+    assert "PW1" not in done.stderr and "PW2" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://hooks.slack.com/services/T0123ABCD/B0123ABCD/AbCdEfGhIjKlMnOpQrStUvWx",
+     "https://hooks.slack.com/services/T0123ABCD/B0123ABCD/[redacted]"),
+    ("https://hooks.slack.com/commands/T0123ABCD/1234567890/AbCdEfGhIjKlMnOpQrStUvWx",
+     "https://hooks.slack.com/commands/T0123ABCD/1234567890/[redacted]"),
+    ("https://hooks.slack.com/actions/T0123ABCD/1234567890/AbCdEfGhIjKlMnOpQrStUvWx",
+     "https://hooks.slack.com/actions/T0123ABCD/1234567890/[redacted]"),
+    ("https://hooks.slack.com/workflows/T0123ABCD/A0123ABCD/1234567890/AbCdEfGhIjKlMnOpQrStUvWx",
+     "https://hooks.slack.com/workflows/T0123ABCD/A0123ABCD/1234567890/[redacted]"),
+])
+def test_webhook_and_response_urls(url, shown):
+    """A webhook or a payload's response_url posts for whoever holds it, like a token:
+    it reached the log in a plugin's exception text."""
+    assert redact(f"HTTPError posting to {url}: 500") == f"HTTPError posting to {shown}: 500"
+    assert redact(redact(url)) == shown

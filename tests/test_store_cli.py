@@ -202,3 +202,19 @@ def test_a_default_store_not_created_yet_is_explained(tmp_path: Path, monkeypatc
     assert not (tmp_path / "rtmbot.sqlite").exists()
     assert run(["set", "--create", "p", "k", "1"], None, tmp_path, monkeypatch, capsys)[0] == 0
     assert run(["dump"], None, tmp_path, monkeypatch, capsys)[1].strip().startswith("{")
+
+
+@pytest.mark.parametrize("url", ["postgresql://127.0.0.1:1/db?user=u&password=Pa55word",
+                                 "postgresql://u:Pa55word@127.0.0.1:1/db?sslpassword=Pa55word",
+                                 "postgresql://u:Pa55word@127.0.0.1:1:2/db"])
+def test_an_unusable_store_url_is_one_line_without_its_password(tmp_path: Path, url: str) -> None:
+    """A password as a query parameter was printed whole (store commands, --check-config,
+    the log); a port that is not a number gave a traceback."""
+    conf = tmp_path / "rtmbot.conf"
+    conf.write_text(f"SLACK_TOKEN: xoxb-1\nSTORE_URL: '{url}'\n")
+    for args in (["store", "dump"], ["--check-config"]):
+        done = subprocess.run([sys.executable, "-m", "rtmbotd", "-c", str(conf), *args], capture_output=True,
+                              text=True, timeout=120, env=CHILD_ENV, cwd=ROOT)
+        assert "Traceback" not in done.stderr, done.stderr
+        assert "Pa55word" not in done.stderr + done.stdout, done.stderr
+        assert "STORE_URL" in done.stderr or "127.0.0.1" in done.stderr, done.stderr

@@ -391,3 +391,102 @@ def test_the_plugins_slack_sdk_client_follows_no_proxy(clean_env):
     assert client.web.proxy is None                 # slack_sdk alone would take HTTPS_PROXY
     client.configure("xoxb-1", "https://slack.com/api/")
     assert client.web.proxy == "http://p.example:3128"
+
+
+def test_proxy_written_as_urllib_reads_it_works_and_keeps_its_password(server_tls, clean_env):
+    """`user:pw@host:port` (no scheme) and a password with `#` or `/` unencoded: urllib reads
+    both; aiohttp refused them ("InvalidURL: http://bob:pa#ss@...", the password in the log
+    and STATUS) and never connected."""
+    async def scenario():
+        async with Server(lambda r: _ok_soon(), tls=server_tls) as srv, ConnectProxy() as proxy:
+            answers, errors = [], []
+            for userinfo in ("bob:pa#ss/w?rd", "bob:50%off"):
+                clean_env.setenv("HTTPS_PROXY", proxy.url.replace("http://", userinfo + "@"))   # no scheme
+                far = SlackWeb("xoxb-1", srv.url("slack.invalid"), timeout=10)
+                try:
+                    answers.append(await far.call("auth.test"))
+                except WebError as exc:
+                    errors.append(str(exc))
+                await far.close()
+            return proxy, answers, errors
+    proxy, answers, errors = run(scenario())
+    assert errors == [] and answers == [{"ok": True}] * 2
+    assert proxy.auth == ["Basic " + base64.b64encode(b"bob:pa#ss/w?rd").decode(),
+                          "Basic " + base64.b64encode(b"bob:50%off").decode()]
+
+
+def test_proxy_for_encodes_credentials_and_adds_the_scheme(clean_env):
+    clean_env.setenv("HTTPS_PROXY", "bob:pa#ss@p.example:3128")
+    assert proxy_for("https://slack.com/api/") == "http://bob:pa%23ss@p.example:3128"
+    clean_env.setenv("HTTPS_PROXY", "https://b%C3%B6b:p%40ss@p.example")     # already encoded: unchanged
+    assert proxy_for("wss://wss-primary.slack.com/link") == "https://b%C3%B6b:p%40ss@p.example"
+    clean_env.setenv("HTTPS_PROXY", "p.example:3128")
+    assert proxy_for("https://slack.com/api/") == "http://p.example:3128"
+
+
+def test_close_lets_the_calls_in_flight_have_their_answers(clean_env):
+    """A reload that changes the token closes the old client: it cut a chat.postMessage
+    Slack had already posted short ("Session is closed"), the outbox sent it again, and the
+    channel saw the message twice. The calls in flight finish; new ones are refused."""
+    async def scenario():
+        arrived = asyncio.Event()
+
+        async def answer(request):
+            arrived.set()
+            await asyncio.sleep(0.3)          # posted; the answer is on its way
+            return ok(ts="1.0")
+        async with Server(answer) as srv:
+            old = SlackWeb("xoxb-old", srv.url(), timeout=30)
+            posting = asyncio.create_task(old.call("chat.postMessage", json=True, channel="C1", text="hi"))
+            await arrived.wait()
+            closing = asyncio.create_task(old.close())
+            await asyncio.sleep(0)
+            with pytest.raises(WebError, match="client closed"):
+                await old.call("chat.postMessage", json=True, channel="C1", text="later")
+            posted = await posting
+            await closing
+            return srv, posted, old
+    srv, posted, old = run(scenario())
+    assert posted == {"ok": True, "ts": "1.0"} and len(srv.requests) == 1
+    assert old._session.closed
+
+
+def test_a_retry_after_beyond_reason_is_capped(clean_env):
+    """Retry-After "inf" (or 1e12) paused every chat.postMessage, or the reconnect, for good."""
+    async def scenario():
+        async def answer(request):
+            after = request.path.rsplit("/", 1)[1]
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": after})
+        async with Server(answer) as srv:
+            web_ = SlackWeb("xoxb-1", srv.url())
+            waits = {}
+            for after in ("inf", "1e12", "nan", "-5", "30"):
+                with pytest.raises(WebError) as limited:
+                    await web_.call(after)
+                waits[after] = limited.value.retry_after
+            await web_.close()
+            return waits
+    assert run(scenario()) == {"inf": 3600.0, "1e12": 3600.0, "nan": None, "-5": 0.0, "30": 30.0}
+
+
+def test_the_plugins_api_call_sends_form_arguments_every_method_reads(clean_env):
+    """slack_client.api_call("users.info", user=...) sent a JSON body, which Slack reads on
+    most write methods only (a read method saw no arguments); slackclient sent a form."""
+    from urllib.parse import parse_qs
+
+    from rtmbotd.slack.plugin_client import PluginSlackClient
+
+    async def scenario():
+        async with Server(lambda r: _ok_soon()) as srv:
+            client = PluginSlackClient()
+            client.configure("xoxb-1", srv.url())
+            answer = await asyncio.to_thread(client.api_call, "users.info", user="U1ALICE", include_locale=True,
+                                             blocks=[{"type": "divider"}], skipped=None)
+            return srv, answer
+    srv, answer = run(scenario())
+    assert answer == {"ok": True}
+    [request] = srv.requests
+    assert request["path"] == "/api/users.info"
+    assert request["headers"]["Content-Type"].startswith("application/x-www-form-urlencoded")
+    assert parse_qs(request["body"].decode()) == {"user": ["U1ALICE"], "include_locale": ["true"],
+                                                  "blocks": ['[{"type": "divider"}]']}

@@ -397,8 +397,10 @@ class Connector:
             self._spawn(call())
 
     def list_directory(self, result: Callable[..., Any]) -> None:
-        """List channels and users; posts result(channels, users, error: WebError | None)."""
+        """List channels and users; posts result(channels, users, error: WebError | None),
+        with the channels listed before an error."""
         async def call() -> None:
+            channels: list[dict] = []      # kept when only users.list fails (no users:read scope)
             try:
                 channels = await self.web.paginate("conversations.list", "channels",
                                                    types="public_channel,private_channel,mpim,im",
@@ -406,9 +408,9 @@ class Connector:
                 users = await self.web.paginate("users.list", "members")
                 self._post(result(channels, users, None))
             except WebError as exc:
-                self._post(result([], [], exc))
+                self._post(result(channels, [], exc))
             except Exception as exc:  # noqa: BLE001 - a reply must come back to the loop
-                self._post(result([], [], WebError("users.list", f"{type(exc).__name__}: {exc}")))
+                self._post(result(channels, [], WebError("users.list", f"{type(exc).__name__}: {exc}")))
         if self.web is not None:
             self._spawn(call())
 

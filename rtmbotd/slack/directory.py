@@ -147,7 +147,7 @@ class Directory:
             self.retry_at = now + delay
             return False
         if error is not None:
-            log.error("cannot list channels and users (%s): #name and @user targets will not resolve", error)
+            log.error("cannot list channels and users (%s): names not listed (%d channels, %d users were) will not resolve", error, len(item.channels), len(item.users))
         self.load(item.channels, item.users)
         return True
 

@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from rtmbotd.slack.proxy import proxy_for
+from rtmbotd.slack.web import form_value
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,11 @@ class PluginSlackClient:
         if web is None:
             return {"ok": False, "error": "not_configured"}
         from slack_sdk.errors import SlackApiError
+        # Form-encoded, as python-rtmbot's slackclient sent it: Slack takes a JSON body on
+        # most write methods only; users.info, conversations.history... ignored its arguments.
+        form = {key: form_value(value) for key, value in kwargs.items() if value is not None}
         try:
-            return web.api_call(method, json=kwargs).data
+            return web.api_call(method, data=form).data
         except SlackApiError as exc:
             data = exc.response.data
             return data if isinstance(data, dict) else {"ok": False, "error": str(exc)}

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json as jsonlib
 import logging
+import math
 import ssl
 import urllib.parse
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 16         # calls in flight per token; more wait for a free connection
 IDLE_TIMEOUT = 30.0          # an idle keep-alive connection older than this is closed
+MAX_RETRY_AFTER = 3600.0     # Slack asks for seconds to a minute; more is a broken answer
 
 # Slack error codes worth retrying; every other `ok: false` answer is final, since
 # sending the same request again gets the same answer (and would block its channel).
@@ -79,6 +81,8 @@ class SlackWeb:
         self._proxy: str | None = None
         self._proxy_headers: dict[str, str] | None = None
         self._closed = False
+        self._in_flight = 0
+        self._drained: asyncio.Event | None = None    # set by the last call in flight once closing
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -98,13 +102,14 @@ class SlackWeb:
                 body = jsonlib.dumps(params, ensure_ascii=False).encode("utf-8")
                 ctype = "application/json; charset=utf-8"
             else:
-                body = urllib.parse.urlencode({k: _form_value(v) for k, v in params.items()
+                body = urllib.parse.urlencode({k: form_value(v) for k, v in params.items()
                                                if v is not None}).encode("ascii")
                 ctype = "application/x-www-form-urlencoded"
         except (TypeError, ValueError) as exc:   # the request itself cannot be encoded
             raise WebError(method, f"bad request: {type(exc).__name__}: {exc}") from None
         if self._closed:
             raise WebError(method, "client closed", transport=True)
+        self._in_flight += 1
         try:
             async with self._open().post(self.base_url + method, data=body,
                                          headers={**self._headers, "Content-Type": ctype},
@@ -114,6 +119,10 @@ class SlackWeb:
             raise WebError(method, f"no answer within {self._timeout.total:g} s", transport=True) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise WebError(method, _transport_error(exc), transport=True) from None
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._drained is not None:
+                self._drained.set()
 
     async def paginate(self, method: str, key: str, **params: Any) -> list[dict]:
         """Every item of a cursor-paginated listing."""
@@ -128,10 +137,20 @@ class SlackWeb:
         return items
 
     async def close(self) -> None:
-        """Close the session and its connections; later calls fail as transport errors."""
+        """Refuse new calls (they fail as transport errors), let those in flight have their
+        answers (each within its timeout), then close the session and its connections.
+
+        Cutting a call short would lose an answer Slack already acted on: a token change
+        at a reload then sent a posted message again. (At stop the connector cancels them.)
+        """
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
+        try:
+            if self._in_flight:
+                self._drained = asyncio.Event()
+                await self._drained.wait()
+        finally:      # cancelled while waiting (the connector stopping): close all the same
+            if self._session is not None:
+                await self._session.close()
 
 
 def _proxy_and_headers(proxy: str | None) -> tuple[str | None, dict[str, str] | None]:
@@ -157,7 +176,9 @@ def _transport_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _form_value(value: Any) -> str:
+def form_value(value: Any) -> str:
+    """A form-encoded argument as Slack reads it: booleans in lower case, arrays and objects
+    (blocks, attachments) as JSON text."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
@@ -186,7 +207,12 @@ def _answer(method: str, status: int, headers: Mapping[str, str], body: bytes) -
 
 
 def _seconds(value: str | None) -> float | None:
+    """Retry-After in seconds, at most MAX_RETRY_AFTER: "inf" or 1e12 from a broken proxy
+    would otherwise pause every send, or the reconnect, for good."""
     try:
-        return max(0.0, float(value)) if value is not None else None
+        seconds = float(value) if value is not None else None
     except ValueError:
         return None
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from rtmbotd.config import Config
 from rtmbotd.errors import StoreError
+from rtmbotd.redact import redact
 from rtmbotd.store.url import DEFAULT_FILENAME
 
 if TYPE_CHECKING:      # SQLAlchemy is imported only when a store command runs
@@ -129,7 +130,7 @@ def run_store_command(args: argparse.Namespace, config: Config) -> int:
                 return EX_OK
         raise ValueError(f"unknown store action {command!r}")
     except StoreError as exc:
-        print(f"rtmbotd store: {exc}", file=sys.stderr)
+        print(redact(f"rtmbotd store: {exc}"), file=sys.stderr)
         return EX_IOERR
     except TypeError as exc:              # a key or value no database can hold
         print(f"rtmbotd store: {getattr(args, 'plugin', None) or 'load'}: {exc}", file=sys.stderr)

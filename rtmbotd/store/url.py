@@ -46,7 +46,7 @@ def resolve_url(url: str | URL | None, base_path: Path | str | None = None,
     try:
         # (str() of a URL object would mask its password: pass the object itself.)
         parsed = make_url(url.strip() if isinstance(url, str) else url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:     # ValueError: a port that is not a number
         raise StoreError(f"STORE_URL: not an SQLAlchemy URL ({exc})") from None
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):
@@ -78,9 +78,11 @@ def sqlite_path(url: URL) -> Path | None:
 
 
 def display_url(url: URL) -> str:
-    """The URL as safe to print: the password is dropped, not masked."""
+    """The URL as safe to print: the password is dropped, not masked, also when it is a
+    query parameter (`?password=...`, which libpq and psycopg take as well)."""
     # (URL.set(password=None) would keep the password: None there means "unchanged".)
-    shown = url._replace(password=None)
+    secret = [key for key in url.query if "password" in key.lower()]
+    shown = url._replace(password=None).difference_update_query(secret)
     if shown.database:   # a path that is not UTF-8 (surrogate-escaped) cannot be %-quoted
         shown = shown._replace(database=os.fsencode(shown.database).decode("utf-8", "replace"))
     return shown.render_as_string(hide_password=False)
