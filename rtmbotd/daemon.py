@@ -100,7 +100,7 @@ class Daemon:
         self._early_signals = early_signals if early_signals is not None else []
         self.env = PluginEnv(slack_client=self.slack_client)
         self.journal: Journal | None = None     # the outbox's durable rows
-        self._seen = SeenEvents()
+        self._seen = SeenEvents(clock=clock)
         self._reload_again = False
         self._stop_deadline: float | None = None
         self._watchdog_at: float | None = None

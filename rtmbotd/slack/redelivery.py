@@ -3,36 +3,64 @@
 Socket Mode retries an event that was not acked in time (or whenever Slack chooses) in
 a new envelope, with a new `envelope_id`, the same payload `event_id` and
 `retry_attempt` >= 1, possibly on another connection; during a `disconnect` hand-over
-two links may also carry the same envelope. Both ids are remembered, in bounded memory.
+two links may also carry the same envelope. Both ids are remembered for a retention
+window on the monotonic clock (Slack retries at once, after about 1 minute and after
+about 5), with a hard cap on memory.
 """
 from __future__ import annotations
 
+import logging
+import time
+from collections import OrderedDict
+from typing import Callable
+
 from rtmbotd.slack.protocol import Event
 
-SEEN_IDS = 4096   # of each kind: retries come within minutes, far fewer events than this
+log = logging.getLogger(__name__)
+
+RETENTION = 600.0     # s since an id was last seen: comfortably over Slack's ~5 min retry
+SEEN_IDS = 100_000    # of each kind (200,000 ids): 10 min at ~160 events/s, 10x a busy workspace
 
 
 class SeenEvents:
-    """The last `limit` envelope ids and event ids, oldest forgotten first."""
+    """Envelope ids and event ids seen within `retention` seconds (a sighting refreshes
+    an id), at most `limit` of each kind: beyond it the oldest go first, logged once."""
 
-    def __init__(self, limit: int = SEEN_IDS) -> None:
+    def __init__(self, retention: float = RETENTION, limit: int = SEEN_IDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.retention = retention
         self.limit = limit
-        self._envelopes: dict[str, None] = {}
-        self._events: dict[str, None] = {}
+        self._clock = clock
+        # id -> when last seen, oldest first (OrderedDict: O(1) at both ends, unlike dict's front)
+        self._envelopes: OrderedDict[str, float] = OrderedDict()
+        self._events: OrderedDict[str, float] = OrderedDict()
+        self._overflow_logged = False
 
-    def first_time(self, event: Event) -> bool:
+    def first_time(self, event: Event, now: float | None = None) -> bool:
         """True the first time `event` arrives (an event without ids always); remembers it."""
+        now = self._clock() if now is None else now
+        self._forget_before(now - self.retention)
         seen = (event.envelope_id in self._envelopes) or (event.event_id in self._events)
-        self._remember(self._envelopes, event.envelope_id)
-        self._remember(self._events, event.event_id)
+        self._remember(self._envelopes, event.envelope_id, now)
+        self._remember(self._events, event.event_id, now)
         return not seen
 
-    def _remember(self, ids: dict[str, None], key: str | None) -> None:
-        if key is None or key in ids:
+    def _forget_before(self, cutoff: float) -> None:
+        for ids in (self._envelopes, self._events):
+            while ids and next(iter(ids.values())) <= cutoff:
+                ids.popitem(last=False)
+
+    def _remember(self, ids: OrderedDict[str, float], key: str | None, now: float) -> None:
+        if key is None:
             return
-        ids[key] = None
+        ids[key] = now
+        ids.move_to_end(key)
         if len(ids) > self.limit:
-            del ids[next(iter(ids))]
+            ids.popitem(last=False)
+            if not self._overflow_logged:
+                self._overflow_logged = True
+                log.warning("more than %d event ids within %.0f s: forgetting the oldest early; "
+                            "a late Slack retry of those may reach the plugins again", self.limit, self.retention)
 
     def __len__(self) -> int:
         return len(self._envelopes) + len(self._events)
