@@ -407,6 +407,7 @@ class Daemon:
         self._set_state(State.STOPPING)
         self.notifier.stopping(f"Stopping; {len(self.outbox)} message(s) queued")
         self._stop_deadline = now + self.config.stop_timeout
+        self.connector.stop_acking()      # events from now on are left to Slack's redelivery
         self.host.stop()
 
     def _stop_finished(self, now: float) -> bool:
@@ -441,9 +442,9 @@ class Daemon:
             self.connector.list_directory(DirectoryListed)
 
     def _on_event(self, event: Event) -> None:
-        if not self._seen.first_time(event):      # a redelivery, or two links overlapping
+        if self.state is State.STOPPING:          # not acked (Socket Mode) nor remembered: Slack delivers it again
             return
-        if self.state is State.STOPPING:
+        if not self._seen.first_time(event):      # a redelivery, or two links overlapping
             return
         self.directory.apply(event.data)
         if not self.connector.is_own(event.kind, event.data):

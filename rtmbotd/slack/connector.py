@@ -79,6 +79,7 @@ class Connector:
         self._rtm_inflight: dict[tuple[int, int], Message] = {}
         self._tasks: set[asyncio.Task] = set()
         self.stopping = False
+        self.acking = True         # Socket Mode links ack plugin envelopes (False from the stop on)
 
     # -- configuration -----------------------------------------------------
     @property
@@ -161,7 +162,7 @@ class Connector:
             if identity is None or self._need_auth:
                 identity = await self.web.call("auth.test")
             if cfg.connection == "socket_mode":
-                link = await open_socket_mode(self.app_web, self._post)
+                link = await open_socket_mode(self.app_web, self._post, lambda: self.acking)
             else:
                 link = await open_rtm(self.web, self._post)
             self._post(LinkOpened(link, epoch, identity))
@@ -427,6 +428,14 @@ class Connector:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def stop_acking(self) -> None:
+        """The daemon takes no more events: links, this one and any opened later, leave them
+        unacked (Slack redelivers them elsewhere) and stay up to send what the outbox owes.
+
+        Race-free: a link acks in its reader, and the inbox handles the frame it posts
+        right there, so every event acked before this call was dispatched before it."""
+        self.acking = False
 
     async def close(self) -> None:
         """Close links politely and release the HTTP sessions."""

@@ -15,6 +15,8 @@ ENVELOPE_CALLBACKS = {
     "slash_commands": "slash_command",
     "interactive": "interactive",
 }
+# The envelopes whose payload goes to the plugins: acked only while the daemon takes events.
+PLUGIN_ENVELOPES = frozenset({"events_api", *ENVELOPE_CALLBACKS})
 
 
 @dataclass(frozen=True)
