@@ -141,6 +141,8 @@ def run(config: Config, args: argparse.Namespace, early_signals: list[int]) -> i
         except OSError as exc:
             print(redact(f"rtmbotd: LOGFILE: cannot open {config.logfile}: {exc.strerror}"), file=sys.stderr)
             return os.EX_CANTCREAT
+        from rtmbotd.stdio import redact_stdio
+        redact_stdio()        # plugins' print()s too; the log handler above already redacts
         daemon = Daemon(config, logging_=logs, overrides=_overrides(args), early_signals=early_signals)
         return asyncio.run(daemon.run())
 
