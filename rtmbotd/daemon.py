@@ -29,10 +29,11 @@ from rtmbotd.outbox import Outbox
 from rtmbotd.outbox.journal import Journal
 from rtmbotd.runtime.loader import PluginEnv, PluginSet, hung_imports
 from rtmbotd.router import DMOpened, Output, Router
-from rtmbotd.slack.link import LinkBadFrame, LinkClosed, LinkFrame
+from rtmbotd.slack.link import Link, LinkBadFrame, LinkClosed, LinkFrame
 from rtmbotd.slack.plugin_client import PluginSlackClient
 from rtmbotd.slack.protocol import Event, Hello
 from rtmbotd.slack.redelivery import SeenEvents
+from rtmbotd.slack.socket_mode import SocketModeLink
 from rtmbotd.runtime.worker import PluginReport, WorkerExited
 from rtmbotd.signals import EX_INTERRUPTED, HANDLED
 from rtmbotd.status import check_every, report_stuck, status_line
@@ -437,12 +438,14 @@ class Daemon:
     def handle_frame(self, item: LinkFrame) -> None:
         frame = self.connector.handle_frame(item)
         if isinstance(frame, Event):
-            self._on_event(frame)
+            self._on_event(frame, item.link)
         elif isinstance(frame, Hello) and self.directory.connected(self.clock()):
             self.connector.list_directory(DirectoryListed)
 
-    def _on_event(self, event: Event) -> None:
-        if self.state is State.STOPPING:          # not acked (Socket Mode) nor remembered: Slack delivers it again
+    def _on_event(self, event: Event, link: Link) -> None:
+        if self.state is State.STOPPING:     # the link did not ack it: Slack delivers it again
+            if isinstance(link, SocketModeLink) and event.envelope_id and self._seen.known(event, self.clock()):
+                link.ack(event.envelope_id)     # a retry of one handled before the stop: done with
             return
         if not self._seen.first_time(event):      # a redelivery, or two links overlapping
             return

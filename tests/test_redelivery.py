@@ -92,3 +92,12 @@ def test_the_clock_given_is_used_without_now():
     assert not seen.first_time(Event("message", {}, "env-2", "Ev1"))
     t[0] = 20.0
     assert seen.first_time(Event("message", {}, "env-3", "Ev1"))
+
+
+def test_known_looks_without_remembering():
+    seen = SeenEvents(retention=600.0)
+    assert not seen.known(Event("message", {}, "env-1", "Ev1"), now=0.0)
+    assert len(seen) == 0
+    assert seen.first_time(Event("message", {}, "env-1", "Ev1"), now=0.0)
+    assert seen.known(Event("message", {}, "env-2", "Ev1"), now=599.0)
+    assert not seen.known(Event("message", {}, "env-2", "Ev1"), now=601.0)

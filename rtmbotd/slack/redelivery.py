@@ -39,11 +39,16 @@ class SeenEvents:
     def first_time(self, event: Event, now: float | None = None) -> bool:
         """True the first time `event` arrives (an event without ids always); remembers it."""
         now = self._clock() if now is None else now
-        self._forget_before(now - self.retention)
-        seen = (event.envelope_id in self._envelopes) or (event.event_id in self._events)
+        seen = self.known(event, now)
         self._remember(self._envelopes, event.envelope_id, now)
         self._remember(self._events, event.event_id, now)
         return not seen
+
+    def known(self, event: Event, now: float | None = None) -> bool:
+        """True when either id of `event` was seen within the window; remembers nothing."""
+        now = self._clock() if now is None else now
+        self._forget_before(now - self.retention)
+        return (event.envelope_id in self._envelopes) or (event.event_id in self._events)
 
     def _forget_before(self, cutoff: float) -> None:
         for ids in (self._envelopes, self._events):

@@ -28,7 +28,10 @@ class SocketModeLink(Link):
         # another connection or to the next start instead of losing it.
         envelope_id = event.get("envelope_id")
         if isinstance(envelope_id, str) and (self._acking() or event.get("type") not in PLUGIN_ENVELOPES):
-            self.send({"envelope_id": envelope_id})
+            self.ack(envelope_id)
+
+    def ack(self, envelope_id: str) -> None:
+        self.send({"envelope_id": envelope_id})
 
 
 async def open_socket_mode(app_web: SlackWeb, post: Callable[[Any], None],

@@ -1,6 +1,7 @@
 """Socket Mode while stopping: an event that arrives once the stop began is not acked
 (Slack redelivers it to another connection or to the next start) rather than acked and
-dropped; the link stays up to send what the outbox still owes (issue 11 review)."""
+dropped; a retry of one handled before the stop is acked; the link stays up to send what
+the outbox still owes (issue 11 review)."""
 import signal
 
 from tests.e2e.harness import wait_until
@@ -37,8 +38,11 @@ def test_events_arriving_while_stopping_are_left_unacked_for_slack_to_redeliver(
 
     fake.message("late")
     fake.push_slash_command("/late", "too late")
-    fake.push_raw("{not json", mode="socket_mode")     # read after both: the link has seen them
+    [before_event] = [e["payload"]["event_id"] for e in fake.envelopes_sent() if e["envelope_id"] in before]
+    retry = fake.redeliver(before_event, reason="timeout")   # handled before the stop: acked, once more is no use
+    fake.push_raw("{not json", mode="socket_mode")     # read after all three: the link has seen them
     bot.wait_log(r"ignored a bad frame", timeout=30)
+    wait_until(lambda: retry in {a["envelope_id"] for a in fake.acks()}, 30, "the retry of a handled event acked")
     late = (envelope_ids(fake, "events_api", lambda p: p["event"].get("text") == "late")
             | envelope_ids(fake, "slash_commands", lambda p: p.get("command") == "/late"))
     assert len(late) == 2
