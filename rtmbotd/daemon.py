@@ -262,7 +262,7 @@ class Daemon:
 
     def _next_deadline(self, now: float) -> float | None:
         times = [self._watchdog_at, self._stop_deadline, self.connector.next_deadline(now),
-                 self.directory.retry_at, self.journal.next_deadline()]
+                 self.directory.retry_at, self.journal.next_deadline(), self.router.next_deadline()]
         if self.state in (State.RUNNING, State.RELOADING):
             times.append(self.host.next_deadline())
             if self.host.workers:
@@ -276,6 +276,7 @@ class Daemon:
             if now >= self._sweep_at + OUTPUT_SWEEP_EVERY:
                 self._sweep_at = now
                 self.host.sweep_outputs()
+        self.router.tick(now)
         self.connector.tick(now)
         if self.directory.retry_due(now):
             self.connector.list_directory(DirectoryListed)

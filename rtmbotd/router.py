@@ -38,6 +38,10 @@ class DMOpened:
     user: str
     channel: str | None
     error: str | None = None
+    passing: bool = False      # the error may go away (Slack down, rate limited): open it again later
+
+
+DM_RETRY_BASE, DM_RETRY_CAP = 1.0, 30.0
 
 
 def _utf8(text: str) -> str:
@@ -134,6 +138,7 @@ class Router:
         self._dropped = dropped or (lambda out: None)
         self._waiting_dm: dict[str, list[Output]] = defaultdict(list)
         self._waiting_listing: list[Output] = []
+        self._dm_retry: dict[str, tuple[float, int]] = {}     # user -> (when to open again, failures)
 
     @property
     def waiting(self) -> int:
@@ -163,6 +168,15 @@ class Router:
             self.route(out, now)
 
     def dm_opened(self, item: DMOpened, now: float) -> None:
+        if item.channel is None and item.passing and self._waiting_dm.get(item.user):
+            # Never drop what waits for a passing failure: the durable outbox keeps it meanwhile.
+            failures = self._dm_retry.get(item.user, (0.0, 0))[1] + 1
+            delay = min(DM_RETRY_CAP, DM_RETRY_BASE * 2 ** (failures - 1))
+            self._dm_retry[item.user] = (now + delay, failures)
+            log.warning("cannot open a DM with %s (%s); %d message(s) wait, retrying in %.0f s", item.user,
+                        item.error, len(self._waiting_dm[item.user]), delay)
+            return
+        self._dm_retry.pop(item.user, None)
         waiting = self._waiting_dm.pop(item.user, [])
         if item.channel is None:
             for out in waiting:
@@ -174,7 +188,12 @@ class Router:
         for out in waiting:
             self.outbox.enqueue(item.channel, out.text, out.plugin, now, out.extra, tag=out.tag)
 
-    def pending_records(self) -> list[dict]:
-        """Outputs still waiting on a name or DM, as outbox records (for the durable outbox)."""
-        outs = self._waiting_listing + [o for v in self._waiting_dm.values() for o in v]
-        return [{"channel": o.target, "text": o.text, "plugin": o.plugin, "extra": o.extra} for o in outs]
+    def tick(self, now: float) -> None:
+        """Open again the DMs whose last try failed for a passing reason, when due."""
+        for user, (at, failures) in list(self._dm_retry.items()):
+            if at <= now:
+                self._dm_retry[user] = (float("inf"), failures)     # until its answer comes
+                self._open_dm(user)
+
+    def next_deadline(self) -> float | None:
+        return min((at for at, _ in self._dm_retry.values() if at != float("inf")), default=None)

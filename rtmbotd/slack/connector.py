@@ -383,17 +383,18 @@ class Connector:
 
     # -- directory look-ups (results come back through the inbox) ------------------
     def open_dm(self, user: str, result: Callable[..., Any]) -> None:
-        """conversations.open for `user`; posts result(user, channel_id | None, error)."""
+        """conversations.open for `user`; posts result(user, channel_id | None, error, passing),
+        `passing` True when trying again can help (Slack down, 429, a token to fix)."""
         async def call() -> None:
             try:
                 resp = await self.web.call("conversations.open", users=user)
                 self._post(result(user, (resp.get("channel") or {}).get("id")))
             except WebError as exc:
-                self._post(result(user, None, str(exc)))
+                self._post(result(user, None, str(exc), not exc.permanent or exc.auth))
             except Exception as exc:  # noqa: BLE001 - a DM must never be left waiting
                 self._post(result(user, None, f"{type(exc).__name__}: {exc}"))
         if self.web is None:
-            self._post(result(user, None, "no Slack token"))
+            self._post(result(user, None, "no Slack token", True))
         else:
             self._spawn(call())
 
