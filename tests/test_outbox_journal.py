@@ -265,3 +265,16 @@ def test_a_store_unreadable_at_start_is_read_before_any_write_and_its_rows_come_
     assert store.ops[:2] == ["read", "write"]
     assert [o.text for o in journal.adopt(later[0])] == ["old"]
     journal.close(5)
+
+
+def test_the_stop_writes_at_once_when_the_store_is_back_during_a_long_backoff(monkeypatch) -> None:  # noqa: ANN001
+    """The writer slept out its whole backoff (up to 30 s) before the stop's last write:
+    with the store back, the stop's 5 s passed and the rows were not written."""
+    import rtmbotd.outbox.writer as writer_module
+    monkeypatch.setattr(writer_module, "RETRY_BASE", 600.0)
+    store = RecordingStore(fail=1)
+    writer = OutboxWriter(store)
+    writer.submit({1: {"channel": "C1", "text": "a"}})
+    wait_until(lambda: store.fail == 0, 10, "the first write failed")
+    assert writer.close(5)
+    assert store.rows == {1: {"channel": "C1", "text": "a"}}

@@ -34,6 +34,7 @@ class OutboxWriter:
         self._closing = False
         self._close_by = float("inf")
         self._busy = False
+        self._tried_at_close = False
         self._read: Callable[[list[tuple[int, dict]]], None] | None = None
         self._failing: str | None = None
         self.batches = 0               # committed batches (tests, benchmarks)
@@ -92,6 +93,9 @@ class OutboxWriter:
                 while self._clock() < retry_at:
                     if self._clock() >= self._close_by:
                         return                       # the stop's deadline: close() reports what is left
+                    if self._closing and not self._tried_at_close:
+                        self._tried_at_close = True  # the stop tries once at once, not after a long backoff
+                        break
                     self._cond.wait(min(retry_at, self._close_by) - self._clock())
             delay = min(RETRY_CAP, delay * 2)
 
