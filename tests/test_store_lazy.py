@@ -115,25 +115,22 @@ def test_close_stops_the_retries(tmp_path: Path, retrying) -> None:  # noqa: ANN
     assert opener.opened == [] and store.problem is None
 
 
-def test_last_runs_saved_outbox_is_kept_when_it_could_not_be_read(tmp_path: Path, retrying) -> None:  # noqa: ANN001
+def test_last_runs_saved_outbox_is_read_once_the_store_opens(tmp_path: Path, retrying) -> None:  # noqa: ANN001
     opener = Opener(tmp_path)
-    earlier = [{"channel": "C1", "text": "saved by the last run"}]
     with Store.open(opener.url) as first:
-        first.save_outbox(earlier)
+        first.save_outbox([{"channel": "C1", "text": "saved by the last run"}])
     store = retrying(opener)
-    assert store.load_outbox() == []                  # unreadable at start: nothing to restore now
     with pytest.raises(StoreUnavailableError):
-        store.save_outbox([{"channel": "C2", "text": "new"}])
+        store.outbox_rows()                           # unreadable at start: the journal's writer retries
+    with pytest.raises(StoreUnavailableError):
+        store.write_outbox([(2**60, "C2", '{"channel": "C2", "text": "new"}')], [])
     opener.up.set()
     wait_until(lambda: store.opened, timeout=20, what="the store to open")
-    assert store.load_outbox() == []                  # the daemon asks again at its stop: still not its own
-    store.save_outbox([{"channel": "C2", "text": "new"}])
-    store.save_outbox([{"channel": "C2", "text": "newer"}])
+    [(seq, record)] = store.outbox_rows()
+    assert record == {"channel": "C1", "text": "saved by the last run"}
+    store.write_outbox([(seq + 1, "C2", '{"channel": "C2", "text": "new"}')], [seq])
     with Store.open(opener.url) as check:
-        assert check.load_outbox() == earlier + [{"channel": "C2", "text": "newer"}]
-    store.clear_outbox()
-    with Store.open(opener.url) as check:
-        assert check.load_outbox() == earlier         # sent at the next start that can read it
+        assert check.load_outbox() == [{"channel": "C2", "text": "new"}]
 
 
 def test_open_daemon_store_waits_only_for_a_server_it_cannot_reach(tmp_path: Path) -> None:

@@ -157,27 +157,14 @@ class DeferredStore(StandInStore):
         if puts or self._store is not None:
             self.real().write_outbox(puts, deletes)
 
-    def load_outbox(self) -> list[dict]:
-        # Nothing was saved when the file did not exist at start; only this daemon saves it.
-        return self._store.load_outbox() if self._store is not None else []
-
-    def save_outbox(self, records: list[dict]) -> None:
-        self.real().save_outbox(records)
-
-    def clear_outbox(self) -> None:
-        if self._store is not None:
-            self._store.clear_outbox()
-
 
 class RetryingStore(StandInStore):
     """The store while its database server cannot be reached: every call raises
     StoreUnavailableError until a background thread, retrying with backoff, opens it.
 
-    Last run's saved outbox could not be read at the start; it stays in the database
-    (a later save keeps it ahead of the new records) and is sent at the next start.
-    The daemon's outbox journal uses `outbox_rows`/`write_outbox` instead: they raise
-    StoreUnavailableError until the store opens, and the journal's writer reads the
-    saved rows first, then writes, as soon as they work.
+    The daemon's outbox journal's `outbox_rows`/`write_outbox` raise
+    StoreUnavailableError until the store opens; the journal's writer then reads last
+    run's saved rows first, and writes after that.
     """
 
     def __init__(self, opener: Callable[[], Any], error: StoreError, backoff: Backoff | None = None) -> None:
@@ -186,8 +173,6 @@ class RetryingStore(StandInStore):
         self._error: StoreError | None = error
         self._backoff = backoff or Backoff(base=1.0, cap=60.0)
         self._stopped = threading.Event()
-        self._outbox_unread = False
-        self._earlier_outbox: list[dict] | None = None
         self._thread = threading.Thread(target=self._retry, name="rtmbotd-store-connect", daemon=True)
         self._thread.start()
 
@@ -242,31 +227,6 @@ class RetryingStore(StandInStore):
     def close(self) -> None:
         self._stopped.set()
         super().close()
-
-    def load_outbox(self) -> list[dict]:
-        with self._lock:
-            store = None if self._outbox_unread else self._store
-            first, self._outbox_unread = not self._outbox_unread, store is None
-        if store is not None:
-            return store.load_outbox()
-        if first:
-            log.warning("store: messages saved at the last stop cannot be read now; "
-                        "they stay in the store and are sent at the next start")
-        return []
-
-    def save_outbox(self, records: list[dict]) -> None:
-        store = self.real()
-        if self._outbox_unread:             # keep last run's, unread, ahead of this run's
-            if self._earlier_outbox is None:
-                self._earlier_outbox = store.load_outbox()
-            records = self._earlier_outbox + list(records)
-        store.save_outbox(records)
-
-    def clear_outbox(self) -> None:
-        if self._outbox_unread:
-            self.save_outbox([])
-        else:
-            self.real().clear_outbox()
 
 
 class DeferredPluginStore:
