@@ -66,6 +66,24 @@ def rows_left(url: str) -> int:
         return len(store.load_outbox())
 
 
+def kill_once_saved(bot: Rtmbotd, flag: Path, n: int, *, web_down: bool = False) -> None:
+    """Start `bot`, cut its link to Slack (and the Web API), touch `flag` (its plugin then
+    produces `n` messages), and SIGKILL it once all `n` are in the store."""
+    url = bot.settings["STORE_URL"]
+    try:
+        bot.start()
+        bot.fake.refuse_connections(10**6)
+        bot.fake.set_web_api_down(web_down)
+        bot.fake.drop_connections()
+        bot.wait_log("Slack connection lost")
+        flag.touch()
+        wait_until(lambda: rows_left(url) == n, 60, f"all {n} in the store")
+        bot.proc.send_signal(signal.SIGKILL)
+        bot.proc.wait(20)
+    finally:
+        bot.stop()
+
+
 def test_messages_queued_during_an_outage_survive_repeated_sigkill(tmp_path: Path, fake, store_url: str) -> None:
     """41 SIGKILLs during an outage used to lose 532 of 532 queued messages."""
     rng = random.Random(11)
@@ -192,18 +210,7 @@ def tick():
             outputs.append(["C1GENERAL", "m%d" % i])
 '''
     bot = Rtmbotd(tmp_path, fake, plugins={"emoji": plugin}, settings={"STOP_TIMEOUT": 1})
-    url = bot.settings["STORE_URL"]
-    try:
-        bot.start()
-        fake.refuse_connections(1000)
-        fake.drop_connections()
-        bot.wait_log("Slack connection lost")
-        flag.touch()
-        wait_until(lambda: rows_left(url) == 7, 30, "all seven in the store")
-        bot.proc.send_signal(signal.SIGKILL)
-        bot.proc.wait(20)
-    finally:
-        bot.stop()
+    kill_once_saved(bot, flag, 7)
     flag.unlink()
     fake.refuse_connections(0)
     again = Rtmbotd(tmp_path, fake, plugins={"emoji": plugin})

@@ -1,7 +1,6 @@
 """Review of the durable outbox (issue 11): what the first round of tests missed."""
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 from tests.e2e.harness import wait_until
@@ -65,23 +64,12 @@ def test_mixed_targets_queued_in_an_outage_survive_sigkill_in_order(tmp_path: Pa
     thread_ts: queued while Slack (websocket and Web API) is down, SIGKILLed, then sent in
     order per channel at the next start."""
     from tests.e2e.harness import Rtmbotd
-    from tests.e2e.test_outbox_crash import rows_left
+    from tests.e2e.test_outbox_crash import kill_once_saved, rows_left
     flag = tmp_path / "go"
     plugin = MIXED.format(flag=str(flag))
     bot = Rtmbotd(tmp_path, fake, plugins={"mixed": plugin})
     url = bot.settings["STORE_URL"]
-    try:
-        bot.start()
-        fake.refuse_connections(10**6)
-        fake.set_web_api_down(True)
-        fake.drop_connections()
-        bot.wait_log("Slack connection lost")
-        flag.touch()
-        wait_until(lambda: rows_left(url) == 18, 60, "all eighteen in the store")
-        bot.proc.send_signal(signal.SIGKILL)
-        bot.proc.wait(20)
-    finally:
-        bot.stop()
+    kill_once_saved(bot, flag, 18, web_down=True)
     assert "dropped" not in bot.log()
     flag.unlink()
     fake.refuse_connections(0)
