@@ -278,3 +278,20 @@ def test_the_stop_writes_at_once_when_the_store_is_back_during_a_long_backoff(mo
     wait_until(lambda: store.fail == 0, 10, "the first write failed")
     assert writer.close(5)
     assert store.rows == {1: {"channel": "C1", "text": "a"}}
+
+
+def test_a_saved_row_that_is_not_a_message_is_skipped_alone(store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged or hand-edited row (not JSON, not a dict, no target) used to raise out of the
+    start: the daemon exited with a traceback at every start, and sent none of the others."""
+    from sqlalchemy import text
+    with Store.open(store_url) as store:
+        store.save_outbox([{"channel": "C1", "text": f"m{i}", "plugin": "p"} for i in range(5)])
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE rtmbot_outbox_rows SET record = '{not json' WHERE seq = 1"))
+            conn.execute(text("UPDATE rtmbot_outbox_rows SET record = '[1, 2]' WHERE seq = 2"))
+            conn.execute(text("UPDATE rtmbot_outbox_rows SET record = '{\"channel\": 5, \"text\": \"x\"}' WHERE seq = 3"))
+        journal = Journal(store)
+        outputs = journal.restore(lambda rows: None)
+        assert [(o.target, o.text) for o in outputs] == [("C1", "m3"), ("C1", "m4")]
+        assert "outbox row 1 is not JSON" in caplog.text
+        assert "saved message 2 is not a message" in caplog.text and "saved message 3 is not" in caplog.text

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import reprlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -41,6 +42,15 @@ class _Entry:
 
 def record_of(out: Output) -> dict:
     return {"channel": out.target, "text": out.text, "plugin": out.plugin, "extra": out.extra}
+
+
+def _restorable(record: object) -> bool:
+    """A saved record the router can take: a dict with a target, text or extra fields."""
+    if not isinstance(record, dict):
+        return False
+    channel, text, extra = record.get("channel"), record.get("text"), record.get("extra")
+    return (isinstance(channel, str) and bool(channel.strip()) and (text is None or isinstance(text, str))
+            and (extra is None or isinstance(extra, dict)) and bool(text or extra))
 
 
 class Journal:
@@ -75,6 +85,10 @@ class Journal:
     def adopt(self, rows: list[tuple[int, dict]]) -> list[Output]:
         outputs = []
         for seq, record in rows:
+            if not _restorable(record):
+                log.error("outbox: saved message %d is not a message rtmbotd can send (%s); it stays in the "
+                          "store, unsent", seq, reprlib.repr(record))
+                continue
             self._entries[seq] = _Entry(seq, record, 0.0, saved=True)
             outputs.append(Output(record.get("channel", ""), record.get("text"), dict(record.get("extra") or {}),
                                   record.get("plugin", "?"), seq))

@@ -193,7 +193,14 @@ class Store:
         rows = self._read("outbox", lambda c: c.execute(
             select(outbox_rows.c.seq, outbox_rows.c.record).where(outbox_rows.c.owner == self.outbox_owner)
             .order_by(outbox_rows.c.seq)).all())
-        return [(seq, json.loads(record)) for seq, record in rows]
+        out = []
+        for seq, record in rows:
+            try:
+                out.append((seq, json.loads(record)))
+            except ValueError as exc:      # a damaged or hand-edited row costs only itself
+                log.error("store: outbox row %d is not JSON (%s); it stays in rtmbot_outbox_rows, unsent",
+                          seq, exc)
+        return out
 
     def _adopt_legacy(self, conn: Connection, legacy: Sequence[Any]) -> None:
         first = conn.execute(select(outbox_rows.c.seq).where(outbox_rows.c.owner == self.outbox_owner)
