@@ -65,9 +65,6 @@ class Journal:
         self._changes: dict[int, dict | None] = {}  # this turn's row changes
         self._next = int(wall() * 1_000_000)        # µs since the epoch: later runs sort after
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     # -- start --------------------------------------------------------------------------
     def restore(self, later: Callable[[list[tuple[int, dict]]], None]) -> list[Output]:
         """The rows an earlier run left, as outputs to route first. When the store cannot be

@@ -20,8 +20,6 @@ RETRY_BASE, RETRY_CAP = 0.5, 30.0
 DELETE = None          # a row change that removes the row
 
 
-
-
 class OutboxWriter:
     """Writes {seq: record | DELETE} changes to `store.write_outbox` on its own thread."""
 
@@ -37,7 +35,6 @@ class OutboxWriter:
         self._tried_at_close = False
         self._read: Callable[[list[tuple[int, dict]]], None] | None = None
         self._failing: str | None = None
-        self.batches = 0               # committed batches (tests, benchmarks)
 
     def submit(self, changes: dict[int, dict | None]) -> None:
         """Queue row changes (a later change to a row replaces an earlier one); never blocks on I/O."""
@@ -137,7 +134,6 @@ class OutboxWriter:
         if self._failing is not None:
             log.warning("outbox: the store works again; queued messages are saved")
             self._failing = None
-        self.batches += 1
         return True
 
     def close(self, timeout: float) -> bool:
