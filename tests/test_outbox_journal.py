@@ -295,3 +295,31 @@ def test_a_saved_row_that_is_not_a_message_is_skipped_alone(store_url: str, capl
         assert [(o.target, o.text) for o in outputs] == [("C1", "m3"), ("C1", "m4")]
         assert "outbox row 1 is not JSON" in caplog.text
         assert "saved message 2 is not a message" in caplog.text and "saved message 3 is not" in caplog.text
+
+
+def test_while_the_store_is_down_a_delivered_message_leaves_nothing_in_memory() -> None:
+    """Each message delivered after its put was queued left a deletion waiting for the store:
+    memory grew by one row change per message for as long as the store was down."""
+    store = RecordingStore(fail=10**9)
+    writer = OutboxWriter(store)
+    for seq in range(1, 201):
+        writer.submit({seq: {"channel": "C1", "text": f"m{seq}"}})
+    wait_until(lambda: store.fail < 10**9, 10, "a write failed")
+    for seq in range(1, 201):
+        writer.submit({seq: None})
+    wait_until(lambda: writer.waiting == 0, 10, "no row change left waiting")
+    writer.close(0)
+
+
+def test_deleting_a_row_that_is_in_the_store_waits_for_the_store() -> None:
+    store = RecordingStore(rows={5: {"channel": "C1", "text": "saved"}})
+    writer = OutboxWriter(store)
+    writer.submit({6: {"channel": "C1", "text": "new"}})
+    wait_until(lambda: 6 in store.rows and writer.idle, 10, "row 6 written")
+    store.fail = 10**9
+    writer.exists([5])                                   # read at start
+    writer.submit({5: None, 6: None})
+    wait_until(lambda: store.fail < 10**9 and writer.waiting == 2, 10, "both deletions kept after a failed write")
+    store.fail = 0
+    assert writer.close(10)
+    assert store.rows == {}

@@ -81,6 +81,7 @@ class Journal:
 
     def adopt(self, rows: list[tuple[int, dict]]) -> list[Output]:
         outputs = []
+        self.writer.exists(seq for seq, _ in rows)
         for seq, record in rows:
             if not _restorable(record):
                 log.error("outbox: saved message %d is not a message rtmbotd can send (%s); it stays in the "

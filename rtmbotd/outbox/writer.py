@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from rtmbotd.store.values import to_json      # SQLAlchemy-free
 
@@ -27,6 +27,10 @@ class OutboxWriter:
         self._store = store
         self._clock = clock
         self._pending: dict[int, dict | None] = {}
+        # Rows that may exist: committed puts, rows read at start, puts being written. A
+        # deletion of any other row cancels its pending put instead: while the store is
+        # down, a message delivered meanwhile leaves nothing behind in memory.
+        self._stored: set[int] = set()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -41,8 +45,24 @@ class OutboxWriter:
         if not changes:
             return
         with self._cond:
-            self._pending.update(changes)
-            self._wake()
+            for seq, change in changes.items():
+                if change is DELETE and seq not in self._stored:
+                    self._pending.pop(seq, None)     # never written: nothing to delete
+                else:
+                    self._pending[seq] = change
+            if self._pending:
+                self._wake()
+
+    def exists(self, seqs: Iterable[int]) -> None:
+        """Rows that are in the store already (read at start): their deletions must be written."""
+        with self._cond:
+            self._stored.update(seqs)
+
+    @property
+    def waiting(self) -> int:
+        """Row changes not written yet."""
+        with self._cond:
+            return len(self._pending)
 
     def read_first(self, done: Callable[[list[tuple[int, dict]]], None]) -> None:
         """Read the saved rows before any write (retrying while the store fails); `done(rows)`
@@ -71,9 +91,11 @@ class OutboxWriter:
                     self._cond.wait()
                 if not self._pending and not self._read:
                     return
-                read, batch = self._read, {}
+                read, batch, new = self._read, {}, set()
                 if read is None:
                     batch, self._pending = self._pending, {}
+                    new = {seq for seq, change in batch.items() if change is not DELETE} - self._stored
+                    self._stored |= new             # may exist once this write starts
                 self._busy = True
             try:
                 ok = self._read_rows(read) if read is not None else self._write(batch)
@@ -84,8 +106,13 @@ class OutboxWriter:
                 delay = RETRY_BASE
                 continue
             with self._cond:
-                for seq, change in batch.items():    # a change queued since is newer: it wins
-                    self._pending.setdefault(seq, change)
+                self._stored -= new                  # the batch is one transaction: none of it is in
+                for seq, change in batch.items():
+                    newer = self._pending.get(seq, change)     # a change queued since is newer: it wins
+                    if newer is DELETE and seq not in self._stored:
+                        self._pending.pop(seq, None)
+                    else:
+                        self._pending[seq] = newer
                 retry_at = self._clock() + delay
                 while self._clock() < retry_at:
                     if self._clock() >= self._close_by:
@@ -125,6 +152,8 @@ class OutboxWriter:
                 deletes.append(seq)              # an older, storable version of it must not come back
         try:
             self._store.write_outbox(puts, deletes)
+            with self._cond:
+                self._stored.difference_update(deletes)
         except Exception as exc:  # noqa: BLE001 - StoreError or a driver bug: keep the changes, retry
             if self._failing is None:
                 log.error("outbox: cannot write %d queued change(s) to the store (%s); they are kept in "
