@@ -30,9 +30,11 @@ waits calmly for a token and a reload.
 signals: HUP reloads config and plugins (a bad config keeps the old one running),
 TERM/INT stop gracefully (a second INT forces), USR1 reopens LOGFILE; any of them
 during start-up is acted on once the daemon runs.
-exit status: 0 ok, 64 usage, 69 already running (pidfile), 73 cannot create
-pidfile/log, 78 configuration error (--check-config: also no SLACK_TOKEN),
-130 forced by a second INT.
+metrics: with METRICS: "127.0.0.1:9810" set, GET /metrics serves Prometheus metrics
+and `rtmbotd -c CONF status` summarises the running daemon from them.
+exit status: 0 ok, 64 usage, 69 already running (pidfile) or no daemon answers
+`status`, 73 cannot create pidfile/log, 78 configuration error (--check-config:
+also no SLACK_TOKEN; METRICS that cannot be listened on), 130 forced by a second INT.
 """
 
 
@@ -73,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_options(console, top=False)
     console.add_argument("--channel", default="D1ALICE",
                          help="channel your lines go to (default D1ALICE, a DM; try C1GENERAL)")
+    _common_options(sub.add_parser("status", help="summarise the running daemon from its METRICS endpoint "
+                                                  "(link, generation, plugins, outbox, cluster role)"), top=False)
     from rtmbotd.store.cli import add_store_parser
     _common_options(add_store_parser(sub), top=False)
     return parser
@@ -105,6 +109,9 @@ def check_config(config: Config) -> int:
     problem = token_problem(config)     # the rule a reload follows: no token, no swap
     if problem is not None:
         raise ConfigError(problem)
+    if config.metrics is not None:
+        from rtmbotd.metrics.server import check_listen
+        check_listen(config.metrics)
     from rtmbotd.store import Store, StoreUnavailableError, StoreUnreachableError
     with tempfile.TemporaryDirectory(prefix="rtmbotd-check-") as scratch:
         try:   # never create a store just to check: a fresh install has none yet
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     early = EarlySignals()
     early.catch()
     args = build_parser().parse_args(argv)
-    if args.check_config or args.command == "store":
+    if args.check_config or args.command in ("store", "status"):
         early.release()           # not the daemon: Ctrl-C ends them as usual
     from rtmbotd.logsetup import early_logging
     early_logging()
@@ -176,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         _packaged_state_directory(config)
         if args.check_config:
             return check_config(config)
+        if args.command == "status":
+            from rtmbotd.metrics.summary import status
+            print(status(config))
+            return os.EX_OK
         if args.command == "store":
             from rtmbotd.store.cli import run_store_command
             return run_store_command(args, config)

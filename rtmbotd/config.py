@@ -15,6 +15,7 @@ from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
 from rtmbotd.errors import ConfigError
+from rtmbotd.metrics.address import Address, MetricsError, parse_address
 from rtmbotd.redact import redact
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ KNOWN_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "STOP_TIMEOUT": (_NUMBERS, "seconds"),
     "STORE_URL": ((str,), "an SQLAlchemy URL"),
     "STORE_SYNCHRONOUS": ((str,), "FULL, NORMAL, EXTRA or OFF"),
+    "METRICS": ((str,), 'host:port like "127.0.0.1:9810"'),
 }
 
 
@@ -79,6 +81,7 @@ class Config:
     stop_timeout: float = 10.0
     store_url: str | None = None
     store_synchronous: str = "FULL"
+    metrics: Address | None = None     # where GET /metrics is served; None: nowhere
     plugin_sections: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -365,6 +368,11 @@ def _load(path: Path, env: Mapping[str, str]) -> Config:
     if sync not in ("FULL", "NORMAL", "OFF", "EXTRA"):
         raise ConfigError(f"{path}: STORE_SYNCHRONOUS: must be FULL, NORMAL, EXTRA or OFF, got {_shown(sync, 40)}")
 
+    try:
+        metrics = parse_address(data["METRICS"]) if data.get("METRICS") else None
+    except MetricsError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
     for key in data:
         if key not in KNOWN_KEYS and not isinstance(data[key], dict):
             log.warning("%s: unknown key %s ignored", path, _shown(key, 60))
@@ -388,5 +396,6 @@ def _load(path: Path, env: Mapping[str, str]) -> Config:
         stop_timeout=_number(path, data, "STOP_TIMEOUT", 10.0, 0.0),
         store_url=_no_control(path, "STORE_URL", env.get("STORE_URL") or data.get("STORE_URL") or "") or None,
         store_synchronous=sync,
+        metrics=metrics,
         plugin_sections=_plugin_sections(path, data),
     )

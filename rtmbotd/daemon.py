@@ -24,6 +24,8 @@ from rtmbotd.runtime.generation import Built, build_generation, reload_problem
 from rtmbotd.runtime.host import PluginHost
 from rtmbotd.inbox import Inbox
 from rtmbotd.logsetup import Logging
+from rtmbotd.metrics import MetricsError, Recorder
+from rtmbotd.metrics.server import MetricsServer
 from rtmbotd.notify import Notifier
 from rtmbotd.outbox import Outbox
 from rtmbotd.outbox.journal import Journal
@@ -98,6 +100,8 @@ class Daemon:
         self.directory = Directory()
         self.slack_client = PluginSlackClient()
         self.store = store
+        self.metrics = Recorder()
+        self.metrics_server = MetricsServer()
         self._early_signals = early_signals if early_signals is not None else []
         self.env = PluginEnv(slack_client=self.slack_client)
         self.journal: Journal | None = None     # the outbox's durable rows
@@ -155,6 +159,7 @@ class Daemon:
         self.inbox = Inbox(self.loop, self._drain)
         self.host = PluginHost(self.inbox.put_threadsafe, self.clock)
         self._open_store()
+        self.metrics_server.serve(self.config.metrics, self.metrics)   # MetricsError: exit 78
         if self.install_signals:
             self._install_signals()
         for signum in self._early_signals:      # arrived before the loop existed
@@ -167,6 +172,7 @@ class Daemon:
         try:
             await self._done
         finally:
+            self.metrics_server.close()
             self.inbox.close()
             if self.install_signals:
                 for signum in HANDLED:
@@ -311,7 +317,7 @@ class Daemon:
         starting = self.state is State.STARTING
         if self.state is State.STOPPING:
             return
-        problem = item.error if starting else reload_problem(item)
+        problem = item.error if starting else reload_problem(item) or self._serve_metrics(item.config)
         if problem is not None:
             if starting:   # cli validated the config; a race with an edit lands here
                 log.error("start failed: %s", problem)
@@ -342,6 +348,14 @@ class Daemon:
             log.info("reloaded: generation %d (%d plugins, %d unchanged)", self.host.generation,
                      len(item.plugins.plugins), len(item.plugins.reused))
             self._reloaded(now, None)
+
+    def _serve_metrics(self, config: Config) -> str | None:
+        """Listen where the new config's METRICS says before swapping (None: done)."""
+        try:
+            self.metrics_server.serve(config.metrics, self.metrics)
+        except MetricsError as exc:
+            return str(exc)
+        return None
 
     def _reloaded(self, now: float, problem: str | None) -> None:
         if self._reload_again:

@@ -1,0 +1,244 @@
+"""The metrics core: METRICS parsing, the recorder's hooks, the exposition server, the summary."""
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from rtmbotd.config import load_config
+from rtmbotd.errors import ConfigError
+from rtmbotd.metrics import Address, MetricsError, Recorder, parse_address
+from rtmbotd.metrics.recorder import label
+from rtmbotd.metrics.server import MetricsServer, check_listen
+from rtmbotd.metrics.summary import scrape, summarize
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sample(families, name, **labels):
+    return sum(s.value for fam in families.values() for s in fam.samples
+               if s.name == name and labels.items() <= s.labels.items())
+
+
+@pytest.fixture
+def served():
+    recorder, server = Recorder(), MetricsServer()
+    address = Address("127.0.0.1", free_port())
+    server.serve(address, recorder)
+    yield recorder, server, address
+    server.close().join()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("127.0.0.1:9810", Address("127.0.0.1", 9810)),
+    (" localhost:9810 ", Address("localhost", 9810)),
+    ("[::1]:9810", Address("::1", 9810)),
+    ("0.0.0.0:65535", Address("0.0.0.0", 65535)),
+])
+def test_address_parsed(text, expected):
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text, why", [
+    ("nonsense", "must be host:port"), (":9810", "must be host:port"), ("::1:9810", "must be host:port"),
+    ("[nope]:9810", "must be host:port"), ("127.0.0.1:http", "must be host:port"),
+    ("127.0.0.1:0", "1 to 65535"), ("127.0.0.1:70000", "1 to 65535"),
+])
+def test_bad_address_names_metrics(text, why):
+    with pytest.raises(MetricsError, match=f"^METRICS: .*{why}"):
+        parse_address(text)
+
+
+def test_scrape_url_of_a_wildcard_bind_is_loopback():
+    assert parse_address("0.0.0.0:9810").url == "http://127.0.0.1:9810/metrics"
+    assert parse_address("[::]:9810").url == "http://[::1]:9810/metrics"
+
+
+def test_config_key(tmp_path):
+    conf = tmp_path / "rtmbot.conf"
+    conf.write_text('SLACK_TOKEN: xoxb-1\nMETRICS: "127.0.0.1:9810"\n')
+    assert load_config(conf, env={}).metrics == Address("127.0.0.1", 9810)
+    conf.write_text('SLACK_TOKEN: xoxb-1\n')
+    assert load_config(conf, env={}).metrics is None
+    for bad in ('METRICS: "nonsense"', "METRICS: 9810"):
+        conf.write_text(f"SLACK_TOKEN: xoxb-1\n{bad}\n")
+        with pytest.raises(ConfigError, match=r"rtmbot.conf: METRICS: ") as err:
+            load_config(conf, env={})
+        assert "\n" not in str(err.value)
+
+
+def test_labels_from_slack_are_bounded():
+    assert label("message") == "message"
+    assert label("reaction_added") == "reaction_added"
+    assert label("Hello <@U1ALICE> xoxb-secret text") == "other"
+    assert label("x" * 65) == "other"
+    assert label(None) == "other"
+
+
+def test_recorder_off_imports_no_prometheus_client():
+    code = ("import sys, rtmbotd.daemon, rtmbotd.cli\n"
+            "from rtmbotd.metrics import Recorder\n"
+            "r = Recorder(); r.event_received('message'); r.plugin_call('p', 0.1, False)\n"
+            "assert 'prometheus_client' not in sys.modules, 'imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_hooks_move_the_metrics(served):
+    recorder, _server, address = served
+    recorder.event_received("message")
+    recorder.event_received("message")
+    recorder.event_received("secret text from U1ALICE")
+    recorder.plugin_call("repeat", 0.02, True)
+    recorder.plugin_call("repeat", 0.5, False)
+    recorder.plugin_call("repeat", 0.1, True)
+    recorder.plugins_busy(["repeat", "slow"], ["slow"])
+    recorder.message_sent(1.5)
+    recorder.message_failed("channel_not_found")
+    recorder.outbox_queued(7)
+    recorder.reconnect("goodbye")
+    recorder.reconnect("something else")
+    recorder.reloaded(False, 1)
+    recorder.reloaded(True, 2)
+    recorder.store_operation(0.003, True)
+    recorder.connected(True)
+    f = scrape(address)
+    expected = [
+        ("rtmbotd_events_received_total", {"type": "message"}, 2),
+        ("rtmbotd_events_received_total", {"type": "other"}, 1),
+        ("rtmbotd_plugin_calls_total", {"plugin": "repeat", "outcome": "ok"}, 2),
+        ("rtmbotd_plugin_calls_total", {"plugin": "repeat", "outcome": "error"}, 1),
+        ("rtmbotd_plugin_calls_total", {"plugin": "slow"}, 0),     # present, at 0
+        ("rtmbotd_plugin_call_duration_seconds_count", {"plugin": "repeat"}, 3),
+        ("rtmbotd_plugin_call_slowest_seconds", {"plugin": "repeat"}, 0.5),
+        ("rtmbotd_plugin_busy", {"plugin": "slow"}, 1),
+        ("rtmbotd_plugin_busy", {"plugin": "repeat"}, 0),
+        ("rtmbotd_messages_sent_total", {}, 1),
+        ("rtmbotd_outbox_wait_seconds_sum", {}, 1.5),
+        ("rtmbotd_messages_failed_total", {"reason": "channel_not_found"}, 1),
+        ("rtmbotd_outbox_queued", {}, 7),
+        ("rtmbotd_reconnects_total", {"reason": "goodbye"}, 1),
+        ("rtmbotd_reconnects_total", {"reason": "error"}, 1),
+        ("rtmbotd_reconnects_total", {"reason": "drop"}, 0),
+        ("rtmbotd_reloads_total", {"result": "rejected"}, 1),
+        ("rtmbotd_reloads_total", {"result": "ok"}, 1),
+        ("rtmbotd_config_last_reload_successful", {}, 1),
+        ("rtmbotd_generation", {}, 2),
+        ("rtmbotd_store_operations_total", {"outcome": "ok"}, 1),
+        ("rtmbotd_store_operation_seconds_count", {}, 1),
+        ("rtmbotd_connected", {}, 1),
+    ]
+    assert [(name, labels, sample(f, name, **labels)) for name, labels, _ in expected] == expected
+    assert "rtmbotd_cluster_leader" not in f        # not in cluster mode
+    assert "process_resident_memory_bytes" in f and "python_info" in f
+    recorder.plugins_busy(["repeat"], [])           # 'slow' unloaded by a reload
+    assert sample(scrape(address), "rtmbotd_plugin_busy", plugin="slow") == 0
+    assert 'plugin="slow"' not in _text(address).split("rtmbotd_plugin_busy")[1].split("# HELP")[0]
+    recorder.cluster_leader(True)
+    assert sample(scrape(address), "rtmbotd_cluster_leader") == 1
+
+
+def _text(address):
+    return urllib.request.urlopen(address.url, timeout=5).read().decode()
+
+
+def test_two_daemons_in_one_process_keep_their_own_registries(served):
+    recorder, _server, address = served
+    other, other_server = Recorder(), MetricsServer()
+    other_address = Address("127.0.0.1", free_port())
+    other_server.serve(other_address, other)
+    try:
+        other.event_received("message")
+        assert sample(scrape(other_address), "rtmbotd_events_received_total") == 1
+        assert sample(scrape(address), "rtmbotd_events_received_total") == 0
+    finally:
+        other_server.close().join()
+
+
+def test_serve_moves_binding_first_and_keeps_the_old_address_on_failure(served):
+    recorder, server, address = served
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = Address("127.0.0.1", taken.getsockname()[1])
+        with pytest.raises(MetricsError, match=f"^METRICS: cannot listen on {busy}: address already in use$"):
+            server.serve(busy, recorder)
+    assert server.address == address
+    assert "rtmbotd_build_info" in scrape(address)
+    new = Address("127.0.0.1", free_port())
+    server.serve(new, recorder)
+    assert "rtmbotd_build_info" in scrape(new)
+    from rtmbotd.testing.waiting import wait_until
+    wait_until(lambda: _refused(address), 10, "the old address to close")
+
+
+def test_serve_to_another_host_on_the_same_port(served):
+    recorder, server, address = served
+    wildcard = Address("0.0.0.0", address.port)
+    server.serve(wildcard, recorder)
+    assert server.address == wildcard
+    assert "rtmbotd_build_info" in scrape(wildcard)
+
+
+def test_serve_none_stops_listening(served):
+    recorder, server, address = served
+    server.serve(None, recorder)
+    from rtmbotd.testing.waiting import wait_until
+    wait_until(lambda: _refused(address), 10, "the address to close")
+
+
+def _refused(address):
+    try:
+        urllib.request.urlopen(address.url, timeout=2)
+    except urllib.error.URLError as exc:
+        return isinstance(exc.reason, ConnectionRefusedError)
+    except OSError:          # accepted into the backlog just before the close: reset
+        return False
+    return False
+
+
+def test_check_listen_accepts_the_running_daemons_own_server(served):
+    _recorder, _server, address = served
+    check_listen(address)        # what ExecReload's --check-config sees during a reload
+
+
+def test_check_listen_refuses_a_port_held_by_something_else():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = Address("127.0.0.1", taken.getsockname()[1])
+        with pytest.raises(MetricsError, match="already in use"):
+            check_listen(address)
+
+
+def test_summary_of_a_scrape(served):
+    recorder, _server, address = served
+    recorder.connected(True)
+    recorder.generation(3)
+    recorder.plugins_busy(["repeat", "slow"], ["slow"])
+    recorder.plugin_call("repeat", 0.25, True)
+    recorder.plugin_call("repeat", 0.5, False)
+    recorder.outbox_queued(4)
+    recorder.reconnect("drop")
+    text = summarize(scrape(address))
+    assert "link: connected; reconnects: 1 drop" in text
+    assert "generation: 3" in text
+    assert "  repeat  2 call(s), 1 error(s), slowest 0.500 s" in text
+    assert "  slow    0 call(s), 0 error(s), 1 running past PLUGIN_TIMEOUT now" in text
+    assert "outbox: 4 queued" in text
+    assert "cluster: not in cluster mode" in text
+    recorder.cluster_leader(False)
+    assert "cluster: follower" in summarize(scrape(address))
+
+
+def test_summary_says_the_last_reload_was_rejected(served):
+    recorder, _server, address = served
+    recorder.reloaded(False, 1)
+    assert "generation: 1; reloads: 1 rejected (the last one was REJECTED)" in summarize(scrape(address))
+    recorder.reloaded(True, 2)
+    assert "generation: 2; reloads: 1 ok, 1 rejected\n" in summarize(scrape(address))
