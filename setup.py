@@ -25,6 +25,7 @@ setup(
         "PyYAML>=6,<7",
         "python-daemon>=3,<4",
         "SQLAlchemy>=2.0,<2.2",
+        "prometheus_client>=0.20,<1",   # imported only when METRICS is set
     ],
     extras_require={
         "postgresql": ["psycopg[binary]>=3.1,<4"],

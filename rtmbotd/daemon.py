@@ -158,8 +158,12 @@ class Daemon:
         self._done = self.loop.create_future()
         self.inbox = Inbox(self.loop, self._drain)
         self.host = PluginHost(self.inbox.put_threadsafe, self.clock)
-        self._open_store()
-        self.metrics_server.serve(self.config.metrics, self.metrics)   # MetricsError: exit 78
+        self.metrics_server.serve(self.config.metrics, self.metrics)   # MetricsError: exit 78, before any work
+        try:
+            self._open_store()
+        except BaseException:
+            self.metrics_server.close()
+            raise
         if self.install_signals:
             self._install_signals()
         for signum in self._early_signals:      # arrived before the loop existed
