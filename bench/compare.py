@@ -1,12 +1,14 @@
 """rtmbotd beside python-rtmbot 0.4.1 and a floor client, on the same fake Slack (issue #6).
 
-    bench/compare [--quick] [--write-results]
+    bench/compare [--quick] [--write-results] [--metrics]
 
 python-rtmbot 0.4.1 comes from PyPI into a throwaway virtualenv under
 /tmp/rtmbotd-bench-venvs/ and runs unedited (bench/rtmbot_on_fake.py holds the shims on
 its import path). It, rtmbotd (RTM and Socket Mode) and the floor (bench/floor_client.py)
 each get their own fake Slack and the same traffic, all running side by side. One table: a
-row per metric, a column per system, ratios to the floor of the same protocol.
+row per metric, a column per system, ratios to the floor of the same protocol. With
+--metrics, rtmbotd also runs with METRICS set (scraped every SCRAPE_EVERY s, as a
+Prometheus would), side by side with it off: the cost at the median latency is reported.
 """
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ import argparse
 import datetime
 import math
 import shutil
+import socket
 import sys
+import threading
+import urllib.request
 import tempfile
 import time
 import traceback
@@ -39,6 +44,9 @@ ACTIVE = ["plugins.repeat.RepeatPlugin"]
 RESULTS = BENCH / "RESULTS.md"
 SETTLE = 1.0
 LATENCY_GOAL = 1.5          # × the floor
+METRICS_GOAL = 0.03         # METRICS on costs at most 3 % at the median latency
+SCRAPE_EVERY = 5.0          # s; Prometheus's default is 15 s, so this is harsher
+METRICS_SUFFIX = " +METRICS"
 
 
 @dataclass(frozen=True)
@@ -87,12 +95,52 @@ def _copy_plugin(workdir: Path) -> None:
     shutil.copy(PLUGIN, workdir / "plugins" / "repeat.py")
 
 
-def make_rtmbotd(mode: str, ours: rtmbotd_venv.RtmbotdEnv) -> Callable[[FakeSlack, Path], Child]:
+def make_rtmbotd(mode: str, ours: rtmbotd_venv.RtmbotdEnv,
+                 scraper: "Scraper | None" = None) -> Callable[[FakeSlack, Path], Child]:
     def make(fake: FakeSlack, workdir: Path) -> Child:
         _copy_plugin(workdir)
-        return RtmbotdProcess(workdir, fake.url, mode, [], settings={"ACTIVE_PLUGINS": ACTIVE},
-                              argv=[str(ours.script)])
+        settings = {"ACTIVE_PLUGINS": ACTIVE}
+        if scraper is not None:
+            settings["METRICS"] = scraper.add()
+        return RtmbotdProcess(workdir, fake.url, mode, [], settings=settings, argv=[str(ours.script)])
     return make
+
+
+class Scraper:
+    """GET /metrics of every METRICS system every SCRAPE_EVERY seconds, on a thread."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+        self.scrapes = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+
+    def add(self) -> str:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            address = f"127.0.0.1:{sock.getsockname()[1]}"
+        self.urls.append(f"http://{address}/metrics")
+        return address
+
+    def start(self) -> "Scraper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while not self._stop.wait(SCRAPE_EVERY):
+            for url in self.urls:
+                try:
+                    with opener.open(url, timeout=5) as response:
+                        response.read()
+                    self.scrapes += 1
+                except OSError:
+                    self.failures += 1
 
 
 def make_floor(mode: str, ours: rtmbotd_venv.RtmbotdEnv) -> Callable[[FakeSlack, Path], Child]:
@@ -312,6 +360,26 @@ def goal_lines(results: list[Result]) -> list[str]:
     return lines
 
 
+def metrics_lines(results: list[Result], scraper: Scraper) -> list[str]:
+    """The cost of METRICS: each rtmbotd with it on beside the same protocol with it off."""
+    by_label = {r.label: r for r in results}
+    lines = [f"METRICS on vs off (scraped every {SCRAPE_EVERY:g} s: {scraper.scrapes} scrapes, "
+             f"{scraper.failures} failed):"]
+    for on in results:
+        off = by_label.get(on.label.removesuffix(METRICS_SUFFIX))
+        if not on.label.endswith(METRICS_SUFFIX) or off is None:
+            continue
+        if on.error or off.error or not on.latency or not off.latency:
+            lines.append(f"  {on.label}: no figures ({on.error or off.error})")
+            continue
+        cost = on.latency.median / off.latency.median - 1
+        rss = (f"{on.rss_start - off.rss_start:+.1f} MiB" if on.rss_start and off.rss_start else "?")
+        lines.append(f"  {on.label}: median {ms(on.latency.median)} vs {ms(off.latency.median)}: "
+                     f"{cost * 100:+.1f} % (goal <= {METRICS_GOAL * 100:g} %: "
+                     f"{'met' if cost <= METRICS_GOAL else 'MISSED'}); RSS after start {rss}")
+    return lines
+
+
 def versions_line(env: rtmbot_venv.RtmbotEnv | None, ours: rtmbotd_venv.RtmbotdEnv) -> list[str]:
     v = ours.versions
     libs = ", ".join(f"{p} {v.get(p)}" for p in ("websockets", "aiohttp", "slack_sdk", "PyYAML", "SQLAlchemy"))
@@ -331,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-results", action="store_true",
                         help=f"also write {RESULTS.relative_to(BENCH.parent)} from this run's output")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (configs, logs)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="also run rtmbotd with METRICS on, scraped, beside it off; report the cost")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the benchmark and the systems to separate CPUs")
     args = parser.parse_args(argv)
@@ -362,17 +432,29 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if env is not None:
         systems.append(System("python-rtmbot 0.4.1", "rtm", "floor RTM", make_rtmbot(env)))
-    results = {r.label: r for r in measure_all(systems, plan, workroot)}
+    scraper = Scraper() if args.metrics else None
+    if scraper is not None:
+        for label, mode, floor in (("rtmbotd RTM", "rtm", "floor RTM"),
+                                   ("rtmbotd Socket Mode", "socket_mode", "floor Socket Mode")):
+            systems.append(System(label + METRICS_SUFFIX, mode, floor, make_rtmbotd(mode, ours, scraper)))
+        scraper.start()
+    try:
+        results = {r.label: r for r in measure_all(systems, plan, workroot)}
+    finally:
+        if scraper is not None:
+            scraper.stop()
     if env is None:
         results["python-rtmbot 0.4.1"] = Result("python-rtmbot 0.4.1", "rtm", "floor RTM",
                                                 error=setup_error)
     order = ["python-rtmbot 0.4.1", "rtmbotd RTM", "rtmbotd Socket Mode", "floor RTM",
              "floor Socket Mode"]
+    if scraper is not None:
+        order[3:3] = ["rtmbotd RTM" + METRICS_SUFFIX, "rtmbotd Socket Mode" + METRICS_SUFFIX]
     ordered = [results[label] for label in order]
     took = time.monotonic() - began
 
     command = "bench/compare" + (" --quick" if args.quick else "") + \
-        (" --write-results" if args.write_results else "")
+        (" --metrics" if args.metrics else "") + (" --write-results" if args.write_results else "")
     out = [f"{command}: rtmbotd vs python-rtmbot 0.4.1 vs the floor"
            + (" (QUICK: smoke-test counts)" if args.quick else ""),
            f"date:    {started_utc:%Y-%m-%d %H:%M} UTC, took {took:.0f} s",
@@ -386,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
            f"cpus:    {placement}",
            "latency: fake's received_at of the reply − the fake's time.monotonic() once it wrote the event;",
            "         (×n) = this ÷ the floor of the same protocol (for replies/s: floor ÷ this)",
-           "", build_table(ordered, plan).render(), "", *goal_lines(ordered)]
+           "", build_table(ordered, plan).render(), "", *goal_lines(ordered),
+           *(metrics_lines(ordered, scraper) if scraper is not None else [])]
     errors = [f"{r.label}: ERROR {r.error}" for r in ordered if r.error]
     if errors:
         out += ["", *errors]
