@@ -242,3 +242,68 @@ def test_summary_says_the_last_reload_was_rejected(served):
     assert "generation: 1; reloads: 1 rejected (the last one was REJECTED)" in summarize(scrape(address))
     recorder.reloaded(True, 2)
     assert "generation: 2; reloads: 1 ok, 1 rejected\n" in summarize(scrape(address))
+
+
+def test_plugin_calls_counted_by_outcome_on_the_plugins_thread():
+    import types
+    from pathlib import Path
+
+    from rtmbotd.runtime.host import PluginHost
+    from rtmbotd.runtime.loader import LoadedPlugin, PluginSet, Unit
+    from rtmbotd.testing.waiting import wait_until
+
+    recorder = Recorder()
+    registry = recorder.enable("test").registry
+
+    def unit(name, **attrs):
+        return Unit(name, name, types.SimpleNamespace(outputs=[], crontable=[], **attrs), False)
+
+    def boom(data):
+        raise RuntimeError("boom")
+
+    host = PluginHost(lambda item: None, clock=__import__("time").monotonic, recorder=recorder)
+    units = [unit("good", process_message=lambda data: None), unit("bad", process_message=boom),
+             unit("bad_catch_all", catch_all=boom)]
+    host.swap(PluginSet(1, {"p": LoadedPlugin("p", Path("."), "", (), "", units, [])}, {}))
+    for _ in range(3):
+        host.dispatch("message", {"type": "message", "text": "hi"})
+    units[0].target.outputs.append(["C1", "from a thread"])
+    host.sweep_outputs()                   # an empty call to drain outputs: not a plugin call
+
+    def calls(plugin, outcome):
+        return registry.get_sample_value("rtmbotd_plugin_calls_total", {"plugin": plugin, "outcome": outcome})
+    wait_until(lambda: (calls("good", "ok"), calls("bad", "error"), calls("bad_catch_all", "error")) == (3, 3, 3),
+               10, "every call counted")
+    wait_until(lambda: not units[0].target.outputs, 10, "the sweep to run")
+    assert calls("good", "error") is None and calls("bad", "ok") is None
+    assert registry.get_sample_value("rtmbotd_plugin_call_duration_seconds_count", {"plugin": "good"}) == 3
+    host.stop()
+
+
+def test_store_operations_timed_once_each_and_database_errors_counted(tmp_path):
+    import sqlite3
+
+    from rtmbotd.errors import StoreError
+    from rtmbotd.store.lazy import open_daemon_store
+    recorder = Recorder()
+    registry = recorder.enable("test").registry
+    path = tmp_path / "store.sqlite"
+    store = open_daemon_store(f"sqlite:///{path}", tmp_path, recorder=recorder)
+
+    def ops(outcome):
+        return registry.get_sample_value("rtmbotd_store_operations_total", {"outcome": outcome})
+    before = ops("ok")                      # opening read the outbox
+    plugin = store.plugin("counter")
+    plugin["seen"] = 1
+    assert plugin["seen"] == 1
+    with plugin.transaction() as tx:        # one operation however many steps inside
+        tx["a"] = tx.get("a", 0) + 1
+        tx["b"] = 2
+    assert ops("ok") - before == 3 and ops("error") == 0
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE rtmbot_kv")
+    with pytest.raises(StoreError):
+        plugin["seen"] = 2
+    assert ops("error") == 1
+    assert registry.get_sample_value("rtmbotd_store_operation_seconds_count") == ops("ok") + ops("error")
+    store.close()

@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 
 
 class PluginHost:
-    def __init__(self, report: Callable[[Any], None], clock: Callable[[], float]) -> None:
+    def __init__(self, report: Callable[[Any], None], clock: Callable[[], float], recorder: Any = None) -> None:
         self._report = report
         self._clock = clock
+        self._recorder = recorder
         self.plugins: PluginSet | None = None
         self.workers: list[Worker] = []
         self.scheduler = Scheduler(clock)
@@ -45,7 +46,7 @@ class PluginHost:
                 self.scheduler.remove_where(lambda key, w=worker: key[0] is w)
         for unit in plugins.units:
             if id(unit) not in old_units:
-                keep.append(Worker(unit, self._report, self._clock).start())
+                keep.append(Worker(unit, self._report, self._clock, self._recorder).start())
         order = {id(u): i for i, u in enumerate(plugins.units)}
         self.workers = sorted(keep, key=lambda w: order[id(w.unit)])
         old, self.plugins = self.plugins, plugins

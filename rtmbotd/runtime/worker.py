@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
+from rtmbotd.metrics import Recorder
 from rtmbotd.router import Output, parse_output
 from rtmbotd.runtime.loader import Unit
 
@@ -39,10 +40,11 @@ class Worker:
     """Runs one unit's calls on its own thread, in submission order."""
 
     def __init__(self, unit: Unit, report: Callable[[Any], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, recorder: Recorder | None = None) -> None:
         self.unit = unit
         self._report = report
         self._clock = clock
+        self._recorder = recorder or Recorder()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self.busy_since: float | None = None
         self.busy_label = ""
@@ -90,13 +92,16 @@ class Worker:
                 break
             label, fn, args, job_key = item
             self.busy_label = label
-            self.busy_since = self._clock()
+            self.busy_since = started = self._clock()
+            ok = False
             try:
-                fn(*args)
+                ok = fn(*args) is not False
             except Exception:
                 log.exception("plugin %s: %s raised", unit.name, label)
             except BaseException as exc:  # SystemExit / KeyboardInterrupt from plugin code
                 log.error("plugin %s: %s raised %s; ignored", unit.name, label, type(exc).__name__)
+            if job_key is not None or fn is run_event:     # a callback or job, not an outputs sweep
+                self._recorder.plugin_call(unit.name, self._clock() - started, ok)
             try:
                 self._flush(job_key)       # still busy: reading its outputs may block too
             finally:
@@ -126,14 +131,18 @@ class Worker:
             return None
 
 
-def run_event(unit: Unit, handler: Callable | None, data: dict) -> None:
-    """Call a unit's `process_<type>` and then its `catch_all`, each isolated."""
+def run_event(unit: Unit, handler: Callable | None, data: dict) -> bool:
+    """Call a unit's `process_<type>` and then its `catch_all`, each isolated; False when
+    the handler raised (a raising `catch_all` reaches the worker)."""
+    ok = True
     if handler is not None:
         try:
             handler(data)
         except Exception:
+            ok = False
             log.exception("plugin %s: %s raised on %s event", unit.name,
                           getattr(handler, "__name__", "handler"), data.get("type"))
     catch_all = unit.catch_all
     if catch_all is not None:
         catch_all(data)
+    return ok

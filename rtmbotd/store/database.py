@@ -55,6 +55,8 @@ class Store:
 
     problem: str | None = None
     """What keeps the store from working, for the status line (see rtmbotd.store.lazy)."""
+    recorder: Any = None
+    """The daemon's metrics (rtmbotd.metrics.Recorder): told of each outermost operation."""
 
     def __init__(self, backend: Backend, outbox_owner: str) -> None:
         self._backend = backend
@@ -267,16 +269,28 @@ class Store:
         log.error("store: %s", error)
         return error
 
+    @contextmanager
+    def _operation(self, who: str, tx: _Tx | None) -> Iterator[None]:
+        """A database error becomes a StoreError; an operation outside a transaction (a
+        read, a write, a whole transaction) is timed for the metrics."""
+        started, ok = time.monotonic(), True
+        try:
+            yield
+        except DBAPIError as exc:
+            ok = False
+            raise self._failed(exc, who) from None
+        finally:
+            if tx is None and self.recorder is not None:
+                self.recorder.store_operation(time.monotonic() - started, ok)
+
     def _read(self, who: str, fn: Callable[[Connection], T]) -> T:
         tx = self._active()
-        try:
+        with self._operation(who, tx):
             return fn(tx.conn) if tx else self._backend.read(fn)
-        except DBAPIError as exc:
-            raise self._failed(exc, who) from None
 
     def _write(self, who: str, locks: str | Sequence[str], fn: Callable[[Connection], T]) -> T:
         tx = self._active()
-        try:
+        with self._operation(who, tx):
             if tx is None:
                 return self._backend.write(locks, fn)
             for lock in sorted({locks} if isinstance(locks, str) else set(locks)):
@@ -284,8 +298,6 @@ class Store:
                     self._backend.lock(tx.conn, lock)
                     tx.locked.add(lock)
             return fn(tx.conn)
-        except DBAPIError as exc:
-            raise self._failed(exc, who) from None
 
     @contextmanager
     def _transaction(self, who: str, lock: str) -> Iterator[None]:
@@ -305,12 +317,10 @@ class Store:
                 raise
             savepoint.commit()
             return
-        try:
+        with self._operation(who, None):
             with self._backend.transaction(lock) as conn:
                 self._local.tx = _Tx(conn, {lock})
                 try:
                     yield
                 finally:
                     self._local.tx = None
-        except DBAPIError as exc:
-            raise self._failed(exc, who) from None

@@ -33,16 +33,20 @@ log = logging.getLogger(__name__)
 
 
 def open_daemon_store(url: str | None, base_path: Path | str | None, synchronous: str = "FULL",
-                      env: Mapping[str, str] | None = None, backoff: Backoff | None = None) -> Any:
+                      env: Mapping[str, str] | None = None, backoff: Backoff | None = None,
+                      recorder: Any = None) -> Any:
     """A `Store`; a `DeferredStore` for a default SQLite store not created yet; a
     `RetryingStore` when the database server cannot be reached now (raises StoreError
-    for a store that cannot work, such as a malformed STORE_URL)."""
+    for a store that cannot work, such as a malformed STORE_URL). The real `Store`,
+    whenever it opens, reports its operations to `recorder` (the daemon's metrics)."""
     from rtmbotd.store.errors import StoreUnreachableError
     env = os.environ if env is None else env
     path = _deferrable_path(url, base_path, env)
 
     def opener() -> Any:
-        return _open(url, base_path, synchronous, env)
+        store = _open(url, base_path, synchronous, env)
+        store.recorder = recorder
+        return store
     if path is not None:
         log.info("store: %s does not exist yet; it is created when first needed", path)
         return DeferredStore(opener, path)
