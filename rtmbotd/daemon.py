@@ -117,7 +117,7 @@ class Daemon:
         self._done: asyncio.Future | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.inbox: Inbox | None = None
-        self.connector = connector = Connector(self._post, self.outbox, clock, self.refresh_status)
+        self.connector = connector = Connector(self._post, self.outbox, clock, self.refresh_status, self.metrics)
         self.router = Router(self.outbox, self.directory, lambda user: connector.open_dm(user, DMOpened),
                              dropped=lambda out: self.journal.dropped(out))
         # The one consumer dispatches by type; the connector's own items go straight to it.
@@ -157,7 +157,7 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         self._done = self.loop.create_future()
         self.inbox = Inbox(self.loop, self._drain)
-        self.host = PluginHost(self.inbox.put_threadsafe, self.clock)
+        self.host = PluginHost(self.inbox.put_threadsafe, self.clock, self.metrics)
         self.metrics_server.serve(self.config.metrics, self.metrics)   # MetricsError: exit 78, before any work
         try:
             self._open_store()
@@ -188,7 +188,7 @@ class Daemon:
         if self.store is None:
             from rtmbotd.store.lazy import open_daemon_store
             self.store = open_daemon_store(self.config.store_url, self.config.base_path,
-                                           self.config.store_synchronous)
+                                           self.config.store_synchronous, recorder=self.metrics)
         self.env.store_for = self.store.plugin
         self.journal = Journal(self.store)
         self.outbox.on_enqueued = self.journal.enqueued
@@ -239,6 +239,7 @@ class Daemon:
                 return
             if not len(inbox):
                 break
+        self.metrics.outbox_queued(len(self.outbox) + self.router.waiting)
         if self.state is State.STOPPED:
             self._end()
         elif not self._finishing:
@@ -296,6 +297,8 @@ class Daemon:
         if now >= self._status_at + self._status_every():
             self._status_at = now
             report_stuck(self.host, now, self.config.plugin_timeout)
+            self.metrics.plugins_busy((w.unit.name for w in self.host.workers),
+                                      (w.unit.name for w in self.host.stuck(now, self.config.plugin_timeout)))
             self.refresh_status(now)
         self.journal.flush(now)
 
@@ -329,6 +332,7 @@ class Daemon:
                 self._begin_stop(now)
                 return
             log.error("reload rejected, still running generation %d: %s", self.host.generation, problem)
+            self.metrics.reloaded(False, self.host.generation)
             self.host.reject(item.plugins)
             self._reloaded(now, f"reload failed: {problem}")
             return
@@ -338,6 +342,7 @@ class Daemon:
                 log.error("plugin %s skipped: %s", name, why)
             self._set_state(State.RUNNING)
             self._status_at = now
+            self.metrics.generation(self.host.generation)
             # Start-up objects (modules, plugins) live for good: keep them out of every
             # later collection, which otherwise stalls an event by up to ~15 ms.
             gc.collect()
@@ -351,6 +356,7 @@ class Daemon:
         else:
             log.info("reloaded: generation %d (%d plugins, %d unchanged)", self.host.generation,
                      len(item.plugins.plugins), len(item.plugins.reused))
+            self.metrics.reloaded(True, self.host.generation)
             self._reloaded(now, None)
 
     def _serve_metrics(self, config: Config) -> str | None:
@@ -468,6 +474,7 @@ class Daemon:
             return
         if not self._seen.first_time(event):      # a redelivery, or two links overlapping
             return
+        self.metrics.event_received(event.kind)
         self.directory.apply(event.data)
         if not self.connector.is_own(event.kind, event.data):
             self.host.dispatch(event.kind, event.data)

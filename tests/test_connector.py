@@ -16,6 +16,9 @@ class StubTransport:
     def is_closing(self):
         return True          # so frames queue in the link, where the tests read them
 
+    def abort(self):
+        pass
+
 
 class StubSocket:
     transport = StubTransport()
@@ -173,3 +176,36 @@ def test_an_auth_error_on_a_post_keeps_the_message_stops_sending_and_says_to_fix
                 task.cancel()
             await asyncio.gather(*conn._tasks, return_exceptions=True)
         asyncio.run(scenario())
+
+
+def test_reconnect_metric_says_why_the_live_link_went():
+    """A pong that never came is an 'error', a link that just died a 'drop'; a goodbye
+    counts once although the old link closes before the new one says hello."""
+    from rtmbotd.metrics import Recorder
+    recorder = Recorder()
+    registry = recorder.enable("test").registry
+
+    def reconnects(reason):
+        return registry.get_sample_value("rtmbotd_reconnects_total", {"reason": reason})
+
+    def scenario(conn, box, link, posts):
+        conn.recorder = recorder
+        conn._ping(0.0)
+        conn._ping(30.0)                          # no pong: the connector aborts the link
+        conn.handle_closed(LinkClosed(link, "aborted"))
+        assert (reconnects("error"), reconnects("drop")) == (1, 0)
+        assert registry.get_sample_value("rtmbotd_connected") == 0
+        second = RtmLink(StubSocket(), posts.append, {})
+        conn.pending = second
+        conn.on_hello(second, 31.0)
+        assert registry.get_sample_value("rtmbotd_connected") == 1
+        conn.handle_closed(LinkClosed(second, "connection reset"))
+        assert (reconnects("error"), reconnects("drop")) == (1, 1)
+        third = RtmLink(StubSocket(), posts.append, {})
+        conn.pending = third
+        conn.on_hello(third, 41.0)
+        conn.replace_soon("Slack said goodbye")  # opens the next link, so the old one's close is no drop
+        assert conn.connecting
+        conn.handle_closed(LinkClosed(third, "closed by Slack"))
+        assert (reconnects("goodbye"), reconnects("drop"), reconnects("error")) == (1, 1, 1)
+    on_connected_rtm(scenario)

@@ -16,7 +16,7 @@ LABEL_MAX = 64
 
 def label(value: Any, other: str = "other") -> str:
     """A label value safe to export: short and made of Slack-name characters, else `other`."""
-    text = str(value).lower() if value is not None else ""
+    text = str(value) if value is not None else ""
     if not text or len(text) > LABEL_MAX or not set(text) <= LABEL_CHARS:
         return other
     return text

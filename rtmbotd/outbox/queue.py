@@ -30,6 +30,7 @@ class Message:
     plugin: str
     extra: Mapping[str, Any] = field(default_factory=dict)
     tag: Any = field(default=None, compare=False)
+    queued_at: float = field(default=0.0, compare=False)    # the loop's clock: outbox wait metric
 
     @property
     def plain(self) -> bool:
@@ -122,7 +123,7 @@ class Outbox:
         for i, part in enumerate(parts):
             # Blocks and attachments ride on the first part only.
             msg_extra = extra if i == 0 else {k: v for k, v in extra.items() if k == "thread_ts"}
-            msg = Message(next(self._seq), channel, part, plugin, msg_extra, tag)
+            msg = Message(next(self._seq), channel, part, plugin, msg_extra, tag, queued_at=now)
             chan.pending.append(msg)
             messages.append(msg)
             if self.on_enqueued is not None:

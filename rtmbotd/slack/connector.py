@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 from rtmbotd.slack.backoff import Backoff
 from rtmbotd.config import Config
+from rtmbotd.metrics import Recorder
+from rtmbotd.metrics.recorder import label
 from rtmbotd.outbox import Message, Outbox
 from rtmbotd.slack.link import Link, LinkBadFrame, LinkClosed, LinkFrame
 from rtmbotd.slack.protocol import CLASSIFIERS, Frame, Goodbye, Hello, Ignored, Pong, Reply
@@ -54,10 +56,12 @@ class SendResult:
 
 class Connector:
     def __init__(self, post: Callable[[Any], None], outbox: Outbox, clock: Callable[[], float],
-                 status_changed: Callable[[], None] = lambda: None) -> None:
+                 status_changed: Callable[[], None] = lambda: None, recorder: Recorder | None = None) -> None:
         self._post = post
         self.outbox = outbox
         self._clock = clock
+        self.recorder = recorder or Recorder()
+        self._lost_why: str | None = None       # why we end the live link ourselves (reconnect metric)
         self._status_changed = status_changed     # what `status()` says may have changed
         self.config: Config | None = None
         self.web: SlackWeb | None = None
@@ -140,6 +144,7 @@ class Connector:
             return
         if self.ping_unanswered:
             log.warning("%r: no pong for %g s; reconnecting", link, PING_INTERVAL)
+            self._lost_why = "error"
             link.abort()
             self.ping_at = None
             return
@@ -259,6 +264,7 @@ class Connector:
         self.ping_unanswered = False
         self.ping_at = now + PING_INTERVAL if isinstance(link, RtmLink) else None
         log.info("connected to Slack (%s, link #%d)", link.mode, link.id)
+        self.recorder.connected(True)
         if old is not None:
             self._retire(old)
         self._status_changed()
@@ -277,6 +283,7 @@ class Connector:
     def replace_soon(self, why: str) -> None:
         """Slack asked us to move (goodbye / disconnect): open the next link now."""
         log.info("%s; opening a new connection", why)
+        self.recorder.reconnect("goodbye" if isinstance(self.link, RtmLink) else "disconnect")
         if self.pending is None:
             self.retry_at = None
             self._connect()
@@ -288,6 +295,7 @@ class Connector:
             return
         if reply.get("ok", True):
             self.outbox.delivered(msg)
+            self.recorder.message_sent(now - msg.queued_at)
             return
         error = reply.get("error") or {}
         text = str(error.get("msg") if isinstance(error, dict) else error)
@@ -296,6 +304,7 @@ class Connector:
             log.warning("Slack says slow down in %s; retrying in %g s", msg.channel, wait)
         else:
             self.outbox.dropped(msg)
+            self.recorder.message_failed(label(text.replace(" ", "_")))
             log.error("plugin %s: message to %s rejected by Slack: %s", msg.plugin, msg.channel, text)
 
     def handle_closed(self, item: LinkClosed) -> None:
@@ -316,9 +325,13 @@ class Connector:
         elif link is self.link:
             self.link = None
             self.ping_at = None
+            self.recorder.connected(False)
             if self.stopping:
                 return
             log.warning("Slack connection lost: %s", item.reason)
+            why, self._lost_why = self._lost_why or "drop", None
+            if self.pending is None and not self.connecting:    # else a goodbye's replacement is on its way
+                self.recorder.reconnect(why)
             if now - self.linked_at >= HEALTHY_AFTER:
                 self.backoff.reset()
             if self.pending is None and not self.connecting:
@@ -368,6 +381,7 @@ class Connector:
         msg, error = item.message, item.error
         if error is None:
             self.outbox.delivered(msg)
+            self.recorder.message_sent(now - msg.queued_at)
         elif error.auth:
             self.outbox.unsend(msg)
             self._token_rejected(error, now)
@@ -376,6 +390,7 @@ class Connector:
             log.warning("Slack rate limit on chat.postMessage; pausing sends for %g s", wait)
         elif error.permanent:
             self.outbox.dropped(msg)
+            self.recorder.message_failed(error.error)
             log.error("plugin %s: message to %s dropped: %s", msg.plugin, msg.channel, error.error)
         else:
             wait = self.outbox.retry(msg, now)
@@ -423,6 +438,7 @@ class Connector:
     def _retire_current(self) -> None:
         if self.link is not None:
             old, self.link = self.link, None
+            self.recorder.connected(False)
             self._retire(old)
 
     def _spawn(self, coro) -> None:
