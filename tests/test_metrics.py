@@ -275,7 +275,7 @@ def test_plugin_calls_counted_by_outcome_on_the_plugins_thread():
     wait_until(lambda: (calls("good", "ok"), calls("bad", "error"), calls("bad_catch_all", "error")) == (3, 3, 3),
                10, "every call counted")
     wait_until(lambda: not units[0].target.outputs, 10, "the sweep to run")
-    assert calls("good", "error") is None and calls("bad", "ok") is None
+    assert calls("good", "error") == 0 and calls("bad", "ok") == 0
     assert registry.get_sample_value("rtmbotd_plugin_call_duration_seconds_count", {"plugin": "good"}) == 3
     host.stop()
 
@@ -307,3 +307,19 @@ def test_store_operations_timed_once_each_and_database_errors_counted(tmp_path):
     assert ops("error") == 1
     assert registry.get_sample_value("rtmbotd_store_operation_seconds_count") == ops("ok") + ops("error")
     store.close()
+
+
+def test_distinct_values_from_slack_are_capped():
+    from rtmbotd.metrics.live import MAX_LABEL_VALUES
+    recorder = Recorder()
+    registry = recorder.enable("test").registry
+    for i in range(MAX_LABEL_VALUES + 50):
+        recorder.event_received(f"type_{i}")
+        recorder.message_failed(f"error_{i}")
+    for name in ("rtmbotd_events_received_total", "rtmbotd_messages_failed_total"):
+        values = [s for m in registry.collect() for s in m.samples if s.name == name]
+        assert len(values) == MAX_LABEL_VALUES + 1                  # and "other"
+        assert sum(s.value for s in values) == MAX_LABEL_VALUES + 50
+        assert [s.value for s in values if "other" in s.labels.values()] == [50]
+    recorder.event_received("type_0")                               # a known one still counts as itself
+    assert registry.get_sample_value("rtmbotd_events_received_total", {"type": "type_0"}) == 2

@@ -17,6 +17,7 @@ RECONNECT_REASONS = ("drop", "goodbye", "disconnect", "error")
 CALL_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 STORE_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+MAX_LABEL_VALUES = 100      # distinct event types / failure reasons; more are counted as "other"
 
 
 class LiveMetrics:
@@ -66,20 +67,34 @@ class LiveMetrics:
         self._lock = threading.Lock()
         self._slowest: dict[str, float] = {}
         self._labelled: set[str] = set()
+        # Children by raw value: a hook is a dict look-up and an inc, not label checks and
+        # .labels()'s lock on every event (it runs on the latency path).
+        self._event_children: dict[str, Counter] = {}
+        self._failed_children: dict[str, Counter] = {}
+        self._plugin_children: dict[str, tuple] = {}
 
     def connected(self, up: bool) -> None:
         self._connected.set(1 if up else 0)
 
     def event_received(self, kind: str) -> None:
-        self._events.labels(label(kind)).inc()
+        child = self._event_children.get(kind)
+        if child is None:
+            child = _bounded_child(self._events, self._event_children, kind)
+        child.inc()
 
     def plugin_call(self, plugin: str, seconds: float, ok: bool) -> None:
-        self._calls.labels(plugin, "ok" if ok else "error").inc()
-        self._duration.labels(plugin).observe(seconds)
-        with self._lock:
-            if seconds > self._slowest.get(plugin, -1.0):
-                self._slowest[plugin] = seconds
-                self._slowest_gauge.labels(plugin).set(seconds)
+        children = self._plugin_children.get(plugin)
+        if children is None:
+            children = self._plugin_children.setdefault(plugin, (
+                self._calls.labels(plugin, "ok"), self._calls.labels(plugin, "error"),
+                self._duration.labels(plugin)))
+        children[2].observe(seconds)
+        if seconds > self._slowest.get(plugin, -1.0):
+            with self._lock:
+                if seconds > self._slowest.get(plugin, -1.0):
+                    self._slowest[plugin] = seconds
+                    self._slowest_gauge.labels(plugin).set(seconds)
+        children[0 if ok else 1].inc()      # last: whoever sees the count sees the rest too
 
     def plugins_busy(self, plugins: Iterable[str], stuck: Iterable[str]) -> None:
         names = set(plugins)
@@ -101,7 +116,10 @@ class LiveMetrics:
             self._wait.observe(max(0.0, waited))
 
     def message_failed(self, reason: str) -> None:
-        self._failed.labels(label(reason)).inc()
+        child = self._failed_children.get(reason)
+        if child is None:
+            child = _bounded_child(self._failed, self._failed_children, reason)
+        child.inc()
 
     def outbox_queued(self, count: int) -> None:
         self._queued.set(count)
@@ -126,3 +144,12 @@ class LiveMetrics:
             self._leader = Gauge("rtmbotd_cluster_leader", "1 on the cluster's leader, else 0",
                                  registry=self.registry)
         self._leader.set(1 if leader else 0)
+
+
+def _bounded_child(metric: Counter, children: dict[str, Counter], value: str) -> Counter:
+    """The child for a value from Slack: `label`'s rules, and "other" past MAX_LABEL_VALUES."""
+    name = label(value) if len(children) < MAX_LABEL_VALUES else "other"
+    child = metric.labels(name)
+    if len(children) < MAX_LABEL_VALUES:
+        children[value] = child
+    return child

@@ -100,11 +100,12 @@ class Worker:
                 log.exception("plugin %s: %s raised", unit.name, label)
             except BaseException as exc:  # SystemExit / KeyboardInterrupt from plugin code
                 log.error("plugin %s: %s raised %s; ignored", unit.name, label, type(exc).__name__)
-            if job_key is not None or fn is run_event:     # a callback or job, not an outputs sweep
-                self._recorder.plugin_call(unit.name, self._clock() - started, ok)
+            took = self._clock() - started
             try:
                 self._flush(job_key)       # still busy: reading its outputs may block too
             finally:
+                if job_key is not None or fn is run_event:     # a callback or job, not an outputs sweep
+                    self._recorder.plugin_call(unit.name, took, ok)   # after its outputs went to the loop
                 self.busy_since = None
                 self.stuck_reported = False
                 self._finished += 1
