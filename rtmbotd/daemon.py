@@ -239,7 +239,7 @@ class Daemon:
                 return
             if not len(inbox):
                 break
-        self.metrics.outbox_queued(len(self.outbox) + self.router.waiting)
+        self.metrics.outbox_queued(self._queued)
         if self.state is State.STOPPED:
             self._end()
         elif not self._finishing:
@@ -312,7 +312,11 @@ class Daemon:
     def status_line(self, now: float) -> str:
         return status_line(self.config, self.host, now, connection=self.connector.status(),
                            store=getattr(self.store, "problem", None),      # e.g. unreachable at start
-                           queued=len(self.outbox) + self.router.waiting, hung=hung_imports())
+                           queued=self._queued(), hung=hung_imports())
+
+    def _queued(self) -> int:
+        """Messages not sent yet: in the outbox, or waiting for a name or DM to resolve."""
+        return len(self.outbox) + self.router.waiting
 
     # -- generations: start and reload ------------------------------------------
     def _build(self, path) -> None:

@@ -101,7 +101,7 @@ def test_hooks_move_the_metrics(served):
     recorder.plugins_busy(["repeat", "slow"], ["slow"])
     recorder.message_sent(1.5)
     recorder.message_failed("channel_not_found")
-    recorder.outbox_queued(7)
+    recorder.outbox_queued(lambda: 7)
     recorder.reconnect("goodbye")
     recorder.reconnect("something else")
     recorder.reloaded(False, 1)
@@ -224,7 +224,7 @@ def test_summary_of_a_scrape(served):
     recorder.plugins_busy(["repeat", "slow"], ["slow"])
     recorder.plugin_call("repeat", 0.25, True)
     recorder.plugin_call("repeat", 0.5, False)
-    recorder.outbox_queued(4)
+    recorder.outbox_queued(lambda: 4)
     recorder.reconnect("drop")
     text = summarize(scrape(address))
     expected = ["link: connected; reconnects: 1 drop", "generation: 3",

@@ -6,7 +6,7 @@ so plugin threads observe their own durations; only the slowest call needs a loc
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+from typing import Callable, Iterable
 
 from prometheus_client import (CollectorRegistry, Counter, GCCollector, Gauge, Histogram,
                                PlatformCollector, ProcessCollector)
@@ -121,8 +121,8 @@ class LiveMetrics:
             child = _bounded_child(self._failed, self._failed_children, reason)
         child.inc()
 
-    def outbox_queued(self, count: int) -> None:
-        self._queued.set(count)
+    def outbox_queued(self, count: Callable[[], int]) -> None:
+        self._queued.set(count())
 
     def reconnect(self, reason: str) -> None:
         self._reconnects.labels(reason if reason in RECONNECT_REASONS else "error").inc()

@@ -7,7 +7,7 @@ from plugin threads (prometheus_client's metrics are thread-safe); the rest from
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 # Labels come from Slack (event types, error codes): bounded, and never free text.
 LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -54,8 +54,9 @@ class Recorder:
     def message_failed(self, reason: str) -> None:
         """A message was dropped for good (Slack's error code as `reason`)."""
 
-    def outbox_queued(self, count: int) -> None:
-        """Messages waiting to go out now."""
+    def outbox_queued(self, count: Callable[[], int]) -> None:
+        """Messages waiting to go out now: `count()`, called only while metrics are on (the
+        loop tells after every turn, and counting costs more than an empty call)."""
 
     def reconnect(self, reason: str) -> None:
         """The link is being replaced: drop, goodbye, disconnect or error."""
