@@ -247,6 +247,24 @@ def test_event_types_from_slack_are_bounded(metrics_bot):
     wait_value(bot.metrics, "rtmbotd_events_received_total", 3, type="other")
 
 
+JOBS = """
+outputs = []
+crontable = [[1, "fails"], [1, "works"]]
+
+def fails():
+    raise RuntimeError("job down")
+
+def works():
+    pass
+"""
+
+
+def test_jobs_are_plugin_calls_too(metrics_bot):
+    bot = metrics_bot(plugins={"jobs": JOBS}).start()
+    wait_value(bot.metrics, "rtmbotd_plugin_calls_total", lambda v: v >= 2, plugin="jobs", outcome="error")
+    wait_value(bot.metrics, "rtmbotd_plugin_calls_total", lambda v: v >= 2, plugin="jobs", outcome="ok")
+
+
 SLOW = """
 import time
 outputs = []
