@@ -111,9 +111,9 @@ class LiveMetrics:
         self._labelled = set(counts)
 
     def message_sent(self, waited: float | None) -> None:
-        self._sent.inc()
         if waited is not None:
             self._wait.observe(max(0.0, waited))
+        self._sent.inc()                    # counts last, as in plugin_call
 
     def message_failed(self, reason: str) -> None:
         child = self._failed_children.get(reason)
@@ -128,16 +128,16 @@ class LiveMetrics:
         self._reconnects.labels(reason if reason in RECONNECT_REASONS else "error").inc()
 
     def reloaded(self, ok: bool, generation: int) -> None:
-        self._reloads.labels("ok" if ok else "rejected").inc()
         self._last_reload.set(1 if ok else 0)
         self._generation.set(generation)
+        self._reloads.labels("ok" if ok else "rejected").inc()
 
     def generation(self, number: int) -> None:
         self._generation.set(number)
 
     def store_operation(self, seconds: float, ok: bool) -> None:
-        self._store_ops.labels("ok" if ok else "error").inc()
         self._store_seconds.observe(seconds)
+        self._store_ops.labels("ok" if ok else "error").inc()
 
     def cluster_leader(self, leader: bool) -> None:
         if self._leader is None:         # only a node in cluster mode has the gauge

@@ -228,7 +228,7 @@ def test_events_plugin_calls_and_sends(metrics_bot):
     assert value(m, "rtmbotd_plugin_call_duration_seconds_count", plugin="echo") == 3
     wait_value(m, "rtmbotd_messages_sent_total", 2)
     assert value(m, "rtmbotd_outbox_wait_seconds_count") == 2
-    assert value(m, "rtmbotd_outbox_queued") == 0
+    wait_value(m, "rtmbotd_outbox_queued", 0)     # set at the end of the loop turn that saw the reply
     # store writes: three incr, each one operation (the first also creates the default file)
     wait_value(m, "rtmbotd_store_operations_total", lambda v: v >= 3, outcome="ok")
     assert value(m, "rtmbotd_store_operations_total", outcome="error") == 0
@@ -362,7 +362,7 @@ def test_a_message_slack_refuses_is_counted_by_reason(metrics_bot):
     bot.fake.message("lost")
     wait_value(bot.metrics, "rtmbotd_messages_failed_total", 1, reason="channel_not_found")
     assert bot.say("kept") == ["echo kept"]
-    assert value(bot.metrics, "rtmbotd_messages_sent_total") == 1
+    wait_value(bot.metrics, "rtmbotd_messages_sent_total", 1)     # once chat.postMessage answered
 
 
 def test_status_summarises_the_running_daemon(metrics_bot):
@@ -372,6 +372,7 @@ def test_status_summarises_the_running_daemon(metrics_bot):
     assert bot.say("hi") == ["echo hi"]
     bot.fake.message("boom")
     wait_value(bot.metrics, "rtmbotd_plugin_calls_total", 1, plugin="echo", outcome="error")
+    wait_value(bot.metrics, "rtmbotd_messages_sent_total", 1)     # Slack's reply_to seen
     result = run_cli("-c", str(bot.conf), "status")
     assert result.returncode == 0, result
     expected = [f"metrics: http://{bot.metrics}/metrics", "link: connected; reconnects: none",
