@@ -49,6 +49,8 @@ def test_address_parsed(text, expected):
     ("nonsense", "must be host:port"), (":9810", "must be host:port"), ("::1:9810", "must be host:port"),
     ("[nope]:9810", "must be host:port"), ("127.0.0.1:http", "must be host:port"),
     ("127.0.0.1:0", "1 to 65535"), ("127.0.0.1:70000", "1 to 65535"),
+    ("127.0.0.1:\u00b2", "must be host:port"),      # "²".isdigit() but int() refuses it
+    ("a" * 64 + ":9810", "not a host name"), ("a..b:9810", "not a host name"),   # getaddrinfo: UnicodeError
 ])
 def test_bad_address_names_metrics(text, why):
     with pytest.raises(MetricsError, match=f"^METRICS: .*{why}"):

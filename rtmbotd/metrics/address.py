@@ -46,11 +46,15 @@ def parse_address(text: str) -> Address:
             sep = ""
     elif ":" in host:
         sep = ""                      # a bare IPv6 address needs brackets
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not (port.isascii() and port.isdigit()):     # "²".isdigit(), int("²") fails
         raise MetricsError(f"METRICS: must be host:port like {EXAMPLE!r} (IPv6: '[::1]:9810'), got {text!r:.60}")
     number = int(port)
     if not 1 <= number <= 65535:
         raise MetricsError(f"METRICS: port must be 1 to 65535, got {number}")
+    try:
+        host.encode("idna")           # what getaddrinfo does first: a label over 63 or empty raises
+    except UnicodeError:
+        raise MetricsError(f"METRICS: {host[:70]!r} is not a host name (labels of 1 to 63 characters)") from None
     return Address(host, number)
 
 

@@ -118,6 +118,19 @@ def test_reload_to_an_address_in_use_is_rejected_and_the_old_one_kept(metrics_bo
     assert "rtmbotd_build_info" in scrape(bot.metrics)
 
 
+def test_reload_to_a_host_name_that_cannot_be_encoded_is_rejected(metrics_bot):
+    """A label over 63 characters: getaddrinfo's UnicodeError once left the reload unfinished."""
+    bot = metrics_bot(plugins={"a": OK_PLUGIN}).start()
+    bot.settings["METRICS"] = "a" * 64 + ":9810"
+    bot.write_config()
+    mark = len(bot.notify.messages)
+    bot.signal(signal.SIGHUP)
+    ready = bot.notify.wait_for("READY", "1", after=mark, timeout=30)
+    assert bot.notify.messages[ready][1]["STATUS"].startswith("reload failed: ")
+    assert "METRICS: " in bot.notify.messages[ready][1]["STATUS"]
+    assert "rtmbotd_build_info" in scrape(bot.metrics)
+
+
 # -- bad METRICS: one line naming it, exit 78, at --check-config and at start -------------------------
 
 
@@ -141,6 +154,12 @@ def _one_line_naming_metrics(result: subprocess.CompletedProcess, why: str) -> N
 def test_nonsense_metrics(tmp_path, command):
     conf = _config(tmp_path, "nonsense")
     _one_line_naming_metrics(run_cli("-c", str(conf), *command), "must be host:port")
+
+
+@pytest.mark.parametrize("command", [["--check-config"], []], ids=["check-config", "start"])
+def test_metrics_host_name_that_cannot_be_encoded(tmp_path, command):
+    conf = _config(tmp_path, "a" * 64 + ":9810")
+    _one_line_naming_metrics(run_cli("-c", str(conf), *command), "not a host name")
 
 
 @pytest.mark.parametrize("command", [["--check-config"], []], ids=["check-config", "start"])
