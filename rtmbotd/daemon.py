@@ -369,6 +369,7 @@ class Daemon:
             self.metrics_server.serve(config.metrics, self.metrics)
         except MetricsError as exc:
             return str(exc)
+        self.metrics.connected(self.connector.link is not None)   # turned on by this reload: the link is up
         return None
 
     def _reloaded(self, now: float, problem: str | None) -> None:

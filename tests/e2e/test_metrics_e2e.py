@@ -100,6 +100,17 @@ def test_reload_moves_the_metrics_address(metrics_bot):
     assert old != new
 
 
+def test_metrics_turned_on_by_a_reload_see_the_link_already_up(make_bot):
+    bot = make_bot(plugins={"a": OK_PLUGIN}).start()
+    address = Address("127.0.0.1", free_port())
+    bot.settings["METRICS"] = str(address)
+    bot.write_config()
+    bot.signal(signal.SIGHUP)
+    bot.wait_log(r"reloaded: generation 2", timeout=30)
+    assert value(address, "rtmbotd_connected") == 1      # else "disconnected" alerts fire on a live link
+    assert "link: connected;" in run_cli("-c", str(bot.conf), "status").stdout
+
+
 def test_reload_to_an_address_in_use_is_rejected_and_the_old_one_kept(metrics_bot):
     bot = metrics_bot(plugins={"a": OK_PLUGIN}).start()
     with socket.socket() as taken:
