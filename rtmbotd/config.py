@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,6 +34,8 @@ MAX_RATE = 10_000               # RATE_LIMIT (messages/s) and RATE_BURST
 MAX_ERROR = 300                 # characters of a ConfigError: it ends up in STATUS
 SECRET_KEYS = ("SLACK_TOKEN", "SLACK_APP_TOKEN", "STORE_URL")   # values never echoed in an error
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_NODE_NAME = 63
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,%d}" % (MAX_NODE_NAME - 1))
 _ONE_TOKEN = re.compile(r"[\x21-\x7e]+")     # printable ASCII, no spaces: it goes into HTTP headers
 
 # key: (type or types, description) for the scalar settings rtmbotd understands.
@@ -56,6 +59,8 @@ KNOWN_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "STORE_URL": ((str,), "an SQLAlchemy URL"),
     "STORE_SYNCHRONOUS": ((str,), "FULL, NORMAL, EXTRA or OFF"),
     "METRICS": ((str,), 'host:port like "127.0.0.1:9810"'),
+    "CLUSTER": ((bool,), "true or false"),
+    "NODE_NAME": ((str,), "a node name (letters, digits, . _ -)"),
 }
 
 
@@ -82,6 +87,8 @@ class Config:
     store_url: str | None = None
     store_synchronous: str = "FULL"
     metrics: Address | None = None     # where GET /metrics is served; None: nowhere
+    cluster: bool = False              # several nodes share the PostgreSQL store (rtmbotd.cluster)
+    node_name: str = ""                # this node's name in the cluster (default: the host name)
     plugin_sections: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -300,6 +307,28 @@ def _plugin_sections(path: Path, data: dict) -> dict:
     return sections
 
 
+def _is_postgresql(url: str | None) -> bool:
+    if not url:
+        return False
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+    try:
+        return make_url(url).get_backend_name() in ("postgresql", "postgres")
+    except (ArgumentError, ValueError):
+        return False
+
+
+def _node_name(path: Path, value: str | None) -> str:
+    """NODE_NAME, or the host name: what other nodes and `cluster status` call this node."""
+    name = value.strip() if isinstance(value, str) else ""
+    if not name:
+        name = socket.gethostname() or "localhost"
+    if not _NODE_NAME.fullmatch(name):
+        raise ConfigError(f"{path}: NODE_NAME: must be 1-{MAX_NODE_NAME} letters, digits, '.', '_' or '-', "
+                          f"got {_shown(name, 40)}")
+    return name
+
+
 def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -> Config:
     """Read, validate and return the configuration at `path`.
 
@@ -373,6 +402,14 @@ def _load(path: Path, env: Mapping[str, str]) -> Config:
     except MetricsError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
+    cluster = bool(data.get("CLUSTER", False))
+    store_url = _no_control(path, "STORE_URL", env.get("STORE_URL") or data.get("STORE_URL") or "") or None
+    if cluster and not _is_postgresql(store_url):
+        found = "SQLite is one host's file" if store_url else "STORE_URL is not set"
+        raise ConfigError(f"{path}: CLUSTER: needs a PostgreSQL STORE_URL (postgresql://...), the database the "
+                          f"nodes share; {found}")
+    node_name = _node_name(path, data.get("NODE_NAME"))
+
     for key in data:
         if key not in KNOWN_KEYS and not isinstance(data[key], dict):
             log.warning("%s: unknown key %s ignored", path, _shown(key, 60))
@@ -394,8 +431,10 @@ def _load(path: Path, env: Mapping[str, str]) -> Config:
         plugin_timeout=_number(path, data, "PLUGIN_TIMEOUT", 30.0, 0.1),
         import_timeout=_number(path, data, "IMPORT_TIMEOUT", 10.0, 0.1),
         stop_timeout=_number(path, data, "STOP_TIMEOUT", 10.0, 0.0),
-        store_url=_no_control(path, "STORE_URL", env.get("STORE_URL") or data.get("STORE_URL") or "") or None,
+        store_url=store_url,
         store_synchronous=sync,
         metrics=metrics,
+        cluster=cluster,
+        node_name=node_name,
         plugin_sections=_plugin_sections(path, data),
     )

@@ -268,3 +268,35 @@ def test_a_config_from_a_pipe_is_still_read(tmp_path):
         assert load_config(f"/dev/fd/{read_end}", env={}).slack_token == "xoxb-from-a-pipe"
     finally:
         os.close(read_end)
+
+
+# -- cluster keys -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra, why", [
+    ("", "STORE_URL is not set"),
+    ("STORE_URL: sqlite:///bot.sqlite\n", "SQLite is one host's file"),
+    ("STORE_URL: 'not a url'\n", "SQLite is one host's file"),
+])
+def test_cluster_needs_a_postgresql_store(tmp_path, extra, why):
+    with pytest.raises(ConfigError, match="CLUSTER: needs a PostgreSQL STORE_URL") as err:
+        load_config(write(tmp_path, "CLUSTER: true\n" + extra))
+    assert why in str(err.value)
+
+
+def test_cluster_with_postgresql_and_node_name(tmp_path, monkeypatch):
+    cfg = load_config(write(tmp_path, "CLUSTER: true\nSTORE_URL: postgresql://bot:pw@db/rtmbot\nNODE_NAME: node-2\n"))
+    assert (cfg.cluster, cfg.node_name) == (True, "node-2")
+    monkeypatch.setattr("socket.gethostname", lambda: "box1.example")
+    cfg = load_config(write(tmp_path, "STORE_URL: postgresql://bot:pw@db/rtmbot\n"))
+    assert (cfg.cluster, cfg.node_name) == (False, "box1.example")
+
+
+def test_cluster_store_url_from_the_environment_counts(tmp_path):
+    cfg = load_config(write(tmp_path, "CLUSTER: true\n"), env={"STORE_URL": "postgresql://bot@db/rtmbot"})
+    assert cfg.cluster
+
+
+@pytest.mark.parametrize("name", ["a b", "-lead", "x" * 64, "nö", "a/b"])
+def test_bad_node_name_is_named(tmp_path, name):
+    with pytest.raises(ConfigError, match="NODE_NAME: must be"):
+        load_config(write(tmp_path, f"NODE_NAME: {name!r}\n"))

@@ -824,7 +824,7 @@ def test_full_disk_refuses_the_write_and_keeps_data(store_url: str, tmpfs: Calla
             assert any(r.levelno == logging.ERROR and "nothing was written" in r.getMessage()
                        for r in caplog.records)
             with pytest.raises(StoreFullError):
-                ps.update({f"more{i}": "y" * 4000 for i in range(50)})
+                ps.update({f"more{i}": os.urandom(3000).hex() for i in range(50)})   # 300 kB, not compressible
             acked = [f"k{i:05d}" for i in range(written)]
             assert ps.keys() == acked                           # every acknowledged write, nothing else
             if filler.exists():
@@ -841,7 +841,10 @@ def test_full_disk_refuses_the_write_and_keeps_data(store_url: str, tmpfs: Calla
         if postgres_url_if_pg is not None:
             tables = create_engine(resolve_url(url))
             with tables.begin() as conn:
-                conn.exec_driver_sql("DROP TABLE rtmbot_kv, rtmbot_outbox, rtmbot_outbox_rows, rtmbot_meta")
+                names = conn.exec_driver_sql("SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables "
+                                             "WHERE schemaname = current_schema() "
+                                             "AND starts_with(tablename, 'rtmbot_')").scalar()
+                conn.exec_driver_sql(f"DROP TABLE {names}")
             tables.dispose()
             with admin.connect() as conn:
                 conn.exec_driver_sql(f"DROP TABLESPACE {space}")

@@ -36,6 +36,16 @@ kv = table("rtmbot_kv", column("plugin"), column("key"), column("value"))
 outbox = table("rtmbot_outbox", column("owner"), column("seq"), column("record"))   # version 1: saved whole
 outbox_rows = table("rtmbot_outbox_rows", column("id"), column("owner"), column("seq"), column("channel"),
                     column("record"), column("created_at"))
+# Cluster coordination (version 3). Times are Unix seconds by PostgreSQL's clock
+# (`extract(epoch from clock_timestamp())`), never a node's own: nodes' clocks may differ.
+nodes = table("rtmbot_nodes", column("name"), column("session"), column("host"), column("pid"),
+              column("version"), column("schema_version"), column("started_at"), column("heartbeat_at"),
+              column("role"), column("link"), column("plugins"), column("team_id"), column("app_id"))
+lease = table("rtmbot_lease", column("name"), column("holder"), column("session"), column("epoch"),
+              column("expires_at"))
+jobs = table("rtmbot_jobs", column("job"), column("last_run"), column("node"))
+events = table("rtmbot_events", column("event_id"), column("node"), column("seen_at"))
+rate = table("rtmbot_rate", column("channel"), column("tat"))
 
 
 def _create_v1(conn: Connection) -> None:
@@ -72,6 +82,52 @@ def _create_v2(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _create_v3(conn: Connection) -> None:
+    """Version 3: what nodes of a cluster share besides the store and the outbox.
+
+    - rtmbot_nodes: one row per node name (its process's `session`, heartbeat, role, Slack
+      link, plugins and Slack team/app, for `cluster status` and the checks at join);
+    - rtmbot_lease: the leader lease (`holder` until `expires_at`; `epoch` grows with
+      every new holder: the fencing token);
+    - rtmbot_jobs: when each timed job (by its stable name) last ran cluster-wide;
+    - rtmbot_events: Socket Mode event_ids some node has taken (a retry is handled once);
+    - rtmbot_rate: per-channel send schedule (GCRA theoretical arrival time) shared by nodes.
+    Only new tables: a version-2 reader's tables are untouched."""
+    md = MetaData()
+    Table("rtmbot_nodes", md,
+          Column("name", _key_text(), primary_key=True),
+          Column("session", Text, nullable=False),          # one per process start
+          Column("host", Text, nullable=False),
+          Column("pid", Integer, nullable=False),
+          Column("version", Text, nullable=False),           # rtmbotd's version
+          Column("schema_version", Integer, nullable=False),  # the newest schema it knows
+          Column("started_at", Float, nullable=False),
+          Column("heartbeat_at", Float, nullable=False),
+          Column("role", Text, nullable=False),              # leader, follower, starting, stopped
+          Column("link", Text, nullable=False),              # its Slack link, as in STATUS
+          Column("plugins", Text, nullable=False),           # JSON: sorted plugin names
+          Column("team_id", Text, nullable=True),
+          Column("app_id", Text, nullable=True))
+    Table("rtmbot_lease", md,
+          Column("name", Text, primary_key=True),            # "leader"
+          Column("holder", Text, nullable=True),             # node name
+          Column("session", Text, nullable=True),
+          Column("epoch", BigInteger, nullable=False),
+          Column("expires_at", Float, nullable=False))
+    Table("rtmbot_jobs", md,
+          Column("job", _key_text(), primary_key=True),      # "<plugin>/<function>[#n]"
+          Column("last_run", Float, nullable=False),
+          Column("node", Text, nullable=False))
+    Table("rtmbot_events", md,
+          Column("event_id", Text, primary_key=True),
+          Column("node", Text, nullable=False),
+          Column("seen_at", Float, nullable=False, index=True))
+    Table("rtmbot_rate", md,
+          Column("channel", Text, primary_key=True),
+          Column("tat", Float, nullable=False))
+    md.create_all(conn)
+
+
 @dataclass(frozen=True)
 class Migration:
     """Brings a database from `version - 1` to `version`."""
@@ -84,6 +140,8 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create rtmbot_meta, rtmbot_kv, rtmbot_outbox", _create_v1),
     Migration(2, "create rtmbot_outbox_rows (one row per queued message)", _create_v2),
+    Migration(3, "create the cluster tables rtmbot_nodes, rtmbot_lease, rtmbot_jobs, rtmbot_events, rtmbot_rate",
+              _create_v3),
 )
 
 
