@@ -26,6 +26,7 @@ setup(
         "python-daemon>=3,<4",
         "SQLAlchemy>=2.0,<2.2",
         "prometheus_client>=0.20,<1",   # imported only when METRICS is set
+        "cronsim>=2.7,<3",              # cron expressions in crontable and Job
     ],
     extras_require={
         "postgresql": ["psycopg[binary]>=3.1,<4"],

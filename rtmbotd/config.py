@@ -8,6 +8,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +19,7 @@ from yaml.constructor import ConstructorError
 from rtmbotd.errors import ConfigError
 from rtmbotd.metrics.address import Address, MetricsError, parse_address
 from rtmbotd.redact import redact
+from rtmbotd.runtime.cron import system_zone, zone_named
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ KNOWN_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "METRICS": ((str,), 'host:port like "127.0.0.1:9810"'),
     "CLUSTER": ((bool,), "true or false"),
     "NODE_NAME": ((str,), "a node name (letters, digits, . _ -)"),
+    "TIMEZONE": ((str,), "an IANA time zone name like Europe/Berlin"),
 }
 
 
@@ -89,6 +92,7 @@ class Config:
     metrics: Address | None = None     # where GET /metrics is served; None: nowhere
     cluster: bool = False              # several nodes share the PostgreSQL store (rtmbotd.cluster)
     node_name: str = ""                # this node's name in the cluster (default: the host name)
+    timezone: tzinfo = field(default_factory=system_zone)     # cron jobs' times (TIMEZONE)
     plugin_sections: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -409,6 +413,10 @@ def _load(path: Path, env: Mapping[str, str]) -> Config:
         raise ConfigError(f"{path}: CLUSTER: needs a PostgreSQL STORE_URL (postgresql://...), the database the "
                           f"nodes share; {found}")
     node_name = _node_name(path, data.get("NODE_NAME"))
+    try:
+        zone = zone_named(data["TIMEZONE"]) if data.get("TIMEZONE") else system_zone()
+    except ValueError as exc:
+        raise ConfigError(f"{path}: TIMEZONE: {exc}") from None
 
     for key in data:
         if key not in KNOWN_KEYS and not isinstance(data[key], dict):
@@ -436,5 +444,6 @@ def _load(path: Path, env: Mapping[str, str]) -> Config:
         metrics=metrics,
         cluster=cluster,
         node_name=node_name,
+        timezone=zone,
         plugin_sections=_plugin_sections(path, data),
     )

@@ -383,6 +383,7 @@ class Daemon:
 
     def _swap(self, config: Config, plugins: PluginSet, now: float) -> None:
         self.host.swap(plugins)
+        self.host.scheduler.set_zone(config.timezone, now)    # before the new plugins' jobs arrive
         if (config.store_url, config.store_synchronous) != (self.config.store_url, self.config.store_synchronous):
             log.warning("STORE_URL / STORE_SYNCHRONOUS changed: takes effect at the next restart")
         self.config = config

@@ -300,3 +300,25 @@ def test_cluster_store_url_from_the_environment_counts(tmp_path):
 def test_bad_node_name_is_named(tmp_path, name):
     with pytest.raises(ConfigError, match="NODE_NAME: must be"):
         load_config(write(tmp_path, f"NODE_NAME: {name!r}\n"))
+
+
+def test_timezone_is_an_iana_zone(tmp_path):
+    assert str(load_config(write(tmp_path, "TIMEZONE: Europe/Berlin\n"), env={}).timezone) == "Europe/Berlin"
+
+
+def test_timezone_defaults_to_the_systems(tmp_path, monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")
+    assert str(load_config(write(tmp_path, "DEBUG: false\n"), env={}).timezone) == "America/New_York"
+
+
+@pytest.mark.parametrize("value", ["Mars/Olympus", "../../etc/passwd", "CEST+2"])
+def test_unknown_timezone_is_one_line_naming_the_key(tmp_path, value):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"TIMEZONE: {value}\n"), env={})
+    text = str(info.value)
+    assert "TIMEZONE: unknown time zone" in text and value in text and "\n" not in text
+
+
+def test_timezone_must_be_text(tmp_path):
+    with pytest.raises(ConfigError, match="TIMEZONE: must be an IANA time zone name"):
+        load_config(write(tmp_path, "TIMEZONE: 2\n"), env={})

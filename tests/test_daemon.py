@@ -28,3 +28,41 @@ def test_set_state_refuses_a_transition_outside_the_machine():
     assert daemon.state is State.STOPPED
     with pytest.raises(AttributeError):
         daemon.state = State.RUNNING              # only through _set_state
+
+
+def test_a_reload_plans_cron_jobs_again_in_the_new_timezone(tmp_path):
+    import asyncio
+    import signal
+    import threading
+    from datetime import datetime
+
+    import yaml
+
+    from rtmbotd.config import load_config
+    from rtmbotd.daemon import Daemon
+    from rtmbotd.testing.fakeslack import FakeSlack
+    from rtmbotd.testing.waiting import wait_until
+
+    plugin = tmp_path / "plugins" / "daily"
+    plugin.mkdir(parents=True)
+    (plugin / "daily.py").write_text("crontable = [['0 9 * * *', 'f']]\ndef f():\n    pass\n")
+    conf = tmp_path / "rtmbot.conf"
+    with FakeSlack() as fake:
+        settings = {"SLACK_TOKEN": "xoxb-test", "SLACK_API_URL": fake.url, "TIMEZONE": "Europe/Berlin",
+                    "STORE_URL": f"sqlite:///{tmp_path / 'store.sqlite'}"}
+        conf.write_text(yaml.safe_dump(settings))
+        daemon = Daemon(load_config(conf, env={}), install_signals=False)
+        thread = threading.Thread(target=lambda: asyncio.run(daemon.run()), daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: daemon.host is not None and len(daemon.host.scheduler) == 1, 60, "the cron job")
+            assert str(daemon.host.scheduler.zone) == "Europe/Berlin"
+            settings["TIMEZONE"] = "America/New_York"
+            conf.write_text(yaml.safe_dump(settings))
+            daemon.send_signal(signal.SIGHUP)
+            wait_until(lambda: str(daemon.host.scheduler.zone) == "America/New_York", 60, "the new zone")
+            entry = next(iter(daemon.host.scheduler._entries.values()))
+            assert datetime.fromtimestamp(entry.slot, daemon.host.scheduler.zone).strftime("%H:%M") == "09:00"
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            thread.join(30)

@@ -360,3 +360,89 @@ def test_class_plugin_reload_sees_a_library_that_appeared_where_an_import_failed
     third = build_plugin_set(cfg, PluginEnv(), second)
     assert third.reused == set()
     assert units_by_name(third)[optional].target.found == (True, True)
+
+
+# -- crontable and Job schedules: cron expressions, checked at load ----------------------
+
+def plugin_config(tmp_path, plugins: dict[str, str]):
+    for name, code in plugins.items():
+        folder = tmp_path / "plugins" / name
+        folder.mkdir(parents=True)
+        (folder / f"{name}.py").write_text(code)
+    conf = tmp_path / "rtmbot.conf"
+    conf.write_text("SLACK_TOKEN: xoxb-1\nIMPORT_TIMEOUT: 5\n")
+    return load_config(conf, env={})
+
+
+def test_crontable_takes_cron_expressions_beside_intervals(tmp_path):
+    from rtmbotd.runtime.cron import CronSchedule
+    pset = build_plugin_set(plugin_config(tmp_path, {"oncall": (
+        "crontable = [['0 9 * * MON-FRI', 'post_oncall'], [60, 'post_oncall'], ['@weekly', 'post_oncall']]\n"
+        "def post_oncall():\n    pass\n")}), PluginEnv())
+    assert pset.errors == {}
+    jobs = units_by_name(pset)["oncall"].take_jobs()
+    assert [(str(s), label) for s, _, label in jobs] == [
+        ("0 9 * * MON-FRI", "post_oncall"), ("60.0", "post_oncall"), ("@weekly", "post_oncall")]
+    assert isinstance(jobs[0][0], CronSchedule) and jobs[1][0] == 60.0
+
+
+@pytest.mark.parametrize("table, why", [
+    ("[['61 * * * *', 'f']]", "crontable entry ['61 * * * *', 'f']: cron expression '61 * * * *': bad minute field"),
+    ("[['* * *', 'f']]", "cron expression '* * *': has 3 field(s), needs 5"),
+    ("[['* * * * *', 'nothing_here']]", "'nothing_here' is not the name of a function of the plugin"),
+    ("[['* * * * *', 'NUMBER']]", "'NUMBER' is not the name of a function of the plugin"),
+    ("[[0, 'f']]", "0 is neither a positive number of seconds nor a cron expression"),
+    ("[['* * * * *']]", "must be [seconds or \"cron expression\", \"function_name\"]"),
+])
+def test_bad_crontable_at_load_fails_that_plugin_by_name(tmp_path, table, why, caplog):
+    pset = build_plugin_set(plugin_config(tmp_path, {
+        "bad": f"NUMBER = 3\ncrontable = {table}\ndef f():\n    pass\n",
+        "good": "crontable = [['* * * * *', 'g']]\ndef g():\n    pass\n",
+    }), PluginEnv())
+    assert set(pset.plugins) == {"good"}
+    assert why in pset.errors["bad"]
+    assert "plugin bad failed to load: " in caplog.text and "Traceback" not in caplog.text
+
+
+def test_bad_cron_entry_appended_at_run_time_is_logged_and_dropped(tmp_path, caplog):
+    pset = build_plugin_set(plugin_config(tmp_path, {"later": "crontable = []\ndef f():\n    pass\n"}), PluginEnv())
+    unit = units_by_name(pset)["later"]
+    unit.target.crontable.extend([["61 * * * *", "f"], ["*/5 * * * *", "f"]])
+    assert [str(s) for s, _, _ in unit.take_jobs()] == ["*/5 * * * *"]
+    assert "plugin later: crontable entry ['61 * * * *', 'f']: cron expression '61 * * * *'" in caplog.text
+
+
+CLASS_JOBS = '''
+from rtmbot.core import Plugin, Job
+
+class Quarter(Job):
+    def run(self, slack_client):
+        return [["C1", "quarter"]]
+
+class Jobs(Plugin):
+    def register_jobs(self):
+        self.jobs.append(Quarter({schedule!r}))
+        self.jobs.append(Quarter(900))
+'''
+
+
+def test_class_job_takes_a_cron_expression(tmp_path):
+    pset = build_plugin_set(plugin_config(tmp_path, {"jobs": CLASS_JOBS.format(schedule="*/15 * * * *")}), PluginEnv())
+    assert pset.errors == {}
+    jobs = units_by_name(pset)["jobs:Jobs"].take_jobs()
+    assert [(str(s), label) for s, _, label in jobs] == [("*/15 * * * *", "Quarter"), ("900.0", "Quarter")]
+
+
+def test_class_job_with_a_bad_expression_fails_the_load(tmp_path):
+    pset = build_plugin_set(plugin_config(tmp_path, {"jobs": CLASS_JOBS.format(schedule="*/15 * *")}), PluginEnv())
+    assert "job Quarter('*/15 * *'): cron expression '*/15 * *': has 3 field(s)" in pset.errors["jobs"]
+
+
+def test_job_check_with_a_cron_expression():
+    import time
+    from rtmbotd.runtime.compat import Job
+    job = Job("* * * * *")
+    job.lastrun = time.time() - 120
+    assert job.check()
+    job.lastrun = time.time() + 120
+    assert not job.check()

@@ -110,3 +110,26 @@ def test_a_plugin_whose_attribute_lookups_raise_costs_only_itself(caplog):
     assert seen == [{"type": "message", "text": "hi"}]
     assert "plugin odd: looking up its handler for a message event raised" in caplog.text
     host.stop()
+
+
+def test_host_names_jobs_by_plugin_and_function_and_runs_cron_jobs_by_the_wall_clock():
+    from rtmbotd.runtime.cron import parse
+    reports = queue.SimpleQueue()
+    clocks = {"mono": 50.0, "wall": 1_800_000_000.0 - 1}      # a second before a whole minute
+    host = PluginHost(reports.put, clock=lambda: clocks["mono"], wall=lambda: clocks["wall"])
+    ran = []
+    a = Unit("todo/a", "todo", types.SimpleNamespace(outputs=[], crontable=[]), False)
+    b = Unit("todo/b", "todo", types.SimpleNamespace(outputs=[], crontable=[]), False)
+    host.swap(PluginSet(1, {"todo": LoadedPlugin("todo", Path("."), "", (), "", [a, b], [])}, {}))
+    workers = {w.unit.name: w for w in host.workers}
+    host.reported(PluginReport(workers["todo/a"], [], [(parse("* * * * *"), lambda: ran.append("a"), "tick")]))
+    host.reported(PluginReport(workers["todo/b"], [], [(parse("* * * * *"), lambda: ran.append("b"), "tick")]))
+    assert sorted(e.name for e in host.scheduler._entries.values()) == ["todo/tick", "todo/tick#2"]
+    assert host.next_deadline() == 51.0
+    host.run_due_jobs(51.0)          # the monotonic deadline came, the wall clock did not yet
+    assert ran == []
+    clocks["mono"], clocks["wall"] = 51.0, 1_800_000_000.0
+    host.run_due_jobs(51.0)
+    wait_until(lambda: sorted(ran) == ["a", "b"], 10, "both cron jobs to run")
+    assert host.scheduler.last_runs() == {"todo/tick": 1_800_000_000.0, "todo/tick#2": 1_800_000_000.0}
+    host.stop()

@@ -5,5 +5,6 @@
 - `generation`: config + plugin set built beside the running one (reload)
 - `host`: `PluginHost`, the running generation's workers, jobs and dispatch
 - `worker`: one thread per plugin, so a slow plugin delays only itself
-- `scheduler`: `crontable` timing on an injectable monotonic clock
+- `scheduler`: `crontable` timing on an injectable monotonic clock (intervals) and wall clock (cron)
+- `cron`: cron expressions (cronsim) and time zones (`TIMEZONE`)
 """

@@ -29,9 +29,13 @@ class Plugin:
 
 
 class Job:
-    """A periodic job of a class-style plugin: `run(slack_client)` returns outputs."""
+    """A periodic job of a class-style plugin: `run(slack_client)` returns outputs.
 
-    def __init__(self, interval: float) -> None:
+    `interval` is seconds (`Job(900)`, as in 0.4) or a five-field cron expression
+    (`Job("*/15 * * * *")`, run at those times in `TIMEZONE`); the loader checks it.
+    """
+
+    def __init__(self, interval: float | str) -> None:
         self.interval = interval
         self.lastrun = 0.0
 
@@ -41,7 +45,12 @@ class Job:
     __repr__ = __str__
 
     def check(self) -> bool:
-        """True when `interval` seconds have passed since the last run (0.4 API)."""
+        """True when the job is due again (0.4 API): `interval` seconds have passed since
+        the last run, or one of the cron expression's times (system time zone)."""
+        if isinstance(self.interval, str):
+            from rtmbotd.runtime.cron import parse, system_zone
+            due = parse(self.interval).next_after(self.lastrun, system_zone())
+            return due is not None and due <= time.time()
         return self.lastrun + self.interval < time.time()
 
     def run(self, slack_client: Any) -> list:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from typing import Any, Callable
 
 from rtmbotd.slack.frames import copy_json
@@ -19,13 +20,14 @@ log = logging.getLogger(__name__)
 
 
 class PluginHost:
-    def __init__(self, report: Callable[[Any], None], clock: Callable[[], float], recorder: Any = None) -> None:
+    def __init__(self, report: Callable[[Any], None], clock: Callable[[], float], recorder: Any = None,
+                 wall: Callable[[], float] = time.time) -> None:
         self._report = report
         self._clock = clock
         self._recorder = recorder
         self.plugins: PluginSet | None = None
         self.workers: list[Worker] = []
-        self.scheduler = Scheduler(clock)
+        self.scheduler = Scheduler(clock, wall)
         self._job_ids = itertools.count(1)
         self.accepting = True
 
@@ -102,8 +104,9 @@ class PluginHost:
         if item.job_key is not None:
             self.scheduler.done(item.job_key)
         if item.jobs and self.accepting and item.worker in self.workers:
-            for interval, fn, label in item.jobs:
-                self.scheduler.add((item.worker, next(self._job_ids)), interval, (item.worker, fn, label))
+            for schedule, fn, label in item.jobs:
+                self.scheduler.add((item.worker, next(self._job_ids)), schedule, (item.worker, fn, label),
+                                   name=f"{item.worker.unit.plugin}/{label}")
 
     def sweep_outputs(self) -> int:
         """Outputs appended outside a call (from a plugin's own thread) are sent too.

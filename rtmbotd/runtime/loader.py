@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import math
 import os
 import re
 import sys
@@ -21,7 +22,8 @@ from itertools import count
 from pathlib import Path
 from typing import Any, Callable
 
-from rtmbotd.runtime import compat
+from rtmbotd.runtime import compat, cron
+from rtmbotd.runtime.cron import CronSchedule
 from rtmbotd.runtime.libraries import LibraryScope
 from rtmbotd.config import Config
 
@@ -60,19 +62,19 @@ class Unit:
         del outs[: len(items)]
         return items
 
-    def take_jobs(self) -> list[tuple[float, Callable[[], None], str]]:
-        """New timed jobs as (interval, callable, label); bad entries are logged."""
-        found: list[tuple[float, Callable[[], None], str]] = []
+    def take_jobs(self) -> list[tuple[float | CronSchedule, Callable[[], None], str]]:
+        """New timed jobs as (seconds or CronSchedule, callable, label); bad entries are
+        logged with the plugin's name and dropped (they were checked at load by `check_jobs`)."""
+        found: list[tuple[float | CronSchedule, Callable[[], None], str]] = []
         if self.is_class:
             for job in list(getattr(self.target, "jobs", None) or []):
                 if id(job) in self._jobs_seen:
                     continue
                 self._jobs_seen.add(id(job))
-                interval = getattr(job, "interval", None)
-                if not _positive(interval) or not callable(getattr(job, "run", None)):
-                    log.error("plugin %s: job %r needs a positive interval and a run() method", self.name, job)
-                    continue
-                found.append((float(interval), self._job_runner(job), type(job).__name__))
+                try:
+                    found.append(self._class_job(job))
+                except CrontableError as exc:
+                    log.error("plugin %s: %s; dropped", self.name, exc)
             return found
         table = getattr(self.target, "crontable", None)
         if not isinstance(table, list) or not table:
@@ -81,17 +83,39 @@ class Unit:
         del table[: len(entries)]
         for entry in entries:
             try:
-                interval, fname = entry
-            except (TypeError, ValueError):
-                log.error("plugin %s: crontable entry %r must be [seconds, \"function_name\"]", self.name, entry)
-                continue
-            fn = getattr(self.target, fname, None) if isinstance(fname, str) else None
-            if not _positive(interval) or not callable(fn):
-                log.error("plugin %s: crontable entry %r: need a positive interval and the name of a function",
-                          self.name, entry)
-                continue
-            found.append((float(interval), fn, fname))
+                found.append(self._crontable_entry(entry))
+            except CrontableError as exc:
+                log.error("plugin %s: %s; dropped", self.name, exc)
         return found
+
+    def check_jobs(self) -> None:
+        """At load: raise CrontableError for the first bad entry of `crontable` or `jobs`
+        as they stand, so a malformed schedule fails this plugin's load, by name."""
+        if self.is_class:
+            for job in list(getattr(self.target, "jobs", None) or []):
+                self._class_job(job)
+            return
+        table = getattr(self.target, "crontable", None)
+        if isinstance(table, list):
+            for entry in table:
+                self._crontable_entry(entry)
+
+    def _crontable_entry(self, entry: Any) -> tuple[float | CronSchedule, Callable[[], None], str]:
+        try:
+            when, fname = entry
+        except (TypeError, ValueError):
+            raise CrontableError(f"crontable entry {entry!r} must be [seconds or \"cron expression\", "
+                                 f"\"function_name\"]") from None
+        fn = getattr(self.target, fname, None) if isinstance(fname, str) else None
+        if not callable(fn):
+            raise CrontableError(f"crontable entry {entry!r}: {fname!r} is not the name of a function of the plugin")
+        return _schedule(when, f"crontable entry {entry!r}"), fn, fname
+
+    def _class_job(self, job: Any) -> tuple[float | CronSchedule, Callable[[], None], str]:
+        if not callable(getattr(job, "run", None)):
+            raise CrontableError(f"job {type(job).__name__} has no run() method")
+        when = getattr(job, "interval", None)
+        return _schedule(when, f"job {type(job).__name__}({when!r})"), self._job_runner(job), type(job).__name__
 
     def _job_runner(self, job: Any) -> Callable[[], None]:
         import time
@@ -108,6 +132,22 @@ class Unit:
 
 def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+class CrontableError(ValueError):
+    """A `crontable` entry or `Job` with no valid schedule or target; the message names it."""
+
+
+def _schedule(when: Any, what: str) -> float | CronSchedule:
+    """A positive number of seconds, or a cron expression (cronsim reads it)."""
+    if isinstance(when, str):
+        try:
+            return cron.parse(when)
+        except cron.CronSyntaxError as exc:
+            raise CrontableError(f"{what}: {exc}") from None
+    if _positive(when) and math.isfinite(when):
+        return float(when)
+    raise CrontableError(f"{what}: {when!r} is neither a positive number of seconds nor a cron expression")
 
 
 @dataclass
@@ -267,7 +307,9 @@ def _make_class_unit(cls: type, plugin: str, section: dict, env: PluginEnv) -> U
         instance.register_jobs()
     except NotImplementedError:
         pass
-    return Unit(f"{plugin}:{cls.__name__}", plugin, instance, True, env.slack_client)
+    unit = Unit(f"{plugin}:{cls.__name__}", plugin, instance, True, env.slack_client)
+    unit.check_jobs()
+    return unit
 
 
 def load_source(src: PluginSource, config: Config, env: PluginEnv, gen: int) -> LoadedPlugin:
@@ -316,7 +358,9 @@ def _load_units(src: PluginSource, config: Config, env: PluginEnv, gen: int, loa
             units.append(_make_class_unit(cls, src.name, section, env))
         if not classes:
             unit_name = src.name if len(src.files) == 1 else f"{src.name}/{stem}"
-            units.append(Unit(unit_name, src.name, module, False, env.slack_client))
+            unit = Unit(unit_name, src.name, module, False, env.slack_client)
+            unit.check_jobs()
+            units.append(unit)
     loaded.config_names = (src.name, *class_names)
     loaded.config_hash = config.section_fingerprint(*loaded.config_names)
 
@@ -374,7 +418,10 @@ def _load_bounded(src: PluginSource, config: Config, env: PluginEnv, gen: int) -
     thread.join()      # it is past its last step
     if "error" in box:
         exc = box["error"]
-        log.error("plugin %s failed to load:\n%s", src.name, box["trace"].rstrip())
+        if isinstance(exc, CrontableError):     # the plugin's data, not its code: no traceback
+            log.error("plugin %s failed to load: %s", src.name, exc)
+        else:
+            log.error("plugin %s failed to load:\n%s", src.name, box["trace"].rstrip())
         raise exc
     return box["plugin"]
 
