@@ -1,6 +1,8 @@
 """The metrics core: METRICS parsing, the recorder's hooks, the exposition server, the summary."""
+import os
 import socket
 import subprocess
+import threading
 import sys
 import urllib.error
 import urllib.request
@@ -169,7 +171,8 @@ def test_serve_moves_binding_first_and_keeps_the_old_address_on_failure(served):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = Address("127.0.0.1", taken.getsockname()[1])
-        with pytest.raises(MetricsError, match=f"^METRICS: cannot listen on {busy}: address already in use$"):
+        with pytest.raises(MetricsError, match=f"^METRICS: cannot listen on {busy}: address already in use by "
+                                               rf"this process \(pid {os.getpid()}\)$"):
             server.serve(busy, recorder)
     assert server.address == address
     assert "rtmbotd_build_info" in scrape(address)
@@ -186,6 +189,38 @@ def test_serve_to_another_host_on_the_same_port(served):
     server.serve(wildcard, recorder)
     assert server.address == wildcard
     assert "rtmbotd_build_info" in scrape(wildcard)
+
+
+@pytest.fixture
+def joins(monkeypatch):
+    """Thread joins made by this (the loop's) thread: the loop must never wait for the old server."""
+    made, join = [], threading.Thread.join
+
+    def recording(thread, timeout=None):
+        if threading.current_thread() is threading.main_thread():
+            made.append(thread.name)
+        return join(thread, timeout)
+    monkeypatch.setattr(threading.Thread, "join", recording)
+    return made
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "localhost"])
+def test_moving_to_another_host_on_the_same_port_never_waits_for_the_old_thread(served, joins, host):
+    recorder, server, address = served
+    for target in (Address(host, address.port), address):      # there and back
+        server.serve(target, recorder)
+        assert server.address == target and "rtmbotd_build_info" in scrape(target)
+    server.serve(Address("127.0.0.1", free_port()), recorder)  # another port
+    assert joins == []
+
+
+def test_same_port_move_that_fails_serves_the_old_address_again(served, joins):
+    recorder, server, address = served
+    with pytest.raises(MetricsError, match="no such address on this host"):
+        server.serve(Address("192.0.2.1", address.port), recorder)     # TEST-NET-1: never local
+    assert server.address == address
+    assert "rtmbotd_build_info" in scrape(address)
+    assert joins == []
 
 
 def test_serve_none_stops_listening(served):
@@ -205,18 +240,65 @@ def _refused(address):
     return False
 
 
-def test_check_listen_accepts_the_running_daemons_own_server(served):
+def test_check_listen_accepts_the_daemons_own_server(served, tmp_path):
     _recorder, _server, address = served
-    check_listen(address)        # what ExecReload's --check-config sees during a reload
+    check_listen(address, tmp_path / "rtmbot.conf")     # held by this very process
 
 
-def test_check_listen_refuses_a_port_held_by_something_else():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        address = Address("127.0.0.1", taken.getsockname()[1])
-        with pytest.raises(MetricsError, match="already in use"):
-            check_listen(address)
+def test_check_listen_refuses_a_port_held_by_another_process(tmp_path):
+    listener = subprocess.Popen([sys.executable, "-c", "import socket, sys, time\n"
+                                 "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+                                 "print(s.getsockname()[1], flush=True); time.sleep(120)"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        address = Address("127.0.0.1", int(listener.stdout.readline()))
+        with pytest.raises(MetricsError, match=rf"already in use by another process \(pid {listener.pid}: "):
+            check_listen(address, tmp_path / "rtmbot.conf")
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+@pytest.mark.parametrize("argv, args", [
+    (["/usr/bin/rtmbotd", "-c", "/etc/x.conf"], ["-c", "/etc/x.conf"]),
+    (["/venv/bin/python", "/venv/bin/rtmbotd", "--config=x.conf"], ["--config=x.conf"]),
+    (["python3", "-m", "rtmbotd", "-c", "x.conf", ""], ["-c", "x.conf"]),
+    (["python3", "-m", "http.server"], None),
+    (["nginx: master process"], None),
+])
+def test_rtmbotd_command_lines_recognised(argv, args):
+    from rtmbotd.metrics.holder import _rtmbotd_args
+    assert _rtmbotd_args(argv) == args
+
+
+def test_the_daemon_of_a_config_is_found_by_its_config_file_or_mainpid(tmp_path, monkeypatch):
+    from rtmbotd.metrics.holder import config_of, is_daemon_of
+    conf = tmp_path / "rtmbot.conf"
+    conf.write_text("SLACK_TOKEN: xoxb-1\n")
+    monkeypatch.delenv("MAINPID", raising=False)
+    fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "rtmbotd", "-c", "rtmbot.conf"],
+                            cwd=tmp_path)
+    try:
+        assert config_of(fake.pid) is None          # "rtmbotd" is not its program
+    finally:
+        fake.kill()
+        fake.wait()
+    script = tmp_path / "rtmbotd"
+    script.write_text("import time; time.sleep(120)\n")
+    daemon = subprocess.Popen([sys.executable, str(script), "-c", "rtmbot.conf"], cwd=tmp_path)
+    try:
+        wait_for = __import__("rtmbotd.testing.waiting", fromlist=["wait_until"]).wait_until
+        wait_for(lambda: config_of(daemon.pid) is not None, 30, "its command line")
+        assert config_of(daemon.pid) == conf.resolve()
+        assert is_daemon_of(daemon.pid, conf)
+        assert not is_daemon_of(daemon.pid, tmp_path / "other.conf")
+        monkeypatch.setenv("MAINPID", str(daemon.pid))     # systemd's ExecReload
+        assert is_daemon_of(daemon.pid, tmp_path / "other.conf")
+        monkeypatch.setenv("MAINPID", "1")
+        assert not is_daemon_of(daemon.pid, conf)         # the same config, but not the unit's daemon
+    finally:
+        daemon.kill()
+        daemon.wait()
 
 
 def test_summary_of_a_scrape(served):

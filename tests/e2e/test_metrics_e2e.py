@@ -182,6 +182,25 @@ def test_metrics_port_in_use(tmp_path, command):
         _one_line_naming_metrics(run_cli("-c", str(conf), *command), "address already in use")
 
 
+def test_a_second_rtmbotd_on_the_same_metrics_port_is_refused(metrics_bot, tmp_path):
+    """Only the daemon of this config holding the port is fine (a reload's --check-config);
+    a second rtmbotd is 'another process', at --check-config and at start."""
+    bot = metrics_bot(plugins={"a": OK_PLUGIN}).start()
+    for env in (clean_env(), clean_env(MAINPID=str(bot.proc.pid))):     # by its config file; by systemd's MAINPID
+        result = run_cli("-c", str(bot.conf), "--check-config", env=env)
+        assert result.returncode == 0, result
+    second = tmp_path / "second"
+    second.mkdir()
+    conf = _config(second, str(bot.metrics))
+    for command in (["--check-config"], []):
+        _one_line_naming_metrics(run_cli("-c", str(conf), *command),
+                                 f"address already in use by another process (pid {bot.proc.pid}: rtmbotd ")
+    # the same config file, but not the unit's main process: a manual second start, say
+    _one_line_naming_metrics(run_cli("-c", str(bot.conf), "--check-config", env=clean_env(MAINPID="1")),
+                             "address already in use by another process")
+    assert "rtmbotd_build_info" in scrape(bot.metrics)
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="needs root to run as nobody")
 @pytest.mark.parametrize("command", [["--check-config"], []], ids=["check-config", "start"])
 def test_privileged_port_as_an_unprivileged_user(command):
