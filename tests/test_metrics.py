@@ -328,27 +328,36 @@ def test_summary_says_the_last_reload_was_rejected(served):
     assert "generation: 2; reloads: 1 ok, 1 rejected\n" in summarize(scrape(address))
 
 
-def test_plugin_calls_counted_by_outcome_on_the_plugins_thread():
+def _unit(name, **attrs):
     import types
+
+    from rtmbotd.runtime.loader import Unit
+    return Unit(name, name, types.SimpleNamespace(outputs=[], crontable=[], **attrs), False)
+
+
+def _host(units, recorder, report=lambda item: None):
+    import time
     from pathlib import Path
 
     from rtmbotd.runtime.host import PluginHost
-    from rtmbotd.runtime.loader import LoadedPlugin, PluginSet, Unit
+    from rtmbotd.runtime.loader import LoadedPlugin, PluginSet
+    host = PluginHost(report, clock=time.monotonic, recorder=recorder)
+    host.swap(PluginSet(1, {"p": LoadedPlugin("p", Path("."), "", (), "", units, [])}, {}))
+    return host
+
+
+def test_plugin_calls_counted_by_outcome_on_the_plugins_thread():
     from rtmbotd.testing.waiting import wait_until
 
     recorder = Recorder()
     registry = recorder.enable("test").registry
 
-    def unit(name, **attrs):
-        return Unit(name, name, types.SimpleNamespace(outputs=[], crontable=[], **attrs), False)
-
     def boom(data):
         raise RuntimeError("boom")
 
-    host = PluginHost(lambda item: None, clock=__import__("time").monotonic, recorder=recorder)
-    units = [unit("good", process_message=lambda data: None), unit("bad", process_message=boom),
-             unit("bad_catch_all", catch_all=boom)]
-    host.swap(PluginSet(1, {"p": LoadedPlugin("p", Path("."), "", (), "", units, [])}, {}))
+    units = [_unit("good", process_message=lambda data: None), _unit("bad", process_message=boom),
+             _unit("bad_catch_all", catch_all=boom)]
+    host = _host(units, recorder)
     for _ in range(3):
         host.dispatch("message", {"type": "message", "text": "hi"})
     units[0].target.outputs.append(["C1", "from a thread"])
@@ -361,6 +370,46 @@ def test_plugin_calls_counted_by_outcome_on_the_plugins_thread():
     wait_until(lambda: not units[0].target.outputs, 10, "the sweep to run")
     assert calls("good", "error") == 0 and calls("bad", "ok") == 0
     assert registry.get_sample_value("rtmbotd_plugin_call_duration_seconds_count", {"plugin": "good"}) == 3
+    host.stop()
+
+
+def test_a_failing_metrics_hook_costs_neither_the_worker_nor_its_reports():
+    from rtmbotd.runtime.worker import PluginReport, WorkerExited
+    from rtmbotd.testing.waiting import wait_until
+
+    class Broken(Recorder):
+        def plugin_call(self, plugin, seconds, ok):
+            raise RuntimeError("hook broke")
+
+        message_failed = plugin_call
+
+    reports = []
+    unit = _unit("echo")
+    unit.target.process_message = lambda data: unit.target.outputs.extend([["C1", data["text"]], ["C1"]])
+    host = _host([unit], Broken(), reports.append)
+    worker = host.workers[0]
+    for text in ("one", "two"):
+        host.dispatch("message", {"type": "message", "text": text})
+    wait_until(lambda: [o.text for r in reports if isinstance(r, PluginReport) for o in r.outputs] == ["one", "two"],
+               10, "both calls' outputs reported")
+    wait_until(lambda: worker.backlog == 0 and worker.busy_since is None, 10, "both calls finished")
+    host.stop()
+    wait_until(lambda: any(isinstance(r, WorkerExited) for r in reports), 10, "the worker to exit")
+
+
+def test_bad_outputs_are_counted_as_failed():
+    from rtmbotd.testing.waiting import wait_until
+
+    recorder = Recorder()
+    registry = recorder.enable("test").registry
+    unit = _unit("bad")
+    unit.target.process_message = lambda data: unit.target.outputs.extend([["C1"], {"text": "no channel"},
+                                                                            ["C1", "fine"], object()])
+    host = _host([unit], recorder)
+    host.dispatch("message", {"type": "message", "text": "hi"})
+    wait_until(lambda: registry.get_sample_value("rtmbotd_plugin_calls_total", {"plugin": "bad", "outcome": "ok"})
+               == 1, 10, "the call counted")
+    assert registry.get_sample_value("rtmbotd_messages_failed_total", {"reason": "bad_output"}) == 3
     host.stop()
 
 
@@ -395,15 +444,16 @@ def test_store_operations_timed_once_each_and_database_errors_counted(tmp_path):
 
 def test_distinct_values_from_slack_are_capped():
     from rtmbotd.metrics.live import MAX_LABEL_VALUES
+    from rtmbotd.metrics.recorder import DROP_REASONS
     recorder = Recorder()
     registry = recorder.enable("test").registry
     for i in range(MAX_LABEL_VALUES + 50):
         recorder.event_received(f"type_{i}")
         recorder.message_failed(f"error_{i}")
-    for name in ("rtmbotd_events_received_total", "rtmbotd_messages_failed_total"):
+    for name, ours in (("rtmbotd_events_received_total", 0), ("rtmbotd_messages_failed_total", len(DROP_REASONS))):
         values = [s for m in registry.collect() for s in m.samples if s.name == name]
         assert len(values) == MAX_LABEL_VALUES + 1                  # and "other"
         assert sum(s.value for s in values) == MAX_LABEL_VALUES + 50
-        assert [s.value for s in values if "other" in s.labels.values()] == [50]
+        assert [s.value for s in values if "other" in s.labels.values()] == [50 + ours]   # ours hold places
     recorder.event_received("type_0")                               # a known one still counts as itself
     assert registry.get_sample_value("rtmbotd_events_received_total", {"type": "type_0"}) == 2

@@ -414,6 +414,35 @@ def test_a_message_slack_refuses_is_counted_by_reason(metrics_bot):
     wait_value(bot.metrics, "rtmbotd_messages_sent_total", 1)     # once chat.postMessage answered
 
 
+DROPS = """
+outputs = []
+
+def process_message(data):
+    if data.get("text") == "drops":
+        outputs.append(["#no-such-channel", "lost: unknown name"])
+        outputs.append(["U9NOBODY", "lost: no such user to open a DM with"])
+        outputs.append(["C1GENERAL"])
+        outputs.append({"channel": "C1GENERAL", "text": float("nan")})
+    outputs.append([data["channel"], "done " + data["text"]])
+"""
+
+
+@pytest.mark.parametrize("mode", ["rtm", "socket_mode"])
+def test_outputs_the_router_gives_up_are_counted_once_by_reason(metrics_bot, mode):
+    bot = metrics_bot(mode=mode, plugins={"drops": DROPS}).start()
+    bot.fake.configure(echo_own_messages=False)
+    m = bot.metrics
+    assert value(m, "rtmbotd_messages_failed_total", reason="unknown_target") == 0     # there from the start
+    assert bot.say("drops") == ["done drops"]
+    wait_value(m, "rtmbotd_messages_failed_total", 1, reason="unknown_target")
+    wait_value(m, "rtmbotd_messages_failed_total", 1, reason="dm_failed")
+    wait_value(m, "rtmbotd_messages_failed_total", 2, reason="bad_output")
+    assert bot.say("more") == ["done more"]
+    wait_value(m, "rtmbotd_messages_sent_total", 2)
+    assert value(m, "rtmbotd_messages_failed_total") == 4              # each once, nothing else
+    assert [msg["text"] for msg in bot.fake.sent_messages()] == ["done drops", "done more"]
+
+
 def test_status_summarises_the_running_daemon(metrics_bot):
     bot = metrics_bot(plugins={"echo": ECHO, "slow": SLOW}).start()
     bot.fake.configure(echo_own_messages=False)
