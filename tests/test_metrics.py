@@ -457,3 +457,33 @@ def test_distinct_values_from_slack_are_capped():
         assert [s.value for s in values if "other" in s.labels.values()] == [50 + ours]   # ours hold places
     recorder.event_received("type_0")                               # a known one still counts as itself
     assert registry.get_sample_value("rtmbotd_events_received_total", {"type": "type_0"}) == 2
+
+
+def test_the_link_metrics_stay_true_at_a_rejected_token_and_at_the_stop():
+    """A token Slack rejects replaces the live link ('error'); a stopped connector has no link."""
+    import asyncio
+
+    from rtmbotd.slack.connector import SendResult
+    from rtmbotd.slack.web import WebError
+    from tests.test_connector import connected_rtm
+
+    async def scenario():
+        recorder = Recorder()
+        registry = recorder.enable("test").registry
+        conn, box, _link, _posts = connected_rtm()
+        conn.recorder = recorder
+        recorder.connected(True)                  # as on_hello said
+        box.enqueue("C1", "with blocks", "p", 0.0, {"blocks": [{"type": "divider"}]})    # by the Web API
+        (msg, _), = box.ready(0.0, socket=True, web=True)
+        conn.handle_sent(SendResult(msg, WebError("chat.postMessage", "token_revoked", status=200)))
+        assert registry.get_sample_value("rtmbotd_reconnects_total", {"reason": "error"}) == 1
+        assert registry.get_sample_value("rtmbotd_connected") == 0
+        again, _box, second, _posts = connected_rtm()
+        again.recorder = recorder
+        recorder.connected(True)
+        await again.close()
+        assert registry.get_sample_value("rtmbotd_connected") == 0
+        for task in list(conn._tasks):
+            task.cancel()
+        await asyncio.gather(*conn._tasks, return_exceptions=True)
+    asyncio.run(scenario())
