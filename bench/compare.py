@@ -361,23 +361,59 @@ def goal_lines(results: list[Result]) -> list[str]:
 
 
 def metrics_lines(results: list[Result], scraper: Scraper) -> list[str]:
-    """The cost of METRICS: each rtmbotd with it on beside the same protocol with it off."""
+    """The cost of METRICS, RTM and Socket Mode side by side: each rtmbotd with it on next
+    to the same protocol with it off, from the same run (the rounds rotate, so both saw the
+    same machine)."""
     by_label = {r.label: r for r in results}
+    pairs = [(off, by_label.get(off.label + METRICS_SUFFIX)) for off in results
+             if off.label.startswith("rtmbotd ") and not off.label.endswith(METRICS_SUFFIX)]
+    pairs = [(off, on) for off, on in pairs if on is not None]
+    table = Table([col for off, _ in pairs for col in (f"{_mode(off)} off", f"{_mode(off)} on", "cost")])
+
+    def row(metric: str, fn: Callable[[Result], float | None], show: Callable[[float], str],
+            rate: bool = False) -> None:
+        cells = []
+        for off, on in pairs:
+            a, b = _figure(fn, off), _figure(fn, on)
+            cost = _cost(b, a) if rate else _cost(a, b)       # a rate: the cost is going slower
+            cells += [show(a) if a is not None else "-", show(b) if b is not None else "-", cost]
+        table.add(metric, cells)
+
+    row("latency median", lambda r: r.latency.median, ms)
+    row("latency p90", lambda r: r.latency.p90, ms)
+    row("latency p99", lambda r: r.latency.p99, ms)
+    row("burst replies/s (cost: off ÷ on − 1)", lambda r: r.burst.replies_per_s, num, rate=True)
+    row("idle CPU, % of one core", lambda r: r.idle.percent_of_core, lambda v: f"{v:.3f} %")
+    row("RSS after start", lambda r: r.rss_start, lambda v: f"{v:.1f} MiB")
     lines = [f"METRICS on vs off (scraped every {SCRAPE_EVERY:g} s: {scraper.scrapes} scrapes, "
-             f"{scraper.failures} failed):"]
-    for on in results:
-        off = by_label.get(on.label.removesuffix(METRICS_SUFFIX))
-        if not on.label.endswith(METRICS_SUFFIX) or off is None:
-            continue
+             f"{scraper.failures} failed); cost = on ÷ off − 1:", table.render()]
+    for off, on in pairs:
         if on.error or off.error or not on.latency or not off.latency:
-            lines.append(f"  {on.label}: no figures ({on.error or off.error})")
+            lines.append(f"  {_mode(off)}: no figures ({on.error or off.error})")
             continue
         cost = on.latency.median / off.latency.median - 1
-        rss = (f"{on.rss_start - off.rss_start:+.1f} MiB" if on.rss_start and off.rss_start else "?")
-        lines.append(f"  {on.label}: median {ms(on.latency.median)} vs {ms(off.latency.median)}: "
-                     f"{cost * 100:+.1f} % (goal <= {METRICS_GOAL * 100:g} %: "
-                     f"{'met' if cost <= METRICS_GOAL else 'MISSED'}); RSS after start {rss}")
+        rounds = sorted(b / a - 1 for a, b in zip(off.round_medians, on.round_medians) if a > 0)
+        spread = (f"; per round {rounds[len(rounds) // 2] * 100:+.1f} % "
+                  f"({rounds[0] * 100:+.1f} to {rounds[-1] * 100:+.1f} %)") if rounds else ""
+        lines.append(f"  {_mode(off)}: median {cost * 100:+.1f} % (goal <= {METRICS_GOAL * 100:g} %: "
+                     f"{'met' if cost <= METRICS_GOAL else 'MISSED'}){spread}")
     return lines
+
+
+def _mode(result: Result) -> str:
+    return result.label.removeprefix("rtmbotd ")
+
+
+def _figure(fn: Callable[[Result], float | None], result: Result) -> float | None:
+    try:
+        value = fn(result)
+    except AttributeError:          # that phase has no figures (an error)
+        return None
+    return None if value is None or math.isnan(value) else value
+
+
+def _cost(base: float | None, value: float | None) -> str:
+    return f"{(value / base - 1) * 100:+.1f} %" if base and value is not None else "-"
 
 
 def versions_line(env: rtmbot_venv.RtmbotEnv | None, ours: rtmbotd_venv.RtmbotdEnv) -> list[str]:
