@@ -102,7 +102,10 @@ def make_rtmbotd(mode: str, ours: rtmbotd_venv.RtmbotdEnv,
         settings = {"ACTIVE_PLUGINS": ACTIVE}
         if scraper is not None:
             settings["METRICS"] = scraper.add()
-        return RtmbotdProcess(workdir, fake.url, mode, [], settings=settings, argv=[str(ours.script)])
+        child = RtmbotdProcess(workdir, fake.url, mode, [], settings=settings, argv=[str(ours.script)])
+        if scraper is not None:
+            child.stop = _forgotten_first(child.stop, scraper, settings["METRICS"])
+        return child
     return make
 
 
@@ -123,6 +126,10 @@ class Scraper:
         self.urls.append(f"http://{address}/metrics")
         return address
 
+    def forget(self, address: str) -> None:
+        """No longer scrape `address` (its system stopped after its burst)."""
+        self.urls = [url for url in self.urls if url != f"http://{address}/metrics"]
+
     def start(self) -> "Scraper":
         self._thread.start()
         return self
@@ -141,6 +148,13 @@ class Scraper:
                     self.scrapes += 1
                 except OSError:
                     self.failures += 1
+
+
+def _forgotten_first(stop: Callable[[], int | None], scraper: Scraper, address: str) -> Callable[[], int | None]:
+    def forget_then_stop() -> int | None:
+        scraper.forget(address)
+        return stop()
+    return forget_then_stop
 
 
 def make_floor(mode: str, ours: rtmbotd_venv.RtmbotdEnv) -> Callable[[FakeSlack, Path], Child]:
@@ -181,6 +195,7 @@ class Running:
             self.fake.stop()
             raise
         self.samples: list[float] = []
+        self.closed = False
 
     @property
     def ok(self) -> bool:
@@ -192,6 +207,9 @@ class Running:
         self.child.stop()
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self.child.stop()
         self.fake.stop()
 
@@ -259,6 +277,10 @@ def measure_all(systems: list[System], plan: Plan, workroot: Path) -> list[Resul
                 r.child.check_alive()
             except Exception as exc:  # noqa: BLE001
                 r.fail(exc)
+            # The burst is the last phase: stopped now, a system still busy with it (python-rtmbot
+            # answering its backlog at 10/s, rtmbotd's writer deleting saved rows) takes no CPU
+            # from the next system's burst (they share one CPU).
+            r.close()
     finally:
         for r in running:
             r.close()
@@ -497,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
            *machine_lines(), *(f"version: {line}" for line in versions_line(env, ours)),
            "setup:   each system on its own fake Slack (rtmbotd.testing.FakeSlack, in the benchmark",
            "         process, 127.0.0.1), all running side by side: started one by one, idle CPU read",
-           f"         for all in one window, latency in {plan.rounds} rounds taking turns, bursts one at a time;",
+           f"         for all in one window, latency in {plan.rounds} rounds taking turns, bursts one at a time",
+           "         (each system stopped after its own, so what it still does takes nothing from the next);",
            "         bot's own messages not echoed back, no rate limit anywhere",
            "         (rtmbotd: RATE_LIMIT: 0); plugin: bench/compare_plugin/repeat.py (RepeatPlugin, via",
            "         ACTIVE_PLUGINS) on python-rtmbot and rtmbotd; DMs to D1ALICE",

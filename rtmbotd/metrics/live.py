@@ -42,7 +42,8 @@ class LiveMetrics:
         self._busy = Gauge("rtmbotd_plugin_busy", "Plugin calls running longer than PLUGIN_TIMEOUT now",
                            ["plugin"], registry=reg)
         self._sent = Counter("rtmbotd_messages_sent", "Messages Slack accepted", registry=reg)
-        self._failed = Counter("rtmbotd_messages_failed", "Messages dropped for good, by why: rtmbotd's reason or Slack's error code",
+        self._failed = Counter("rtmbotd_messages_failed",
+                               "Messages given up for good, by why: rtmbotd's reason or Slack's error code",
                                ["reason"], registry=reg)
         self._queued = Gauge("rtmbotd_outbox_queued", "Messages waiting to be sent", registry=reg)
         self._wait = Histogram("rtmbotd_outbox_wait_seconds", "Time from queued to sent", buckets=WAIT_BUCKETS,
