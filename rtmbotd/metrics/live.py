@@ -54,7 +54,8 @@ class LiveMetrics:
                                   "0 while the last reload was rejected (the old generation runs), else 1",
                                   registry=reg)
         self._last_reload.set(1)
-        self._store_ops = Counter("rtmbotd_store_operations", "Plugin store reads and writes, by outcome",
+        self._store_ops = Counter("rtmbotd_store_operations",
+                                  "Store reads and writes (plugin keys, outbox rows), by outcome",
                                   ["outcome"], registry=reg)
         self._store_seconds = Histogram("rtmbotd_store_operation_seconds", "How long store operations took",
                                         buckets=STORE_BUCKETS, registry=reg)
