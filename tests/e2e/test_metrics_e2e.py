@@ -100,6 +100,19 @@ def test_reload_moves_the_metrics_address(metrics_bot):
     assert old != new
 
 
+def test_reload_to_another_host_on_the_same_port(metrics_bot):
+    """The old socket leaves LISTEN before the new bind, so the port moves within one reload."""
+    bot = metrics_bot(plugins={"a": OK_PLUGIN}).start()
+    for n, host in enumerate(("0.0.0.0", "127.0.0.1"), start=2):        # there and back
+        bot.settings["METRICS"] = f"{host}:{bot.metrics.port}"
+        bot.write_config()
+        bot.signal(signal.SIGHUP)
+        bot.wait_log(rf"reloaded: generation {n}", timeout=30)
+        assert "rtmbotd_build_info" in scrape(Address(host, bot.metrics.port))
+        assert listening_ports(bot.proc.pid) == {bot.metrics.port}
+    assert "reload rejected" not in bot.log()
+
+
 def test_metrics_turned_on_by_a_reload_see_the_link_already_up(make_bot):
     bot = make_bot(plugins={"a": OK_PLUGIN}).start()
     address = Address("127.0.0.1", free_port())
