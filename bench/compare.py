@@ -102,7 +102,10 @@ def make_rtmbotd(mode: str, ours: rtmbotd_venv.RtmbotdEnv,
         settings = {"ACTIVE_PLUGINS": ACTIVE}
         if scraper is not None:
             settings["METRICS"] = scraper.add()
-        return RtmbotdProcess(workdir, fake.url, mode, [], settings=settings, argv=[str(ours.script)])
+        child = RtmbotdProcess(workdir, fake.url, mode, [], settings=settings, argv=[str(ours.script)])
+        if scraper is not None:
+            child.stop = _forgotten_first(child.stop, scraper, settings["METRICS"])
+        return child
     return make
 
 
@@ -123,6 +126,10 @@ class Scraper:
         self.urls.append(f"http://{address}/metrics")
         return address
 
+    def forget(self, address: str) -> None:
+        """No longer scrape `address` (its system stopped after its burst)."""
+        self.urls = [url for url in self.urls if url != f"http://{address}/metrics"]
+
     def start(self) -> "Scraper":
         self._thread.start()
         return self
@@ -141,6 +148,13 @@ class Scraper:
                     self.scrapes += 1
                 except OSError:
                     self.failures += 1
+
+
+def _forgotten_first(stop: Callable[[], int | None], scraper: Scraper, address: str) -> Callable[[], int | None]:
+    def forget_then_stop() -> int | None:
+        scraper.forget(address)
+        return stop()
+    return forget_then_stop
 
 
 def make_floor(mode: str, ours: rtmbotd_venv.RtmbotdEnv) -> Callable[[FakeSlack, Path], Child]:
@@ -181,6 +195,7 @@ class Running:
             self.fake.stop()
             raise
         self.samples: list[float] = []
+        self.closed = False
 
     @property
     def ok(self) -> bool:
@@ -192,6 +207,9 @@ class Running:
         self.child.stop()
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self.child.stop()
         self.fake.stop()
 
@@ -259,6 +277,10 @@ def measure_all(systems: list[System], plan: Plan, workroot: Path) -> list[Resul
                 r.child.check_alive()
             except Exception as exc:  # noqa: BLE001
                 r.fail(exc)
+            # The burst is the last phase: stopped now, a system still busy with it (python-rtmbot
+            # answering its backlog at 10/s, rtmbotd's writer deleting saved rows) takes no CPU
+            # from the next system's burst (they share one CPU).
+            r.close()
     finally:
         for r in running:
             r.close()
@@ -361,23 +383,59 @@ def goal_lines(results: list[Result]) -> list[str]:
 
 
 def metrics_lines(results: list[Result], scraper: Scraper) -> list[str]:
-    """The cost of METRICS: each rtmbotd with it on beside the same protocol with it off."""
+    """The cost of METRICS, RTM and Socket Mode side by side: each rtmbotd with it on next
+    to the same protocol with it off, from the same run (the rounds rotate, so both saw the
+    same machine)."""
     by_label = {r.label: r for r in results}
+    pairs = [(off, by_label.get(off.label + METRICS_SUFFIX)) for off in results
+             if off.label.startswith("rtmbotd ") and not off.label.endswith(METRICS_SUFFIX)]
+    pairs = [(off, on) for off, on in pairs if on is not None]
+    table = Table([col for off, _ in pairs for col in (f"{_mode(off)} off", f"{_mode(off)} on", "cost")])
+
+    def row(metric: str, fn: Callable[[Result], float | None], show: Callable[[float], str],
+            rate: bool = False) -> None:
+        cells = []
+        for off, on in pairs:
+            a, b = _figure(fn, off), _figure(fn, on)
+            cost = _cost(b, a) if rate else _cost(a, b)       # a rate: the cost is going slower
+            cells += [show(a) if a is not None else "-", show(b) if b is not None else "-", cost]
+        table.add(metric, cells)
+
+    row("latency median", lambda r: r.latency.median, ms)
+    row("latency p90", lambda r: r.latency.p90, ms)
+    row("latency p99", lambda r: r.latency.p99, ms)
+    row("burst replies/s (cost: off ÷ on − 1)", lambda r: r.burst.replies_per_s, num, rate=True)
+    row("idle CPU, % of one core", lambda r: r.idle.percent_of_core, lambda v: f"{v:.3f} %")
+    row("RSS after start", lambda r: r.rss_start, lambda v: f"{v:.1f} MiB")
     lines = [f"METRICS on vs off (scraped every {SCRAPE_EVERY:g} s: {scraper.scrapes} scrapes, "
-             f"{scraper.failures} failed):"]
-    for on in results:
-        off = by_label.get(on.label.removesuffix(METRICS_SUFFIX))
-        if not on.label.endswith(METRICS_SUFFIX) or off is None:
-            continue
+             f"{scraper.failures} failed); cost = on ÷ off − 1:", table.render()]
+    for off, on in pairs:
         if on.error or off.error or not on.latency or not off.latency:
-            lines.append(f"  {on.label}: no figures ({on.error or off.error})")
+            lines.append(f"  {_mode(off)}: no figures ({on.error or off.error})")
             continue
         cost = on.latency.median / off.latency.median - 1
-        rss = (f"{on.rss_start - off.rss_start:+.1f} MiB" if on.rss_start and off.rss_start else "?")
-        lines.append(f"  {on.label}: median {ms(on.latency.median)} vs {ms(off.latency.median)}: "
-                     f"{cost * 100:+.1f} % (goal <= {METRICS_GOAL * 100:g} %: "
-                     f"{'met' if cost <= METRICS_GOAL else 'MISSED'}); RSS after start {rss}")
+        rounds = sorted(b / a - 1 for a, b in zip(off.round_medians, on.round_medians) if a > 0)
+        spread = (f"; per round {rounds[len(rounds) // 2] * 100:+.1f} % "
+                  f"({rounds[0] * 100:+.1f} to {rounds[-1] * 100:+.1f} %)") if rounds else ""
+        lines.append(f"  {_mode(off)}: median {cost * 100:+.1f} % (goal <= {METRICS_GOAL * 100:g} %: "
+                     f"{'met' if cost <= METRICS_GOAL else 'MISSED'}){spread}")
     return lines
+
+
+def _mode(result: Result) -> str:
+    return result.label.removeprefix("rtmbotd ")
+
+
+def _figure(fn: Callable[[Result], float | None], result: Result) -> float | None:
+    try:
+        value = fn(result)
+    except AttributeError:          # that phase has no figures (an error)
+        return None
+    return None if value is None or math.isnan(value) else value
+
+
+def _cost(base: float | None, value: float | None) -> str:
+    return f"{(value / base - 1) * 100:+.1f} %" if base and value is not None else "-"
 
 
 def versions_line(env: rtmbot_venv.RtmbotEnv | None, ours: rtmbotd_venv.RtmbotdEnv) -> list[str]:
@@ -461,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
            *machine_lines(), *(f"version: {line}" for line in versions_line(env, ours)),
            "setup:   each system on its own fake Slack (rtmbotd.testing.FakeSlack, in the benchmark",
            "         process, 127.0.0.1), all running side by side: started one by one, idle CPU read",
-           f"         for all in one window, latency in {plan.rounds} rounds taking turns, bursts one at a time;",
+           f"         for all in one window, latency in {plan.rounds} rounds taking turns, bursts one at a time",
+           "         (each system stopped after its own, so what it still does takes nothing from the next);",
            "         bot's own messages not echoed back, no rate limit anywhere",
            "         (rtmbotd: RATE_LIMIT: 0); plugin: bench/compare_plugin/repeat.py (RepeatPlugin, via",
            "         ACTIVE_PLUGINS) on python-rtmbot and rtmbotd; DMs to D1ALICE",

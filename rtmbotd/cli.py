@@ -111,7 +111,7 @@ def check_config(config: Config) -> int:
         raise ConfigError(problem)
     if config.metrics is not None:
         from rtmbotd.metrics.server import check_listen
-        check_listen(config.metrics)
+        check_listen(config.metrics, config.path)
     from rtmbotd.store import Store, StoreUnavailableError, StoreUnreachableError
     with tempfile.TemporaryDirectory(prefix="rtmbotd-check-") as scratch:
         try:   # never create a store just to check: a fresh install has none yet

@@ -25,6 +25,7 @@ from rtmbotd.runtime.host import PluginHost
 from rtmbotd.inbox import Inbox
 from rtmbotd.logsetup import Logging
 from rtmbotd.metrics import MetricsError, Recorder
+from rtmbotd.metrics.recorder import INTERNAL_ERROR
 from rtmbotd.metrics.server import MetricsServer
 from rtmbotd.notify import Notifier
 from rtmbotd.outbox import Outbox
@@ -119,7 +120,7 @@ class Daemon:
         self.inbox: Inbox | None = None
         self.connector = connector = Connector(self._post, self.outbox, clock, self.refresh_status, self.metrics)
         self.router = Router(self.outbox, self.directory, lambda user: connector.open_dm(user, DMOpened),
-                             dropped=lambda out: self.journal.dropped(out))
+                             dropped=self._output_dropped)
         # The one consumer dispatches by type; the connector's own items go straight to it.
         self._handlers: dict[type, Callable[[Any], None]] = {
             Signal: self.handle_signal, Built: self.handle_built, LinkFrame: self.handle_frame,
@@ -495,7 +496,12 @@ class Daemon:
                 self.router.route(out, now)
             except Exception:  # noqa: BLE001 - a bad output costs only itself
                 log.exception("plugin %s: output to %r dropped", out.plugin, out.target)
-                self.journal.dropped(out)
+                self._output_dropped(out, INTERNAL_ERROR)
+
+    def _output_dropped(self, out: Output, reason: str = INTERNAL_ERROR) -> None:
+        """An output given up for good before the outbox had it: forgotten, and counted once."""
+        self.journal.dropped(out)
+        self.metrics.message_failed(reason)
 
     def handle_worker_exited(self, item: WorkerExited) -> None:
         item.worker.exited = True

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from rtmbotd.metrics.recorder import DM_FAILED, UNKNOWN_TARGET
 from rtmbotd.slack.directory import Directory, NeedsDM, UnknownTarget
 from rtmbotd.outbox import Outbox
 
@@ -131,11 +132,11 @@ def parse_output(item: Any, plugin: str) -> Output | None:
 
 class Router:
     def __init__(self, outbox: Outbox, directory: Directory, open_dm: Callable[[str], None],
-                 dropped: Callable[[Output], None] | None = None) -> None:
+                 dropped: Callable[[Output, str], None] | None = None) -> None:
         self.outbox = outbox
         self.directory = directory
         self._open_dm = open_dm
-        self._dropped = dropped or (lambda out: None)
+        self._dropped = dropped or (lambda out, reason: None)     # given up for good, and why
         self._waiting_dm: dict[str, list[Output]] = defaultdict(list)
         self._waiting_listing: list[Output] = []
         self._dm_retry: dict[str, tuple[float, int]] = {}     # user -> (when to open again, failures)
@@ -152,7 +153,7 @@ class Router:
             where = self.directory.resolve(out.target)
         except UnknownTarget as exc:
             log.error("plugin %s: message to %r dropped: %s", out.plugin, out.target, exc)
-            self._dropped(out)
+            self._dropped(out, UNKNOWN_TARGET)
             return
         if isinstance(where, NeedsDM):
             first = where.user not in self._waiting_dm
@@ -182,7 +183,7 @@ class Router:
             for out in waiting:
                 log.error("plugin %s: message to %r dropped: cannot open a DM (%s)", out.plugin, out.target,
                           item.error)
-                self._dropped(out)
+                self._dropped(out, DM_FAILED)
             return
         self.directory.add_dm(item.user, item.channel)
         for out in waiting:

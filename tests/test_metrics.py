@@ -1,6 +1,8 @@
 """The metrics core: METRICS parsing, the recorder's hooks, the exposition server, the summary."""
+import os
 import socket
 import subprocess
+import threading
 import sys
 import urllib.error
 import urllib.request
@@ -169,7 +171,8 @@ def test_serve_moves_binding_first_and_keeps_the_old_address_on_failure(served):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = Address("127.0.0.1", taken.getsockname()[1])
-        with pytest.raises(MetricsError, match=f"^METRICS: cannot listen on {busy}: address already in use$"):
+        with pytest.raises(MetricsError, match=f"^METRICS: cannot listen on {busy}: address already in use by "
+                                               rf"this process \(pid {os.getpid()}\)$"):
             server.serve(busy, recorder)
     assert server.address == address
     assert "rtmbotd_build_info" in scrape(address)
@@ -186,6 +189,38 @@ def test_serve_to_another_host_on_the_same_port(served):
     server.serve(wildcard, recorder)
     assert server.address == wildcard
     assert "rtmbotd_build_info" in scrape(wildcard)
+
+
+@pytest.fixture
+def joins(monkeypatch):
+    """Thread joins made by this (the loop's) thread: the loop must never wait for the old server."""
+    made, join = [], threading.Thread.join
+
+    def recording(thread, timeout=None):
+        if threading.current_thread() is threading.main_thread():
+            made.append(thread.name)
+        return join(thread, timeout)
+    monkeypatch.setattr(threading.Thread, "join", recording)
+    return made
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "localhost"])
+def test_moving_to_another_host_on_the_same_port_never_waits_for_the_old_thread(served, joins, host):
+    recorder, server, address = served
+    for target in (Address(host, address.port), address):      # there and back
+        server.serve(target, recorder)
+        assert server.address == target and "rtmbotd_build_info" in scrape(target)
+    server.serve(Address("127.0.0.1", free_port()), recorder)  # another port
+    assert joins == []
+
+
+def test_same_port_move_that_fails_serves_the_old_address_again(served, joins):
+    recorder, server, address = served
+    with pytest.raises(MetricsError, match="no such address on this host"):
+        server.serve(Address("192.0.2.1", address.port), recorder)     # TEST-NET-1: never local
+    assert server.address == address
+    assert "rtmbotd_build_info" in scrape(address)
+    assert joins == []
 
 
 def test_serve_none_stops_listening(served):
@@ -205,18 +240,65 @@ def _refused(address):
     return False
 
 
-def test_check_listen_accepts_the_running_daemons_own_server(served):
+def test_check_listen_accepts_the_daemons_own_server(served, tmp_path):
     _recorder, _server, address = served
-    check_listen(address)        # what ExecReload's --check-config sees during a reload
+    check_listen(address, tmp_path / "rtmbot.conf")     # held by this very process
 
 
-def test_check_listen_refuses_a_port_held_by_something_else():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        address = Address("127.0.0.1", taken.getsockname()[1])
-        with pytest.raises(MetricsError, match="already in use"):
-            check_listen(address)
+def test_check_listen_refuses_a_port_held_by_another_process(tmp_path):
+    listener = subprocess.Popen([sys.executable, "-c", "import socket, sys, time\n"
+                                 "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+                                 "print(s.getsockname()[1], flush=True); time.sleep(120)"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        address = Address("127.0.0.1", int(listener.stdout.readline()))
+        with pytest.raises(MetricsError, match=rf"already in use by another process \(pid {listener.pid}: "):
+            check_listen(address, tmp_path / "rtmbot.conf")
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+@pytest.mark.parametrize("argv, args", [
+    (["/usr/bin/rtmbotd", "-c", "/etc/x.conf"], ["-c", "/etc/x.conf"]),
+    (["/venv/bin/python", "/venv/bin/rtmbotd", "--config=x.conf"], ["--config=x.conf"]),
+    (["python3", "-m", "rtmbotd", "-c", "x.conf", ""], ["-c", "x.conf"]),
+    (["python3", "-m", "http.server"], None),
+    (["nginx: master process"], None),
+])
+def test_rtmbotd_command_lines_recognised(argv, args):
+    from rtmbotd.metrics.holder import _rtmbotd_args
+    assert _rtmbotd_args(argv) == args
+
+
+def test_the_daemon_of_a_config_is_found_by_its_config_file_or_mainpid(tmp_path, monkeypatch):
+    from rtmbotd.metrics.holder import config_of, is_daemon_of
+    conf = tmp_path / "rtmbot.conf"
+    conf.write_text("SLACK_TOKEN: xoxb-1\n")
+    monkeypatch.delenv("MAINPID", raising=False)
+    fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "rtmbotd", "-c", "rtmbot.conf"],
+                            cwd=tmp_path)
+    try:
+        assert config_of(fake.pid) is None          # "rtmbotd" is not its program
+    finally:
+        fake.kill()
+        fake.wait()
+    script = tmp_path / "rtmbotd"
+    script.write_text("import time; time.sleep(120)\n")
+    daemon = subprocess.Popen([sys.executable, str(script), "-c", "rtmbot.conf"], cwd=tmp_path)
+    try:
+        wait_for = __import__("rtmbotd.testing.waiting", fromlist=["wait_until"]).wait_until
+        wait_for(lambda: config_of(daemon.pid) is not None, 30, "its command line")
+        assert config_of(daemon.pid) == conf.resolve()
+        assert is_daemon_of(daemon.pid, conf)
+        assert not is_daemon_of(daemon.pid, tmp_path / "other.conf")
+        monkeypatch.setenv("MAINPID", str(daemon.pid))     # systemd's ExecReload
+        assert is_daemon_of(daemon.pid, tmp_path / "other.conf")
+        monkeypatch.setenv("MAINPID", "1")
+        assert not is_daemon_of(daemon.pid, conf)         # the same config, but not the unit's daemon
+    finally:
+        daemon.kill()
+        daemon.wait()
 
 
 def test_summary_of_a_scrape(served):
@@ -246,27 +328,36 @@ def test_summary_says_the_last_reload_was_rejected(served):
     assert "generation: 2; reloads: 1 ok, 1 rejected\n" in summarize(scrape(address))
 
 
-def test_plugin_calls_counted_by_outcome_on_the_plugins_thread():
+def _unit(name, **attrs):
     import types
+
+    from rtmbotd.runtime.loader import Unit
+    return Unit(name, name, types.SimpleNamespace(outputs=[], crontable=[], **attrs), False)
+
+
+def _host(units, recorder, report=lambda item: None):
+    import time
     from pathlib import Path
 
     from rtmbotd.runtime.host import PluginHost
-    from rtmbotd.runtime.loader import LoadedPlugin, PluginSet, Unit
+    from rtmbotd.runtime.loader import LoadedPlugin, PluginSet
+    host = PluginHost(report, clock=time.monotonic, recorder=recorder)
+    host.swap(PluginSet(1, {"p": LoadedPlugin("p", Path("."), "", (), "", units, [])}, {}))
+    return host
+
+
+def test_plugin_calls_counted_by_outcome_on_the_plugins_thread():
     from rtmbotd.testing.waiting import wait_until
 
     recorder = Recorder()
     registry = recorder.enable("test").registry
 
-    def unit(name, **attrs):
-        return Unit(name, name, types.SimpleNamespace(outputs=[], crontable=[], **attrs), False)
-
     def boom(data):
         raise RuntimeError("boom")
 
-    host = PluginHost(lambda item: None, clock=__import__("time").monotonic, recorder=recorder)
-    units = [unit("good", process_message=lambda data: None), unit("bad", process_message=boom),
-             unit("bad_catch_all", catch_all=boom)]
-    host.swap(PluginSet(1, {"p": LoadedPlugin("p", Path("."), "", (), "", units, [])}, {}))
+    units = [_unit("good", process_message=lambda data: None), _unit("bad", process_message=boom),
+             _unit("bad_catch_all", catch_all=boom)]
+    host = _host(units, recorder)
     for _ in range(3):
         host.dispatch("message", {"type": "message", "text": "hi"})
     units[0].target.outputs.append(["C1", "from a thread"])
@@ -279,6 +370,46 @@ def test_plugin_calls_counted_by_outcome_on_the_plugins_thread():
     wait_until(lambda: not units[0].target.outputs, 10, "the sweep to run")
     assert calls("good", "error") == 0 and calls("bad", "ok") == 0
     assert registry.get_sample_value("rtmbotd_plugin_call_duration_seconds_count", {"plugin": "good"}) == 3
+    host.stop()
+
+
+def test_a_failing_metrics_hook_costs_neither_the_worker_nor_its_reports():
+    from rtmbotd.runtime.worker import PluginReport, WorkerExited
+    from rtmbotd.testing.waiting import wait_until
+
+    class Broken(Recorder):
+        def plugin_call(self, plugin, seconds, ok):
+            raise RuntimeError("hook broke")
+
+        message_failed = plugin_call
+
+    reports = []
+    unit = _unit("echo")
+    unit.target.process_message = lambda data: unit.target.outputs.extend([["C1", data["text"]], ["C1"]])
+    host = _host([unit], Broken(), reports.append)
+    worker = host.workers[0]
+    for text in ("one", "two"):
+        host.dispatch("message", {"type": "message", "text": text})
+    wait_until(lambda: [o.text for r in reports if isinstance(r, PluginReport) for o in r.outputs] == ["one", "two"],
+               10, "both calls' outputs reported")
+    wait_until(lambda: worker.backlog == 0 and worker.busy_since is None, 10, "both calls finished")
+    host.stop()
+    wait_until(lambda: any(isinstance(r, WorkerExited) for r in reports), 10, "the worker to exit")
+
+
+def test_bad_outputs_are_counted_as_failed():
+    from rtmbotd.testing.waiting import wait_until
+
+    recorder = Recorder()
+    registry = recorder.enable("test").registry
+    unit = _unit("bad")
+    unit.target.process_message = lambda data: unit.target.outputs.extend([["C1"], {"text": "no channel"},
+                                                                            ["C1", "fine"], object()])
+    host = _host([unit], recorder)
+    host.dispatch("message", {"type": "message", "text": "hi"})
+    wait_until(lambda: registry.get_sample_value("rtmbotd_plugin_calls_total", {"plugin": "bad", "outcome": "ok"})
+               == 1, 10, "the call counted")
+    assert registry.get_sample_value("rtmbotd_messages_failed_total", {"reason": "bad_output"}) == 3
     host.stop()
 
 
@@ -313,15 +444,46 @@ def test_store_operations_timed_once_each_and_database_errors_counted(tmp_path):
 
 def test_distinct_values_from_slack_are_capped():
     from rtmbotd.metrics.live import MAX_LABEL_VALUES
+    from rtmbotd.metrics.recorder import DROP_REASONS
     recorder = Recorder()
     registry = recorder.enable("test").registry
     for i in range(MAX_LABEL_VALUES + 50):
         recorder.event_received(f"type_{i}")
         recorder.message_failed(f"error_{i}")
-    for name in ("rtmbotd_events_received_total", "rtmbotd_messages_failed_total"):
+    for name, ours in (("rtmbotd_events_received_total", 0), ("rtmbotd_messages_failed_total", len(DROP_REASONS))):
         values = [s for m in registry.collect() for s in m.samples if s.name == name]
         assert len(values) == MAX_LABEL_VALUES + 1                  # and "other"
         assert sum(s.value for s in values) == MAX_LABEL_VALUES + 50
-        assert [s.value for s in values if "other" in s.labels.values()] == [50]
+        assert [s.value for s in values if "other" in s.labels.values()] == [50 + ours]   # ours hold places
     recorder.event_received("type_0")                               # a known one still counts as itself
     assert registry.get_sample_value("rtmbotd_events_received_total", {"type": "type_0"}) == 2
+
+
+def test_the_link_metrics_stay_true_at_a_rejected_token_and_at_the_stop():
+    """A token Slack rejects replaces the live link ('error'); a stopped connector has no link."""
+    import asyncio
+
+    from rtmbotd.slack.connector import SendResult
+    from rtmbotd.slack.web import WebError
+    from tests.test_connector import connected_rtm
+
+    async def scenario():
+        recorder = Recorder()
+        registry = recorder.enable("test").registry
+        conn, box, _link, _posts = connected_rtm()
+        conn.recorder = recorder
+        recorder.connected(True)                  # as on_hello said
+        box.enqueue("C1", "with blocks", "p", 0.0, {"blocks": [{"type": "divider"}]})    # by the Web API
+        (msg, _), = box.ready(0.0, socket=True, web=True)
+        conn.handle_sent(SendResult(msg, WebError("chat.postMessage", "token_revoked", status=200)))
+        assert registry.get_sample_value("rtmbotd_reconnects_total", {"reason": "error"}) == 1
+        assert registry.get_sample_value("rtmbotd_connected") == 0
+        again, _box, second, _posts = connected_rtm()
+        again.recorder = recorder
+        recorder.connected(True)
+        await again.close()
+        assert registry.get_sample_value("rtmbotd_connected") == 0
+        for task in list(conn._tasks):
+            task.cancel()
+        await asyncio.gather(*conn._tasks, return_exceptions=True)
+    asyncio.run(scenario())

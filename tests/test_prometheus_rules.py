@@ -27,7 +27,7 @@ def promtool() -> str:
 def test_promtool_check_rules(promtool):
     result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 5 rules found" in result.stdout
+    assert "SUCCESS: 7 rules found" in result.stdout
 
 
 def test_promtool_test_rules(promtool):
@@ -47,6 +47,8 @@ def test_rules_use_only_metrics_the_daemon_exports():
     exported = set(re.findall(r"^(rtmbotd_\w+)", generate_latest(live.registry).decode(), re.M))
     rules = yaml.safe_load(RULES.read_text())["groups"][0]["rules"]
     used = {name for rule in rules for name in re.findall(r"rtmbotd_\w+", rule["expr"])}
+    assert {re.search(r'job=~"([^"]+)"', r["expr"]).group(1) for r in rules if "up{" in r["expr"]} == {"rtmbotd.*"}
     assert used and used <= exported, used - exported
     assert {r["alert"] for r in rules} == {"RtmbotdDisconnected", "RtmbotdPluginErrors", "RtmbotdOutboxGrowing",
-                                          "RtmbotdReloadRejected", "RtmbotdNoClusterLeader"}
+                                          "RtmbotdReloadRejected", "RtmbotdNoClusterLeader", "RtmbotdDown",
+                                          "RtmbotdNotScraped"}

@@ -63,7 +63,8 @@ def bind_failed(address: Address, exc: OSError) -> MetricsError:
     if exc.errno == errno.EACCES and address.port < 1024:
         why = "permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE; choose 1024 or above)"
     elif exc.errno == errno.EADDRINUSE:
-        why = "address already in use"
+        from rtmbotd.metrics.holder import who_holds
+        why = f"address already in use by {who_holds(address.port)}"
     elif exc.errno == errno.EADDRNOTAVAIL:
         why = "no such address on this host"
     elif isinstance(exc, socket.gaierror):

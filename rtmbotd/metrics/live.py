@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 from prometheus_client import (CollectorRegistry, Counter, GCCollector, Gauge, Histogram,
                                PlatformCollector, ProcessCollector)
 
-from rtmbotd.metrics.recorder import label
+from rtmbotd.metrics.recorder import DROP_REASONS, label
 
 RECONNECT_REASONS = ("drop", "goodbye", "disconnect", "error")
 CALL_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
@@ -42,7 +42,8 @@ class LiveMetrics:
         self._busy = Gauge("rtmbotd_plugin_busy", "Plugin calls running longer than PLUGIN_TIMEOUT now",
                            ["plugin"], registry=reg)
         self._sent = Counter("rtmbotd_messages_sent", "Messages Slack accepted", registry=reg)
-        self._failed = Counter("rtmbotd_messages_failed", "Messages dropped for good, by Slack's error code",
+        self._failed = Counter("rtmbotd_messages_failed",
+                               "Messages given up for good, by why: rtmbotd's reason or Slack's error code",
                                ["reason"], registry=reg)
         self._queued = Gauge("rtmbotd_outbox_queued", "Messages waiting to be sent", registry=reg)
         self._wait = Histogram("rtmbotd_outbox_wait_seconds", "Time from queued to sent", buckets=WAIT_BUCKETS,
@@ -53,7 +54,8 @@ class LiveMetrics:
                                   "0 while the last reload was rejected (the old generation runs), else 1",
                                   registry=reg)
         self._last_reload.set(1)
-        self._store_ops = Counter("rtmbotd_store_operations", "Plugin store reads and writes, by outcome",
+        self._store_ops = Counter("rtmbotd_store_operations",
+                                  "Store reads and writes (plugin keys, outbox rows), by outcome",
                                   ["outcome"], registry=reg)
         self._store_seconds = Histogram("rtmbotd_store_operation_seconds", "How long store operations took",
                                         buckets=STORE_BUCKETS, registry=reg)
@@ -70,7 +72,8 @@ class LiveMetrics:
         # Children by raw value: a hook is a dict look-up and an inc, not label checks and
         # .labels()'s lock on every event (it runs on the latency path).
         self._event_children: dict[str, Counter] = {}
-        self._failed_children: dict[str, Counter] = {}
+        # rtmbotd's own reasons at 0 from the start (they count against the cap too)
+        self._failed_children: dict[str, Counter] = {r: self._failed.labels(r) for r in DROP_REASONS}
         self._plugin_children: dict[str, tuple] = {}
 
     def connected(self, up: bool) -> None:

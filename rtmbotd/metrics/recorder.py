@@ -13,6 +13,14 @@ from typing import Any, Callable, Iterable
 LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 LABEL_MAX = 64
 
+# rtmbotd_messages_failed_total{reason} for outputs given up before Slack saw them; the
+# other reasons are Slack's own error codes for what it refused.
+BAD_OUTPUT = "bad_output"              # not [channel, text] / a dict with channel and text, not plain JSON
+UNKNOWN_TARGET = "unknown_target"      # a #name or @user no listing knows
+DM_FAILED = "dm_failed"                # conversations.open refused for good
+INTERNAL_ERROR = "internal_error"      # a bug of rtmbotd's while routing it
+DROP_REASONS = (BAD_OUTPUT, UNKNOWN_TARGET, DM_FAILED, INTERNAL_ERROR)
+
 
 def label(value: Any, other: str = "other") -> str:
     """A label value safe to export: short and made of Slack-name characters, else `other`."""
@@ -52,7 +60,7 @@ class Recorder:
         """Slack accepted a message that waited `waited` seconds in the outbox."""
 
     def message_failed(self, reason: str) -> None:
-        """A message was dropped for good (Slack's error code as `reason`)."""
+        """A message was dropped for good: one of DROP_REASONS, or Slack's error code."""
 
     def outbox_queued(self, count: Callable[[], int]) -> None:
         """Messages waiting to go out now: `count()`, called only while metrics are on (the

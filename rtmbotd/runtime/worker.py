@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
 from rtmbotd.metrics import Recorder
+from rtmbotd.metrics.recorder import BAD_OUTPUT
 from rtmbotd.router import Output, parse_output
 from rtmbotd.runtime.loader import Unit
 
@@ -105,7 +106,7 @@ class Worker:
                 self._flush(job_key)       # still busy: reading its outputs may block too
             finally:
                 if job_key is not None or fn is run_event:     # a callback or job, not an outputs sweep
-                    self._recorder.plugin_call(unit.name, took, ok)   # after its outputs went to the loop
+                    self._tell_metrics("plugin_call", unit.name, took, ok)   # after its outputs went to the loop
                 self.busy_since = None
                 self.stuck_reported = False
                 self._finished += 1
@@ -120,8 +121,18 @@ class Worker:
             log.exception("plugin %s: reading outputs/crontable failed", self.unit.name)
             items, jobs = [], []
         outputs = [out for out in map(self._parse, items) if out is not None]
+        for _ in range(len(items) - len(outputs)):
+            self._tell_metrics("message_failed", BAD_OUTPUT)
         if outputs or jobs or job_key is not None:
             self._report(PluginReport(self, outputs, jobs, job_key))
+
+    def _tell_metrics(self, hook: str, *args: Any) -> None:
+        """A metrics hook, guarded: a failing hook must not end this thread (and with it the
+        unit's calls, its book-keeping and the WorkerExited the stop waits for)."""
+        try:
+            getattr(self._recorder, hook)(*args)
+        except Exception:  # noqa: BLE001
+            log.exception("metrics: %s for plugin %s failed", hook, self.unit.name)
 
     def _parse(self, item: Any) -> Output | None:
         """One output as plain data, here on the plugin's thread; a bad one costs only itself."""

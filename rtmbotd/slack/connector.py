@@ -219,6 +219,8 @@ class Connector:
             return                                   # another send of the same token: said already
         self._rejected_epoch = self.epoch
         self._need_auth = True
+        if self.link is not None:
+            self.recorder.reconnect("error")          # the live link goes, to be tried again
         self._retire_current()
         delay = max(self.backoff.next_delay(), AUTH_RETRY)
         self._say_token_rejected(str(error), delay)
@@ -459,6 +461,8 @@ class Connector:
         self.stopping = True
         self.retry_at = None
         links = [lk for lk in (self.link, self.pending) if lk is not None]
+        if self.link is not None:
+            self.recorder.connected(False)     # scraped until the very end of the stop
         self.link = self.pending = None
         await asyncio.gather(*(lk.close(1000, "rtmbotd stopping") for lk in links), return_exceptions=True)
         for task in list(self._tasks):

@@ -100,6 +100,19 @@ def test_reload_moves_the_metrics_address(metrics_bot):
     assert old != new
 
 
+def test_reload_to_another_host_on_the_same_port(metrics_bot):
+    """The old socket leaves LISTEN before the new bind, so the port moves within one reload."""
+    bot = metrics_bot(plugins={"a": OK_PLUGIN}).start()
+    for n, host in enumerate(("0.0.0.0", "127.0.0.1"), start=2):        # there and back
+        bot.settings["METRICS"] = f"{host}:{bot.metrics.port}"
+        bot.write_config()
+        bot.signal(signal.SIGHUP)
+        bot.wait_log(rf"reloaded: generation {n}", timeout=30)
+        assert "rtmbotd_build_info" in scrape(Address(host, bot.metrics.port))
+        assert listening_ports(bot.proc.pid) == {bot.metrics.port}
+    assert "reload rejected" not in bot.log()
+
+
 def test_metrics_turned_on_by_a_reload_see_the_link_already_up(make_bot):
     bot = make_bot(plugins={"a": OK_PLUGIN}).start()
     address = Address("127.0.0.1", free_port())
@@ -180,6 +193,25 @@ def test_metrics_port_in_use(tmp_path, command):
         taken.listen()
         conf = _config(tmp_path, f"127.0.0.1:{taken.getsockname()[1]}")
         _one_line_naming_metrics(run_cli("-c", str(conf), *command), "address already in use")
+
+
+def test_a_second_rtmbotd_on_the_same_metrics_port_is_refused(metrics_bot, tmp_path):
+    """Only the daemon of this config holding the port is fine (a reload's --check-config);
+    a second rtmbotd is 'another process', at --check-config and at start."""
+    bot = metrics_bot(plugins={"a": OK_PLUGIN}).start()
+    for env in (clean_env(), clean_env(MAINPID=str(bot.proc.pid))):     # by its config file; by systemd's MAINPID
+        result = run_cli("-c", str(bot.conf), "--check-config", env=env)
+        assert result.returncode == 0, result
+    second = tmp_path / "second"
+    second.mkdir()
+    conf = _config(second, str(bot.metrics))
+    for command in (["--check-config"], []):
+        _one_line_naming_metrics(run_cli("-c", str(conf), *command),
+                                 f"address already in use by another process (pid {bot.proc.pid}: rtmbotd ")
+    # the same config file, but not the unit's main process: a manual second start, say
+    _one_line_naming_metrics(run_cli("-c", str(bot.conf), "--check-config", env=clean_env(MAINPID="1")),
+                             "address already in use by another process")
+    assert "rtmbotd_build_info" in scrape(bot.metrics)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="needs root to run as nobody")
@@ -393,6 +425,35 @@ def test_a_message_slack_refuses_is_counted_by_reason(metrics_bot):
     wait_value(bot.metrics, "rtmbotd_messages_failed_total", 1, reason="channel_not_found")
     assert bot.say("kept") == ["echo kept"]
     wait_value(bot.metrics, "rtmbotd_messages_sent_total", 1)     # once chat.postMessage answered
+
+
+DROPS = """
+outputs = []
+
+def process_message(data):
+    if data.get("text") == "drops":
+        outputs.append(["#no-such-channel", "lost: unknown name"])
+        outputs.append(["U9NOBODY", "lost: no such user to open a DM with"])
+        outputs.append(["C1GENERAL"])
+        outputs.append({"channel": "C1GENERAL", "text": float("nan")})
+    outputs.append([data["channel"], "done " + data["text"]])
+"""
+
+
+@pytest.mark.parametrize("mode", ["rtm", "socket_mode"])
+def test_outputs_the_router_gives_up_are_counted_once_by_reason(metrics_bot, mode):
+    bot = metrics_bot(mode=mode, plugins={"drops": DROPS}).start()
+    bot.fake.configure(echo_own_messages=False)
+    m = bot.metrics
+    assert value(m, "rtmbotd_messages_failed_total", reason="unknown_target") == 0     # there from the start
+    assert bot.say("drops") == ["done drops"]
+    wait_value(m, "rtmbotd_messages_failed_total", 1, reason="unknown_target")
+    wait_value(m, "rtmbotd_messages_failed_total", 1, reason="dm_failed")
+    wait_value(m, "rtmbotd_messages_failed_total", 2, reason="bad_output")
+    assert bot.say("more") == ["done more"]
+    wait_value(m, "rtmbotd_messages_sent_total", 2)
+    assert value(m, "rtmbotd_messages_failed_total") == 4              # each once, nothing else
+    assert [msg["text"] for msg in bot.fake.sent_messages()] == ["done drops", "done more"]
 
 
 def test_status_summarises_the_running_daemon(metrics_bot):
