@@ -133,3 +133,24 @@ def test_host_names_jobs_by_plugin_and_function_and_runs_cron_jobs_by_the_wall_c
     wait_until(lambda: sorted(ran) == ["a", "b"], 10, "both cron jobs to run")
     assert host.scheduler.last_runs() == {"todo/tick": 1_800_000_000.0, "todo/tick#2": 1_800_000_000.0}
     host.stop()
+
+
+class JobsRaise:
+    """A class plugin whose `jobs` property has broken, with outputs waiting."""
+
+    def __init__(self):
+        self.outputs = [["C1", "still sent"]]
+
+    @property
+    def jobs(self):
+        raise RuntimeError("jobs property")
+
+
+def test_a_broken_jobs_list_does_not_cost_the_calls_outputs(caplog):
+    reports = queue.SimpleQueue()
+    worker = Worker(Unit("odd", "odd", JobsRaise(), True), reports.put).start()
+    report = reports.get(timeout=10)       # its first flush, before any call
+    assert isinstance(report, PluginReport)
+    assert [(o.target, o.text) for o in report.outputs] == [("C1", "still sent")]
+    assert "plugin odd: reading its crontable/jobs failed" in caplog.text
+    worker.stop()

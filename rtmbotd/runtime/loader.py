@@ -71,10 +71,7 @@ class Unit:
                 if id(job) in self._jobs_seen:
                     continue
                 self._jobs_seen.add(id(job))
-                try:
-                    found.append(self._class_job(job))
-                except CrontableError as exc:
-                    log.error("plugin %s: %s; dropped", self.name, exc)
+                self._take(found, self._class_job, job)
             return found
         table = getattr(self.target, "crontable", None)
         if not isinstance(table, list) or not table:
@@ -82,11 +79,18 @@ class Unit:
         entries = table[:]
         del table[: len(entries)]
         for entry in entries:
-            try:
-                found.append(self._crontable_entry(entry))
-            except CrontableError as exc:
-                log.error("plugin %s: %s; dropped", self.name, exc)
+            self._take(found, self._crontable_entry, entry)
         return found
+
+    def _take(self, found: list, read: Callable[[Any], Any], item: Any) -> None:
+        """Append `read(item)` to `found`; a bad entry is logged and dropped alone (what
+        else it raises, e.g. a property of a Job, must not cost the call's outputs and jobs)."""
+        try:
+            found.append(read(item))
+        except CrontableError as exc:
+            log.error("plugin %s: %s; dropped", self.name, exc)
+        except Exception:  # noqa: BLE001 - the plugin's object, not ours
+            log.exception("plugin %s: reading a timed job raised; dropped", self.name)
 
     def check_jobs(self) -> None:
         """At load: raise CrontableError for the first bad entry of `crontable` or `jobs`
@@ -145,8 +149,13 @@ def _schedule(when: Any, what: str) -> float | CronSchedule:
             return cron.parse(when)
         except cron.CronSyntaxError as exc:
             raise CrontableError(f"{what}: {exc}") from None
-    if _positive(when) and math.isfinite(when):
-        return float(when)
+    if _positive(when):
+        try:
+            seconds = float(when)
+        except OverflowError:       # an int past float's range (10**400)
+            seconds = math.inf
+        if math.isfinite(seconds):
+            return seconds
     raise CrontableError(f"{what}: {when!r} is neither a positive number of seconds nor a cron expression")
 
 
