@@ -60,3 +60,14 @@ def test_system_zone_follows_tz(monkeypatch):
     assert str(cron.system_zone()) == "America/New_York"
     monkeypatch.setenv("TZ", "Nowhere/Special")
     assert cron.system_zone() is not None       # falls back to /etc/localtime or UTC
+
+
+@pytest.mark.parametrize("text", ["0 0 L * *", "0 9 15W * *", "0 0 LW * *", "0 9 * * 5#2", "0 9 * * 5L", "0 0 l * *"])
+def test_cronsim_extensions_debian_cron_lacks_are_refused(text):
+    with pytest.raises(CronSyntaxError, match="L, W and # are not standard cron"):
+        parse(text)
+
+
+def test_names_holding_l_and_w_are_still_names():
+    assert parse("0 9 * JUL WED").fields == "0 9 * JUL WED"
+    assert parse("0 9 * jul-dec/2 wed,sun").fields == "0 9 * jul-dec/2 wed,sun"

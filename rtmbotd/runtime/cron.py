@@ -70,9 +70,15 @@ def parse(text: object) -> CronSchedule:
         if fields.lower() not in NICKNAMES:
             raise CronSyntaxError(f"cron expression {text!r}: unknown name (known: {', '.join(NICKNAMES)})")
         fields = NICKNAMES[fields.lower()]
-    count = len(fields.split())
-    if count != 5:
-        raise CronSyntaxError(f"cron expression {text!r}: has {count} field(s), needs 5 ({FIELDS})")
+    parts = fields.split()
+    if len(parts) != 5:
+        raise CronSyntaxError(f"cron expression {text!r}: has {len(parts)} field(s), needs 5 ({FIELDS})")
+    # cronsim also reads Quartz's L, W and # (last day, nearest weekday, nth weekday);
+    # Debian cron does not, and a crontable should mean what it means in a crontab.
+    day, weekday = parts[2].upper(), parts[4].upper()
+    if "L" in day or "W" in day or "#" in weekday or "L" in weekday:
+        raise CronSyntaxError(f"cron expression {text!r}: L, W and # are not standard cron "
+                              f"(Debian cron has no 'last day' or 'nth weekday')")
     try:
         # An early moment: cronsim checks the fields as it reads them, and a day that
         # never comes (Feb 30) shows as no next time within its 50 years.
