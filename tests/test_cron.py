@@ -71,3 +71,8 @@ def test_cronsim_extensions_debian_cron_lacks_are_refused(text):
 def test_names_holding_l_and_w_are_still_names():
     assert parse("0 9 * JUL WED").fields == "0 9 * JUL WED"
     assert parse("0 9 * jul-dec/2 wed,sun").fields == "0 9 * jul-dec/2 wed,sun"
+
+
+def test_system_zone_from_localtime_is_the_same_zone_at_every_load(monkeypatch):
+    monkeypatch.delenv("TZ", raising=False)
+    assert cron.system_zone() == cron.system_zone()     # else each reload plans every cron job again

@@ -7,6 +7,8 @@ crontab(5) @-names) and the zone; parsing and stepping through time are cronsim'
 """
 from __future__ import annotations
 
+import functools
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -112,6 +114,13 @@ def system_zone() -> tzinfo:
             log.warning("TZ=%s is no known time zone; using %s", name, _LOCALTIME)
     try:
         with open(_LOCALTIME, "rb") as file:
-            return ZoneInfo.from_file(file, key="localtime")
+            return _zone_from(file.read())
     except (OSError, ValueError):
         return timezone.utc
+
+
+@functools.lru_cache(maxsize=4)
+def _zone_from(data: bytes) -> tzinfo:
+    """One zone object per /etc/localtime content: zones compare by identity, and a
+    reload that finds the same zone must not plan every cron job again."""
+    return ZoneInfo.from_file(io.BytesIO(data), key="localtime")

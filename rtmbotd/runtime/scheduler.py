@@ -106,7 +106,9 @@ class Scheduler:
         self._zone = zone
         wall = self._wall()
         for entry in self._entries.values():
-            if entry.cron is not None:
+            # A time that has come but not yet run (a resume() catch-up, a wake shared
+            # with this reload) runs still; the plan after it is made in the new zone.
+            if entry.cron is not None and not (entry.slot is not None and entry.slot <= wall):
                 self._plan(entry, wall, wall, now)
 
     def remove_where(self, predicate: Callable[[Hashable], bool]) -> int:
