@@ -76,3 +76,12 @@ def test_names_holding_l_and_w_are_still_names():
 def test_system_zone_from_localtime_is_the_same_zone_at_every_load(monkeypatch):
     monkeypatch.delenv("TZ", raising=False)
     assert cron.system_zone() == cron.system_zone()     # else each reload plans every cron job again
+
+
+def test_a_huge_list_is_refused_by_its_length_and_shown_cut_short():
+    every_minute = ",".join(str(i) for i in range(60))
+    assert parse(f"{every_minute} {','.join(map(str, range(24)))} * * *")      # every value listed: fine
+    huge = ",".join([every_minute] * 100) + " * * * *"                         # cronsim: ~6 ms per next time, on the loop
+    with pytest.raises(CronSyntaxError, match=r"17007 characters, at most 1000") as info:
+        parse(huge)
+    assert len(str(info.value)) < 200

@@ -108,18 +108,18 @@ class Unit:
         try:
             when, fname = entry
         except (TypeError, ValueError):
-            raise CrontableError(f"crontable entry {entry!r} must be [seconds or \"cron expression\", "
+            raise CrontableError(f"crontable entry {cron.shown(entry)} must be [seconds or \"cron expression\", "
                                  f"\"function_name\"]") from None
         fn = getattr(self.target, fname, None) if isinstance(fname, str) else None
         if not callable(fn):
-            raise CrontableError(f"crontable entry {entry!r}: {fname!r} is not the name of a function of the plugin")
-        return _schedule(when, f"crontable entry {entry!r}"), fn, fname
+            raise CrontableError(f"crontable entry {cron.shown(entry)}: {cron.shown(fname)} is not the name of a function of the plugin")
+        return _schedule(when, f"crontable entry {cron.shown(entry)}"), fn, fname
 
     def _class_job(self, job: Any) -> tuple[float | CronSchedule, Callable[[], None], str]:
         if not callable(getattr(job, "run", None)):
             raise CrontableError(f"job {type(job).__name__} has no run() method")
         when = getattr(job, "interval", None)
-        return _schedule(when, f"job {type(job).__name__}({when!r})"), self._job_runner(job), type(job).__name__
+        return _schedule(when, f"job {type(job).__name__}({cron.shown(when)})"), self._job_runner(job), type(job).__name__
 
     def _job_runner(self, job: Any) -> Callable[[], None]:
         import time
@@ -156,7 +156,7 @@ def _schedule(when: Any, what: str) -> float | CronSchedule:
             seconds = math.inf
         if math.isfinite(seconds):
             return seconds
-    raise CrontableError(f"{what}: {when!r} is neither a positive number of seconds nor a cron expression")
+    raise CrontableError(f"{what}: {cron.shown(when)} is neither a positive number of seconds nor a cron expression")
 
 
 @dataclass
