@@ -43,8 +43,9 @@ class Scheduler:
     skipped, not piled up), and deadlines do not drift.
 
     Every job has a stable `name`, the same on every node running the same plugins:
-    the caller's base name (`"<plugin>/<function or Job class>"`) with `#2`, `#3`...
-    for repeats in the order they were added.
+    the caller's base name (`"<unit>/<function or Job class>"`: one unit's jobs come from
+    one thread, in order, where several units' would race) with `#2`, `#3`... for
+    repeats in the order they were added.
     """
 
     def __init__(self, clock: Callable[[], float], wall: Callable[[], float] = time.time,
