@@ -8,7 +8,6 @@ process paused by SIGSTOP, only makes it earlier). Pure: tests pass times in.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 
 def valid_until(sent: float, remaining: float | None) -> float:
@@ -17,17 +16,3 @@ def valid_until(sent: float, remaining: float | None) -> float:
         return sent
     return sent + remaining
 
-
-@dataclass(frozen=True)
-class Lease:
-    """What the last lease round said: held by us (with `epoch`) or not, valid until `until`."""
-
-    held: bool
-    epoch: int
-    until: float
-
-    def valid(self, now: float) -> bool:
-        return self.held and now < self.until
-
-
-NO_LEASE = Lease(False, 0, 0.0)

@@ -1,0 +1,157 @@
+"""The cluster core below the process: fencing on an injected clock, the lease and name
+lock on a real PostgreSQL (the cluster tests' own server, see tests/e2e/cluster_harness.py),
+the scheduler carrying on another node's job runs."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from rtmbotd.cluster import registry
+from rtmbotd.cluster.coordinator import ClusterState, Coordinator, DuplicateNodeError, JobRuns, make_engine
+from rtmbotd.cluster.fencing import valid_until
+from rtmbotd.cluster.registry import NodeInfo
+from rtmbotd.cluster.timing import LEASE_TTL, NODE_TTL
+from rtmbotd.runtime.scheduler import Scheduler
+from rtmbotd.store import Store
+from rtmbotd.store.url import resolve_url
+from tests.e2e.cluster_harness import PgServer
+
+
+# -- fencing: pure, on an injected clock --------------------------------------------------------------
+
+
+def test_a_belief_lapses_at_send_time_plus_what_the_server_granted():
+    assert valid_until(100.0, 6.0) == 106.0
+    assert valid_until(100.0, None) == 100.0 and valid_until(100.0, -1.0) == 100.0
+
+
+def test_a_leader_leads_only_inside_its_lease_and_its_own_heartbeat():
+    state = ClusterState("leader", "n1", 3, lease_until=106.0, node_until=105.0)
+    assert state.leading(104.9)
+    assert not state.leading(105.0)          # nobody could call us dead before: past it, someone may
+    state = ClusterState("leader", "n1", 3, lease_until=104.0, node_until=110.0)
+    assert not state.leading(104.0)          # a process resumed after SIGSTOP: the lease is gone
+    assert not ClusterState("follower", "n2", 3, 200.0, 200.0).leading(100.0)
+
+
+def test_a_job_runs_only_on_a_valid_lease_and_its_outputs_need_the_same_epoch():
+    from rtmbotd.cluster.node import ClusterNode
+    node = ClusterNode.__new__(ClusterNode)
+
+    class Daemon:
+        cluster_state = ClusterState("leader", "n1", 7, lease_until=106.0, node_until=106.0)
+    node.daemon = Daemon()
+    assert node.jobs_gate(105.0) == 7
+    assert node.jobs_gate(106.5) is None
+    assert not node.job_fenced(7, 105.0)
+    assert node.job_fenced(7, 106.5)          # ran under a lease that lapsed
+    Daemon.cluster_state = ClusterState("leader", "n1", 8, lease_until=120.0, node_until=120.0)
+    assert node.job_fenced(7, 110.0)          # ran under epoch 7; the lease is another holding now
+    assert not node.job_fenced(None, 110.0)   # not a job
+
+
+def test_the_scheduler_carries_on_the_cluster_schedule():
+    now = [1000.0]
+    s = Scheduler(lambda: now[0])
+    s.add("a", 60, "A", name="p/every_minute")
+    s.add("b", 10, "B", name="p/often")
+    s.resume({"p/every_minute": 990.0, "p/often": 900.0}, 1000.0)
+    assert [e.key for e in s.due(1000.0)] == ["b"]       # overdue: now, once
+    assert [e.key for e in s.due(1049.9)] == []
+    assert [e.key for e in s.due(1050.0)] == ["a"]       # 60 s after it last ran elsewhere
+    s.add("c", 30, "C", name="q/late")                    # added after the resume: carries on too
+    s.resume({"q/late": 1040.0}, 1050.0)
+    assert s.next_deadline() <= 1070.0
+
+
+# -- on PostgreSQL ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg():
+    return PgServer.from_env()
+
+
+@pytest.fixture
+def url(pg):
+    u = pg.new_database()
+    Store.open(u).close()               # the schema, as the daemon's store makes it
+    return resolve_url(u)
+
+
+def info(name: str, **kw) -> NodeInfo:
+    return NodeInfo(name, "box", 4242, "0.1.0", 3, **kw)
+
+
+def test_the_name_lock_refuses_a_second_live_holder_and_goes_with_its_connection(url):
+    engine = make_engine(url)
+    other = make_engine(url)
+    try:
+        with engine.connect() as a:
+            assert registry.lock_name(a, "n1")
+            with other.connect() as b:
+                assert not registry.lock_name(b, "n1")
+                assert registry.lock_name(b, "n2")
+            a.invalidate()                   # the holder's connection is gone (kill -9)
+        with other.connect() as b:
+            assert registry.lock_name(b, "n1")
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
+def test_the_lease_is_taken_only_when_lapsed_and_each_new_holder_gets_a_new_epoch(url):
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            first = registry.take_lease(conn, "n1", "s1")
+            assert first.holder == "n1" and 0 < first.remaining <= LEASE_TTL
+            assert registry.take_lease(conn, "n2", "s2") == registry.LeaseRound("n1", first.epoch, None)
+            renewed = registry.take_lease(conn, "n1", "s1")
+            assert renewed.epoch == first.epoch
+            conn.execute(text("UPDATE rtmbot_lease SET expires_at = expires_at - 60"))   # n1 hung past it
+            second = registry.take_lease(conn, "n2", "s2")
+            assert (second.holder, second.epoch) == ("n2", first.epoch + 1)
+            assert registry.take_lease(conn, "n1", "s1").holder == "n2"     # resumed: a follower
+            registry.release(conn, "n2", "s2", stopped=False)
+            assert registry.take_lease(conn, "n3", "s3").epoch == first.epoch + 2   # at once after a release
+    finally:
+        engine.dispose()
+
+
+def test_a_heartbeat_finds_its_session_replaced(url):
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert 0 < registry.register(conn, info("n1"), "s1") <= NODE_TTL
+            assert registry.heartbeat(conn, info("n1"), "s1", "follower") is not None
+            registry.register(conn, info("n1"), "s2")
+            assert registry.heartbeat(conn, info("n1"), "s1", "follower") is None
+    finally:
+        engine.dispose()
+
+
+def test_a_coordinator_round_on_an_injected_clock(url):
+    posted = []
+    clock = [500.0]
+    a = Coordinator(make_engine(url), info("n1", plugins=("x", "y")), posted.append, clock=lambda: clock[0])
+    assert a.register()
+    a._round(clock[0])
+    runs, state = posted[-2:]
+    assert isinstance(runs, JobRuns) and runs.at == 500.0
+    assert state.role == "leader" and state.leading(501.0)
+    assert not state.leading(500.0 + LEASE_TTL)          # resumed past the lease: acts on nothing
+    b = Coordinator(make_engine(url), info("n1"), posted.append, clock=lambda: clock[0])
+    with pytest.raises(DuplicateNodeError, match=r"NODE_NAME n1 is in use by another live node \(host box, pid 4242\)"):
+        b.register()
+    c = Coordinator(make_engine(url), info("n2", plugins=("x", "z")), posted.append, clock=lambda: clock[0])
+    assert c.register()
+    c._round(clock[0])
+    state = posted[-1]
+    assert (state.role, state.leader) == ("follower", "n1")
+    assert {m.name for m in state.members} == {"n1", "n2"}
+    assert state.warning == "plugins differ from node n1's (only here: z; only there: y)"
+    a.stop()
+    c._round(clock[0])
+    assert (posted[-1].role, posted[-1].leader) == ("leader", "n2")     # a clean stop hands over at once
+    c.stop()
