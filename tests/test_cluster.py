@@ -155,3 +155,37 @@ def test_a_coordinator_round_on_an_injected_clock(url):
     c._round(clock[0])
     assert (posted[-1].role, posted[-1].leader) == ("leader", "n2")     # a clean stop hands over at once
     c.stop()
+
+
+# -- rolling upgrade: an incompatible migration waits for the older nodes ----------------------------
+
+
+def test_an_incompatible_migration_waits_while_older_nodes_live(url):
+    from rtmbotd.store.errors import StoreSchemaWaitError
+    from rtmbotd.store.lazy import RetryingStore
+    from rtmbotd.store.schema import MIGRATIONS, Migration, newest
+    engine = make_engine(url)
+    nxt = newest() + 1
+    applied = []
+    breaking = MIGRATIONS + (Migration(nxt, "rework the outbox", lambda conn: applied.append(nxt)),)
+    try:
+        with engine.connect() as conn:
+            registry.register(conn, info("old1"), "s1")          # a live node of this (older) schema
+            with pytest.raises(StoreSchemaWaitError, match=f"waiting for nodes of schema {newest()} to stop "
+                                                           rf"\(old1\) before upgrading to version {nxt}"):
+                Store.open(url, migrations=breaking)
+            assert applied == []
+            try:
+                Store.open(url, migrations=breaking)
+            except StoreSchemaWaitError as exc:           # the daemon waits for it and says so
+                retrying = RetryingStore(lambda: Store.open(url, migrations=breaking), exc)
+                assert retrying.problem.startswith(f"store: waiting for nodes of schema {newest()} to stop")
+                retrying.close()
+            registry.release(conn, "old1", "s1", stopped=True)
+            with Store.open(url, migrations=breaking) as store:
+                assert applied == [nxt]
+                with store.engine.connect() as c:
+                    assert c.execute(text("SELECT value FROM rtmbot_meta WHERE name = 'compatible_from'")).scalar() \
+                        == str(nxt)
+    finally:
+        engine.dispose()

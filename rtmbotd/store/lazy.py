@@ -183,10 +183,12 @@ class RetryingStore(StandInStore):
 
     @property
     def problem(self) -> str | None:  # type: ignore[override]
-        from rtmbotd.store.errors import StoreUnreachableError
+        from rtmbotd.store.errors import StoreSchemaWaitError, StoreUnreachableError
         error = self._error
         if error is None or self._closed:
             return None
+        if isinstance(error, StoreSchemaWaitError):
+            return f"store: {error.detail}"
         if not isinstance(error, StoreUnreachableError):
             return f"store unusable ({error}): fix it and restart rtmbotd; retrying"
         if error.password_involved:
