@@ -492,8 +492,11 @@ class Daemon:
         frame = self.connector.handle_frame(item)
         if isinstance(frame, Event):
             self._on_event(frame, item.link)
-        elif isinstance(frame, Hello) and self.directory.connected(self.clock()):
-            self.connector.list_directory(DirectoryListed)
+        elif isinstance(frame, Hello):
+            if self.cluster and frame.app_id:
+                self.cluster.app_id = frame.app_id       # checked against the cluster's app
+            if self.directory.connected(self.clock()):
+                self.connector.list_directory(DirectoryListed)
 
     def _on_event(self, event: Event, link: Link) -> None:
         if self.state is State.STOPPING:     # the link did not ack it: Slack delivers it again

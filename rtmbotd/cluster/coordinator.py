@@ -121,7 +121,7 @@ class Coordinator:
         self._resigned = False
         self._reported_dead: set[tuple[str, str]] = set()
         self._warned: str | None = None
-        self._team_checked = False
+        self._checked: set[str] = set()     # team, app: compared with the cluster's
         self._info_lock = threading.Lock()
         self._work: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -248,13 +248,14 @@ class Coordinator:
         self._role = "leader" if leader else "follower"
         self.problem = None
         self._check_dead(rows)
-        if not self._team_checked and (info.team_id or info.app_id):
-            # Checked once, when this node first knows its team: the nodes already there
+        for what, mine in (("team", info.team_id), ("app", info.app_id)):
+            # Each checked once, when this node first knows it: the nodes already there
             # stay, the one joining with another bot's tokens is refused.
-            self._team_checked = True
-            foreign = _foreign(info, rows)
-            if foreign:
-                self._post(ForeignNode(foreign))
+            if mine and what not in self._checked:
+                self._checked.add(what)
+                foreign = _foreign(info.name, what, mine, rows)
+                if foreign:
+                    self._post(ForeignNode(foreign))
         self._post(ClusterState(
             self._role, lease.holder, lease.epoch, valid_until(sent, lease.remaining) if leader else sent,
             node_until, tuple(Member(r.name, r.session) for r in rows if r.alive), None,
@@ -323,13 +324,11 @@ class Coordinator:
         self._disconnect()
 
 
-def _foreign(info: NodeInfo, rows: list[NodeRow]) -> str | None:
+def _foreign(me: str, what: str, mine: str, rows: list[NodeRow]) -> str | None:
     """Why this node is not of the cluster (another Slack team or app), or None."""
     for row in rows:
-        if row.name == info.name or not row.alive:
-            continue
-        for what, mine, theirs in (("team", info.team_id, row.team_id), ("app", info.app_id, row.app_id)):
-            if mine and theirs and mine != theirs:
-                return (f"this node's Slack tokens belong to {what} {mine}, the cluster's (node {row.name}) to "
-                        f"{theirs}: a cluster is one bot; fix the tokens or STORE_URL")
+        theirs = row.team_id if what == "team" else row.app_id
+        if row.name != me and row.alive and theirs and theirs != mine:
+            return (f"this node's Slack tokens belong to {what} {mine}, the cluster's (node {row.name}) to "
+                    f"{theirs}: a cluster is one bot; fix SLACK_TOKEN / SLACK_APP_TOKEN or STORE_URL")
     return None

@@ -42,6 +42,7 @@ class ClusterNode:
                          NodesDead: self.handle_nodes_dead, SessionLost: self.handle_session_lost,
                          ForeignNode: self.handle_foreign}
         self._identity: tuple[str | None, str | None] = (None, None)
+        self.app_id: str | None = None      # from Socket Mode's hello
 
     # -- start and stop ---------------------------------------------------------------
     def join(self) -> None:
@@ -68,7 +69,7 @@ class ClusterNode:
         daemon.metrics.cluster_leader(item.leading(now))
         self._hold_rtm(now)
         identity = daemon.connector.identity or {}
-        ids = (identity.get("team_id"), identity.get("app_id") or identity.get("api_app_id"))
+        ids = (identity.get("team_id"), self.app_id or identity.get("app_id"))
         changes: dict[str, Any] = {"link": daemon.connector.status()}
         if ids != self._identity and any(ids):
             self._identity = ids

@@ -256,3 +256,60 @@ def test_a_clean_stop_hands_the_lease_over_and_marks_the_node_stopped(cluster, f
     done = new.cli("cluster", "status")
     row = next(line for line in done.stdout.splitlines() if line.startswith(old.name + " "))
     assert row.split()[1] == "stopped"
+
+
+# -- bad input and operations ------------------------------------------------------------------------
+
+
+def test_a_node_with_other_plugins_joins_with_a_warning(cluster, fake):
+    c = cluster(n=2)
+    c["n2"].write_plugin("extra", "outputs = []\n")
+    c.start()
+    c.wait_leader()
+    c["n2"].wait_log(r"plugins differ from node n1's \(only here: extra; only there: none\)", timeout=60)
+    wait_until(lambda: "plugins differ from node n1's" in c["n2"].status(), 30, lambda: c["n2"].status())
+    assert c["n2"].alive()
+
+
+def test_a_node_of_another_slack_team_refuses_to_join(cluster, fake, monkeypatch):
+    c = cluster(n=2)
+    first = c["n1"].start()
+    c.wait_leader()
+    wait_until(lambda: "connected" in first.status(), 30, lambda: first.status())
+    import rtmbotd.testing.fakeslack.webapi as webapi
+    first.wait_log(r"cluster: node n1 leads now")
+    monkeypatch.setattr(webapi, "TEAM_ID", "T0OTHER")        # n2's auth.test answers another team
+    c["n2"].start(wait_ready=False)
+    assert c["n2"].wait_exit(60) == 78
+    assert "this node's Slack tokens belong to team T0OTHER, the cluster's (node n1) to T0TEAM" in c["n2"].log()
+    assert first.alive() and first.role() == "leader"
+
+
+def test_postgresql_unreachable_at_start_then_the_node_joins(cluster, fake, pg):
+    c = cluster(n=1)
+    node = c.nodes[0]
+    pg.stop()
+    node.start()                      # READY without PostgreSQL: it says so and retries
+    wait_until(lambda: node.status().startswith("follower (PostgreSQL unreachable"), 60, lambda: node.status())
+    before = len(ticks(fake))
+    pg.start()
+    c.wait_leader(timeout=60)
+    wait_ticks(fake, "n1", 2)
+    assert before == 0                 # no job before it registered
+
+
+def test_a_reload_changes_that_node_only(cluster, fake):
+    c = cluster(n=2).start()
+    c.wait_leader()
+    n2 = c["n2"]
+    n2.settings["echo"] = {"node": "n2-reloaded"}
+    n2.settings["NODE_NAME"] = "renamed"
+    n2.write_config()
+    seen = len(n2.notify)
+    n2.signal(signal.SIGHUP)
+    n2.notify.wait_for("READY", "1", after=seen, timeout=60)
+    n2.wait_log(r"CLUSTER / NODE_NAME changed: takes effect at the next restart")
+    assert n2.role() in ("leader", "follower")
+    done = n2.cli("cluster", "status")
+    assert {line.split()[0] for line in done.stdout.splitlines()[1:3]} == {"n1", "n2"}, done.stdout
+    assert "reload" not in c["n1"].log().lower()
