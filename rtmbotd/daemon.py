@@ -287,6 +287,8 @@ class Daemon:
     def _next_deadline(self, now: float) -> float | None:
         times = [self._watchdog_at, self._stop_deadline, self.connector.next_deadline(now),
                  self.directory.retry_at, self.journal.next_deadline(), self.router.next_deadline()]
+        if self.cluster:
+            times.append(self.cluster.next_deadline(now))
         if self.state in (State.RUNNING, State.RELOADING):
             times.append(self.host.next_deadline())
             if self.host.workers:
@@ -300,6 +302,8 @@ class Daemon:
             if now >= self._sweep_at + OUTPUT_SWEEP_EVERY:
                 self._sweep_at = now
                 self.host.sweep_outputs()
+        if self.cluster:
+            self.cluster.tick(now)
         self.router.tick(now)
         self.connector.tick(now)
         if self.directory.retry_due(now):

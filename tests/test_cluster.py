@@ -50,6 +50,29 @@ def test_a_job_runs_only_on_a_valid_lease_and_its_outputs_need_the_same_epoch():
     assert not node.job_fenced(None, 110.0)   # not a job
 
 
+def test_status_words_name_the_own_role_first_and_follow_a_lapse_between_rounds():
+    from rtmbotd.cluster.node import ClusterNode
+    node = ClusterNode.__new__(ClusterNode)
+    node.name = "n1"
+
+    class Coordinator:
+        problem = None
+
+    class Daemon:
+        cluster_state = None
+    node.daemon, node.coordinator = Daemon(), Coordinator()
+    assert node.words(100.0) == "follower (joining the cluster)"
+    Daemon.cluster_state = ClusterState("leader", "n1", 2, lease_until=106.0, node_until=106.0)
+    assert node.words(105.0) == "leader"
+    assert node.next_deadline(105.0) == 106.0            # the loop wakes when the lease lapses
+    assert node.words(106.0) == "follower (no leader yet)"
+    assert node.next_deadline(106.0) is None              # lapsed: nothing to wake for (no busy loop)
+    Daemon.cluster_state = ClusterState("follower", "n2", 3, 100.0, 106.0, warning="plugins differ (...)")
+    assert node.words(101.0) == "follower (leader: n2); plugins differ (...)"
+    Daemon.cluster_state = ClusterState("follower", None, 0, 100.0, 100.0, problem="PostgreSQL unreachable (x)")
+    assert node.words(101.0) == "follower (PostgreSQL unreachable (x))"
+
+
 def test_the_scheduler_carries_on_the_cluster_schedule():
     now = [1000.0]
     s = Scheduler(lambda: now[0])

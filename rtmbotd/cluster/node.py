@@ -43,6 +43,7 @@ class ClusterNode:
                          ForeignNode: self.handle_foreign}
         self._identity: tuple[str | None, str | None] = (None, None)
         self.app_id: str | None = None      # from Socket Mode's hello
+        self._shown: str | None = None      # the role words STATUS last showed
 
     # -- start and stop ---------------------------------------------------------------
     def join(self) -> None:
@@ -64,10 +65,7 @@ class ClusterNode:
     def handle_state(self, item: ClusterState) -> None:
         daemon = self.daemon
         now = daemon.clock()
-        before = self.words(now)
         daemon.cluster_state = item
-        daemon.metrics.cluster_leader(item.leading(now))
-        self._hold_rtm(now)
         identity = daemon.connector.identity or {}
         ids = (identity.get("team_id"), self.app_id or identity.get("app_id"))
         changes: dict[str, Any] = {"link": daemon.connector.status()}
@@ -75,8 +73,23 @@ class ClusterNode:
             self._identity = ids
             changes.update(team_id=ids[0], app_id=ids[1])
         self.coordinator.update(**changes)
-        if self.words(now) != before or item.warning:
-            daemon.refresh_status(now)
+        self.tick(now)
+
+    def tick(self, now: float) -> None:
+        """STATUS follows the role at once, also when a lease lapses between two rounds."""
+        self._hold_rtm(now)
+        words = self.words(now)
+        if words != self._shown:
+            self._shown = words
+            self.daemon.metrics.cluster_leader(self.leading(now))
+            self.daemon.refresh_status(now)
+
+    def next_deadline(self, now: float) -> float | None:
+        """While leading: when the lease lapses by our clock (unless renewed before)."""
+        state = self.daemon.cluster_state
+        if state is None or not state.leading(now):
+            return None
+        return min(state.lease_until, state.node_until)
 
     def handle_job_runs(self, item: JobRuns) -> None:
         """Became the leader: carry the cluster's schedule on (each job one interval after it last ran)."""
