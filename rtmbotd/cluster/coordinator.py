@@ -182,7 +182,7 @@ class Coordinator:
                 return
             if item == _RESIGN:
                 self._resigned = True
-                next_round = self._clock()
+                self._release(stopped=False)
                 continue
             if item is not None:
                 self._record_job(item[1])
@@ -314,14 +314,21 @@ class Coordinator:
 
     def _finish(self) -> None:
         """The clean stop: the lease released (a follower leads at once), the row `stopped`."""
-        if self._conn is None:
-            return
-        try:
-            registry.release(self._conn, self._info.name, self.session, stopped=True)
+        if self._release(stopped=True):
             log.info("cluster: node %s left the cluster", self._info.name)
+        self._disconnect()
+
+    def _release(self, stopped: bool) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            registry.release(self._conn, self._info.name, self.session, stopped=stopped)
         except Exception as exc:  # noqa: BLE001 - the lease lapses on its own
             log.warning("cluster: cannot release the lease: %s", _detail(exc))
-        self._disconnect()
+            self._disconnect()
+            return False
+        self._role = "follower"
+        return True
 
 
 def _foreign(me: str, what: str, mine: str, rows: list[NodeRow]) -> str | None:

@@ -159,6 +159,11 @@ def test_sigkill_of_the_leader_moves_the_jobs(cluster, fake):
     wait_ticks(fake, new.name, 3)
     assert runs(ticks(fake)) == [old.name, new.name]     # one leader at a time, never interleaved
 
+    def row(name: str) -> list[str]:
+        out = new.cli("cluster", "status").stdout.splitlines()
+        return next((line.split() for line in out if line.startswith(name + " ")), [])
+    wait_until(lambda: row(old.name)[1:2] == ["dead"], 30, lambda: f"{old.name} marked dead: {row(old.name)}")
+
 
 def test_sigstop_of_the_leader_then_sigcont_runs_no_job_on_the_old_one(cluster, fake):
     c = cluster().start()
@@ -246,11 +251,14 @@ def test_cluster_leader_gauge_follows_a_failover(cluster, fake):
     wait_until(lambda: value(addresses[other.name], "rtmbotd_cluster_leader") == 1, 60, "new leader gauge 1")
 
 
-def test_a_clean_stop_hands_the_lease_over_and_marks_the_node_stopped(cluster, fake):
+def test_a_clean_stop_hands_the_lease_over_and_marks_the_node_stopped(cluster, fake, pg):
     c = cluster(n=2).start()
     old = c.wait_leader()
     old.stop()
     assert old.proc.returncode == 0
+    [(holder, live)] = pg.query(c.store_url, "SELECT holder, expires_at > extract(epoch from clock_timestamp()) "
+                                             "FROM rtmbot_lease")
+    assert holder != old.name or not live            # released at the stop, not left to lapse
     new = c.wait_leader(timeout=30)
     assert new is not old
     done = new.cli("cluster", "status")
