@@ -73,18 +73,33 @@ def test_status_words_name_the_own_role_first_and_follow_a_lapse_between_rounds(
     assert node.words(101.0) == "follower (PostgreSQL unreachable (x))"
 
 
-def test_the_scheduler_carries_on_the_cluster_schedule():
-    now = [1000.0]
-    s = Scheduler(lambda: now[0])
-    s.add("a", 60, "A", name="p/every_minute")
-    s.add("b", 10, "B", name="p/often")
-    s.resume({"p/every_minute": 990.0, "p/often": 900.0}, 1000.0)
-    assert [e.key for e in s.due(1000.0)] == ["b"]       # overdue: now, once
-    assert [e.key for e in s.due(1049.9)] == []
-    assert [e.key for e in s.due(1050.0)] == ["a"]       # 60 s after it last ran elsewhere
-    s.add("c", 30, "C", name="q/late")                    # added after the resume: carries on too
-    s.resume({"q/late": 1040.0}, 1050.0)
-    assert s.next_deadline() <= 1070.0
+def test_a_new_leader_carries_the_cluster_schedule_on(monkeypatch):
+    """JobRuns' ages (by PostgreSQL's clock, measured at a local monotonic time) become
+    the scheduler's wall times: each job runs one interval after it last ran anywhere."""
+    from rtmbotd.cluster import node as node_module
+    from rtmbotd.cluster.node import ClusterNode
+    mono, wall = [1000.0], [50_000.0]
+    monkeypatch.setattr(node_module.time, "time", lambda: wall[0])
+    scheduler = Scheduler(lambda: mono[0], lambda: wall[0])
+    scheduler.add("a", 60, "A", name="p/every_minute")
+    scheduler.add("b", 10, "B", name="p/often")
+    node = ClusterNode.__new__(ClusterNode)
+
+    class Host:
+        pass
+
+    class Daemon:
+        clock = staticmethod(lambda: mono[0])
+        host = Host()
+    Daemon.host.scheduler = scheduler
+    node.daemon = Daemon()
+    # Measured 2 s ago: every_minute ran 8 s before that (10 s ago now), often 98 s before.
+    node.handle_job_runs(JobRuns({"p/every_minute": 8.0, "p/often": 98.0}, at=998.0))
+    assert [e.key for e in scheduler.due(1000.0)] == ["b"]        # overdue: at once, once
+    mono[0], wall[0] = 1049.9, 50_049.9
+    assert [e.key for e in scheduler.due(1049.9)] == []
+    mono[0], wall[0] = 1050.0, 50_050.0
+    assert [e.key for e in scheduler.due(1050.0)] == ["a"]        # 60 s after it last ran elsewhere
 
 
 # -- on PostgreSQL ------------------------------------------------------------------------------------
