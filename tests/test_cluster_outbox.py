@@ -228,3 +228,6 @@ class _NullWriter:
 
     def exists(self, seqs) -> None:  # noqa: ANN001
         pass
+
+    def may_exist(self, seq: int) -> bool:
+        return True

@@ -5,11 +5,12 @@ import math
 import queue
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
-from rtmbotd.cluster.ratelimit import FALLBACK_FOR, SharedRate, SlotReserved, cluster_engine, slot_wait
+from rtmbotd.cluster.ratelimit import FALLBACK_FOR, SharedRate, SlotReserved, slot_wait
 from rtmbotd.outbox import RATE_MARGIN, Outbox
 from rtmbotd.store import Store
+from rtmbotd.store.url import resolve_url
 from tests.test_store import pg_schema_url, postgres_url  # noqa: F401  (fixtures)
 
 
@@ -26,8 +27,12 @@ def schema(pg_schema_url: str) -> str:  # noqa: F811
     return pg_schema_url
 
 
+def engine_of(url: str):  # noqa: ANN201 - the test schema's search_path kept (make_engine sets its own options)
+    return create_engine(resolve_url(url), pool_size=1, max_overflow=0, isolation_level="AUTOCOMMIT")
+
+
 def db_now(url: str) -> float:
-    engine = cluster_engine(url, 2000)
+    engine = engine_of(url)
     try:
         with engine.connect() as conn:
             return float(conn.execute(text("SELECT extract(epoch from clock_timestamp())")).scalar())
@@ -39,7 +44,7 @@ def test_three_nodes_share_one_schedule_per_channel(schema: str) -> None:
     """Reservations from three SharedRate objects interleave on one schedule: together they
     keep the rate and the burst (by the server's clock), and other channels are apart."""
     clock = [0.0]
-    nodes = [SharedRate(schema, lambda item: None, clock=lambda: clock[0]) for _ in range(3)]
+    nodes = [SharedRate(schema, lambda item: None, clock=lambda: clock[0], engine=engine_of(schema)) for _ in range(3)]
     start = db_now(schema)
     waits = [nodes[k % 3].reserve("C1", 10.0, 2).at for k in range(9)]
     took = db_now(schema) - start

@@ -32,8 +32,6 @@ from rtmbotd.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 FALLBACK_FOR = 5.0            # s on the local share after a failed reservation, before trying again
-STATEMENT_TIMEOUT_MS = 2000   # a reservation taking longer counts as failed
-CONNECT_TIMEOUT = 2           # s
 
 # One statement: the slot is max(tat, now) - tolerance, and tat moves one interval on.
 RESERVE = """
@@ -191,23 +189,8 @@ class SharedRate:
 
     def _engine_now(self) -> Any:
         if self._engine is None:
-            self._engine = cluster_engine(self._url, STATEMENT_TIMEOUT_MS)
+            from sqlalchemy.engine import make_url
+            from rtmbotd.cluster.coordinator import make_engine   # one connection, short timeouts, keepalives
+            self._engine = make_engine(make_url(self._url))
         return self._engine
 
-
-def cluster_engine(url: Any, statement_timeout_ms: int) -> Any:
-    """An autocommit engine of one connection for a cluster thread: short connect timeout,
-    TCP keepalives (a vanished server is noticed in seconds), a statement timeout; server
-    options the store URL gives (e.g. search_path) are kept. No pre-ping: it would double
-    every round trip; a broken connection is replaced after the error it causes."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
-    url = make_url(url)
-    options = url.query.get("options")
-    options = [options] if isinstance(options, str) else []
-    options.append(f"-c statement_timeout={statement_timeout_ms}")
-    return create_engine(url.difference_update_query(["options"]), pool_size=1, max_overflow=0,
-                         isolation_level="AUTOCOMMIT",
-                         connect_args={"connect_timeout": CONNECT_TIMEOUT, "keepalives": 1, "keepalives_idle": 5,
-                                       "keepalives_interval": 2, "keepalives_count": 2,
-                                       "options": " ".join(options)})

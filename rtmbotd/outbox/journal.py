@@ -162,18 +162,23 @@ class Journal:
     # -- cluster: the fence, and rows other nodes take or leave -------------------------
     def may_send(self, msg: Message, now: float) -> bool:
         """Outbox.fence: a message with (perhaps) a row goes out only while this node's
-        heartbeat vouches nobody declared it dead and took the row (now < node_until)."""
+        heartbeat vouches nobody declared it dead and took the row (now < node_until).
+        One whose write has not succeeded (PostgreSQL down) has no row: it goes."""
         if msg.tag in self._suspect:
             return False
         entry = self._entries.get(msg.tag)
-        return entry is None or not entry.saved or now < self.node_until
+        return entry is None or not entry.saved or now < self.node_until or not self.writer.may_exist(msg.tag)
+
+    def hold_saved(self) -> None:
+        """Hold every message that may have a row until `taken` says whose it is."""
+        self._suspect |= {seq for seq, entry in self._entries.items() if entry.saved}
 
     def session_lost(self, session: str, done: Callable[[set[int]], None]) -> None:
         """Another node declared this one dead (it was hung) and took its committed rows.
         Until the writer says which (`done(seqs)` from its thread: hand them to `taken`),
         nothing that may have a row is sent; this process goes on as `session`."""
         self.session = session
-        self._suspect = {seq for seq, entry in self._entries.items() if entry.saved}
+        self.hold_saved()
         self.writer.session_lost(session, done)
 
     def taken(self, seqs: set[int]) -> list[Message]:

@@ -70,6 +70,11 @@ class OutboxWriter:
         with self._cond:
             self._stored.update(seqs)
 
+    def may_exist(self, seq: int) -> bool:
+        """Cluster fence: row `seq` is committed, being written or was read at start."""
+        with self._cond:
+            return seq in self._stored
+
     @property
     def waiting(self) -> int:
         """Row changes not written yet."""
