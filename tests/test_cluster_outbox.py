@@ -5,6 +5,7 @@ the coordinator would keep are written by `register` below.
 """
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -14,7 +15,7 @@ from rtmbotd.outbox import Outbox
 from rtmbotd.outbox.journal import HOLD, Journal
 from rtmbotd.router import Output
 from rtmbotd.store import Store
-from rtmbotd.store.errors import OutboxTakenError
+from rtmbotd.store.errors import OutboxTakenError, StoreBusyError
 from rtmbotd.testing.waiting import wait_until
 from tests.test_store import pg_schema_url, postgres_url  # noqa: F401  (fixtures)
 
@@ -118,7 +119,8 @@ def test_a_node_inside_its_own_outbox_write_is_skipped_not_waited_for(nodes) -> 
     one.write_outbox([row(1, "C1", "held")], session="s1")
     register(one, "n1", "s1", age=7.0)
     with one._backend.transaction(one._outbox_lock()):           # n1 hung mid-write (SIGSTOP)
-        assert two.claim_outbox("n1", "n2", "s2") == []
+        with pytest.raises(StoreBusyError):
+            two.claim_outbox("n1", "n2", "s2")
     assert texts(two.claim_outbox("n1", "n2", "s2")) == ["held"]
 
 
@@ -137,11 +139,11 @@ def test_the_restore_holds_the_nodes_row_so_a_claim_waits_or_skips(nodes) -> Non
     one, two = nodes
     one.write_outbox([row(1, "C1", "x")], session="s1")
     register(one, "n1", "s1", age=7.0)                # (a restarted node re-registers first; here: a race)
-    seen = []
     with one._backend.transaction("other") as conn:
         conn.execute(text("SELECT 1 FROM rtmbot_nodes WHERE name = 'n1' FOR UPDATE"))
-        seen.append(two.claim_outbox("n1", "n2", "s2"))       # SKIP LOCKED: no wait
-    assert seen == [[]] and texts(one.outbox_rows("s1")) == ["x"]
+        with pytest.raises(StoreBusyError):                  # SKIP LOCKED: no wait, try later
+            two.claim_outbox("n1", "n2", "s2")
+    assert texts(one.outbox_rows("s1")) == ["x"]
 
 
 # -- the journal and its writer: committed rows, the takeover, the fence ---------------------
@@ -231,3 +233,21 @@ class _NullWriter:
 
     def may_exist(self, seq: int) -> bool:
         return True
+
+
+def test_the_writer_tries_a_busy_claim_again(nodes, monkeypatch, caplog) -> None:  # noqa: ANN001
+    """A node hung inside its own write (its lock held) is claimed once the lock goes."""
+    monkeypatch.setattr("rtmbotd.outbox.writer.RETRY_BASE", 0.05)
+    one, two = nodes
+    one.write_outbox([row(1, "C1", "late")], session="s1")
+    register(one, "n1", "s1", age=7.0)
+    journal = Journal(two, owner="n2", session="s2")
+    got = []
+    caplog.set_level(logging.INFO, "rtmbotd.outbox.writer")
+    with one._backend.transaction(one._outbox_lock()):
+        journal.writer.claim("n1", lambda name, rows: got.append(rows))
+        wait_until(lambda: caplog.text.count("is writing its outbox") >= 2, 20, "two tries while n1 writes")
+        assert got == []
+    wait_until(lambda: got, 20, "the claim once n1's write ended")
+    assert texts(got[0]) == ["late"]
+    journal.close(5)

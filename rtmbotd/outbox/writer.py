@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from rtmbotd.store.errors import OutboxTakenError   # SQLAlchemy-free, as values
+from rtmbotd.store.errors import OutboxTakenError, StoreBusyError   # SQLAlchemy-free, as values
 from rtmbotd.store.values import to_json
 
 log = logging.getLogger(__name__)
@@ -205,6 +205,9 @@ class OutboxWriter:
             rows = self._store.claim_outbox(dead_name, self._owner, self._session, seqs=self._seqs)
         except OutboxTakenError as exc:
             self._fenced(exc)
+            return False
+        except StoreBusyError as exc:
+            log.info("outbox: %s", exc)
             return False
         except Exception as exc:  # noqa: BLE001 - StoreError or a driver bug: retry
             log.error("outbox: cannot take over node %s's messages yet (%s); retrying", dead_name, exc)

@@ -277,14 +277,17 @@ class Store:
         already; its rows become `me`'s, renumbered from `seqs(n)` when given (the claimer's
         journal hands out seqs that collide with nothing it holds), else kept unless a seq
         is `me`'s already; its session becomes 'claimed by <me>', so the dead process, if it
-        was only hung, finds its session replaced and writes nothing more. A node writing
-        right now, or locked by another claimer, is skipped ([]): it is not dead, or taken."""
+        was only hung, finds its session replaced and writes nothing more. [] when it is
+        alive or was taken already; StoreBusyError, never a wait, while it is inside its
+        own outbox write (hung there) or its row is locked (another claimer, its restore):
+        try again later."""
         if self.dialect != "postgresql":
             raise StoreError(f"{self._backend.where}: claiming another node's outbox needs PostgreSQL")
 
         def claim(conn: Connection) -> list[tuple[int, str, str, float]]:
-            if not self._backend.try_lock(conn, "\0outbox:" + dead_name):
-                return []                                  # its own writer is in a transaction: alive
+            if not self._backend.try_lock(conn, "\0outbox:" + dead_name):   # hung inside its own write?
+                raise StoreBusyError(f"{self._backend.where}: node {dead_name!r} is writing its outbox; "
+                                     "claiming it waits")
             now = literal_column("extract(epoch from clock_timestamp())")
             mine = conn.execute(select(nodes.c.session, nodes.c.heartbeat_at >= now - node_ttl)
                                 .where(nodes.c.name == me).with_for_update(read=True)).first()
@@ -293,11 +296,15 @@ class Store:
                                        f"({mine[0] if mine else 'no node row'}); it claims nothing")
             if not mine[1]:
                 return []                                  # this node may be declared dead itself
+            if conn.execute(select(nodes.c.name).where(nodes.c.name == dead_name)
+                            .with_for_update(skip_locked=True)).first() is None:
+                raise StoreBusyError(f"{self._backend.where}: node {dead_name!r}'s row is locked (another claimer, "
+                                     "or the node reading its outbox at start); claiming it waits")
             dead = conn.execute(select(nodes.c.role).where(
                 nodes.c.name == dead_name, nodes.c.heartbeat_at < now - node_ttl,
-                nodes.c.session.not_like("claimed by %")).with_for_update(skip_locked=True)).first()
+                nodes.c.session.not_like("claimed by %"))).first()
             if dead is None:
-                return []
+                return []                                  # alive, or taken already
             rows = conn.execute(select(outbox_rows.c.seq, outbox_rows.c.channel, outbox_rows.c.record,
                                        outbox_rows.c.created_at).where(outbox_rows.c.owner == dead_name)
                                 .order_by(outbox_rows.c.seq)).all()
