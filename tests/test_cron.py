@@ -60,3 +60,28 @@ def test_system_zone_follows_tz(monkeypatch):
     assert str(cron.system_zone()) == "America/New_York"
     monkeypatch.setenv("TZ", "Nowhere/Special")
     assert cron.system_zone() is not None       # falls back to /etc/localtime or UTC
+
+
+@pytest.mark.parametrize("text", ["0 0 L * *", "0 9 15W * *", "0 0 LW * *", "0 9 * * 5#2", "0 9 * * 5L", "0 0 l * *"])
+def test_cronsim_extensions_debian_cron_lacks_are_refused(text):
+    with pytest.raises(CronSyntaxError, match="L, W and # are not standard cron"):
+        parse(text)
+
+
+def test_names_holding_l_and_w_are_still_names():
+    assert parse("0 9 * JUL WED").fields == "0 9 * JUL WED"
+    assert parse("0 9 * jul-dec/2 wed,sun").fields == "0 9 * jul-dec/2 wed,sun"
+
+
+def test_system_zone_from_localtime_is_the_same_zone_at_every_load(monkeypatch):
+    monkeypatch.delenv("TZ", raising=False)
+    assert cron.system_zone() == cron.system_zone()     # else each reload plans every cron job again
+
+
+def test_a_huge_list_is_refused_by_its_length_and_shown_cut_short():
+    every_minute = ",".join(str(i) for i in range(60))
+    assert parse(f"{every_minute} {','.join(map(str, range(24)))} * * *")      # every value listed: fine
+    huge = ",".join([every_minute] * 100) + " * * * *"                         # cronsim: ~6 ms per next time, on the loop
+    with pytest.raises(CronSyntaxError, match=r"17007 characters, at most 1000") as info:
+        parse(huge)
+    assert len(str(info.value)) < 200

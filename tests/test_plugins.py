@@ -393,6 +393,7 @@ def test_crontable_takes_cron_expressions_beside_intervals(tmp_path):
     ("[['* * * * *', 'NUMBER']]", "'NUMBER' is not the name of a function of the plugin"),
     ("[[0, 'f']]", "0 is neither a positive number of seconds nor a cron expression"),
     ("[['* * * * *']]", "must be [seconds or \"cron expression\", \"function_name\"]"),
+    ("[[10**400, 'f']]", "is neither a positive number of seconds nor a cron expression"),
 ])
 def test_bad_crontable_at_load_fails_that_plugin_by_name(tmp_path, table, why, caplog):
     pset = build_plugin_set(plugin_config(tmp_path, {
@@ -410,6 +411,20 @@ def test_bad_cron_entry_appended_at_run_time_is_logged_and_dropped(tmp_path, cap
     unit.target.crontable.extend([["61 * * * *", "f"], ["*/5 * * * *", "f"]])
     assert [str(s) for s, _, _ in unit.take_jobs()] == ["*/5 * * * *"]
     assert "plugin later: crontable entry ['61 * * * *', 'f']: cron expression '61 * * * *'" in caplog.text
+
+
+def test_bad_entries_appended_at_run_time_cost_only_themselves(tmp_path, caplog):
+    pset = build_plugin_set(plugin_config(tmp_path, {"later": "crontable = []\ndef f():\n    pass\n"}), PluginEnv())
+    unit = units_by_name(pset)["later"]
+
+    class Unpackable:
+        def __iter__(self):
+            raise RuntimeError("no")
+
+    unit.target.crontable.extend([[10**400, "f"], Unpackable(), [60, "f"]])
+    assert [s for s, _, _ in unit.take_jobs()] == [60.0]
+    assert "plugin later: crontable entry [1000" in caplog.text
+    assert "plugin later: reading a timed job raised; dropped" in caplog.text
 
 
 CLASS_JOBS = '''

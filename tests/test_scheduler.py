@@ -234,6 +234,23 @@ def test_set_zone_plans_cron_jobs_again():
     assert s.next_deadline() == clocks.mono + 1 * 3600       # 09:00 CET is 08:00 UTC
 
 
+def test_set_zone_keeps_a_time_that_has_come_but_not_yet_run():
+    s, clocks = cron_scheduler(datetime(2026, 12, 7, 7, 0, 30, tzinfo=timezone.utc), timezone.utc)
+    s.add("job", parse("* * * * *"), None)
+    clocks.advance(30)                       # 07:01:00 came; the loop handles the reload first
+    s.set_zone(BERLIN, clocks.mono)
+    assert [e.key for e in s.due(clocks.mono)] == ["job"]
+    assert s.next_deadline() == clocks.mono + 60
+
+
+def test_set_zone_keeps_a_resumed_catch_up_run():
+    s, clocks = cron_scheduler(datetime(2026, 12, 7, 9, 0, 20, tzinfo=timezone.utc), timezone.utc)
+    s.add("job", parse("0 9 * * *"), None, name="p/job")
+    s.resume({"p/job": datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc).timestamp()})   # 09:00 today missed by 20 s
+    s.set_zone(ZoneInfo("UTC"), clocks.mono)                                         # a reload, the same zone
+    assert [e.key for e in s.due(clocks.mono)] == ["job"]
+
+
 # -- stable names, last_runs and resume (another node carries the schedule on) ----------
 
 def test_job_names_are_stable_with_numbers_for_repeats():

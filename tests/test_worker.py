@@ -112,7 +112,7 @@ def test_a_plugin_whose_attribute_lookups_raise_costs_only_itself(caplog):
     host.stop()
 
 
-def test_host_names_jobs_by_plugin_and_function_and_runs_cron_jobs_by_the_wall_clock():
+def test_host_names_jobs_by_unit_and_function_and_runs_cron_jobs_by_the_wall_clock():
     from rtmbotd.runtime.cron import parse
     reports = queue.SimpleQueue()
     clocks = {"mono": 50.0, "wall": 1_800_000_000.0 - 1}      # a second before a whole minute
@@ -124,12 +124,49 @@ def test_host_names_jobs_by_plugin_and_function_and_runs_cron_jobs_by_the_wall_c
     workers = {w.unit.name: w for w in host.workers}
     host.reported(PluginReport(workers["todo/a"], [], [(parse("* * * * *"), lambda: ran.append("a"), "tick")]))
     host.reported(PluginReport(workers["todo/b"], [], [(parse("* * * * *"), lambda: ran.append("b"), "tick")]))
-    assert sorted(e.name for e in host.scheduler._entries.values()) == ["todo/tick", "todo/tick#2"]
+    assert sorted(e.name for e in host.scheduler._entries.values()) == ["todo/a/tick", "todo/b/tick"]
     assert host.next_deadline() == 51.0
     host.run_due_jobs(51.0)          # the monotonic deadline came, the wall clock did not yet
     assert ran == []
     clocks["mono"], clocks["wall"] = 51.0, 1_800_000_000.0
     host.run_due_jobs(51.0)
     wait_until(lambda: sorted(ran) == ["a", "b"], 10, "both cron jobs to run")
-    assert host.scheduler.last_runs() == {"todo/tick": 1_800_000_000.0, "todo/tick#2": 1_800_000_000.0}
+    assert host.scheduler.last_runs() == {"todo/a/tick": 1_800_000_000.0, "todo/b/tick": 1_800_000_000.0}
     host.stop()
+
+
+class JobsRaise:
+    """A class plugin whose `jobs` property has broken, with outputs waiting."""
+
+    def __init__(self):
+        self.outputs = [["C1", "still sent"]]
+
+    @property
+    def jobs(self):
+        raise RuntimeError("jobs property")
+
+
+def test_a_broken_jobs_list_does_not_cost_the_calls_outputs(caplog):
+    reports = queue.SimpleQueue()
+    worker = Worker(Unit("odd", "odd", JobsRaise(), True), reports.put).start()
+    report = reports.get(timeout=10)       # its first flush, before any call
+    assert isinstance(report, PluginReport)
+    assert [(o.target, o.text) for o in report.outputs] == [("C1", "still sent")]
+    assert "plugin odd: reading its crontable/jobs failed" in caplog.text
+    worker.stop()
+
+
+def test_job_names_do_not_depend_on_which_units_thread_reported_first():
+    from rtmbotd.runtime.cron import parse
+    names = []
+    for order in (("p/a", "p/b"), ("p/b", "p/a")):      # two files of plugin p, both with `tick`
+        host = PluginHost(lambda item: None, clock=lambda: 0.0)
+        units = [Unit(n, "p", types.SimpleNamespace(outputs=[], crontable=[]), False) for n in ("p/a", "p/b")]
+        host.swap(PluginSet(1, {"p": LoadedPlugin("p", Path("."), "", (), "", units, [])}, {}))
+        workers = {w.unit.name: w for w in host.workers}
+        for unit_name in order:
+            for _ in range(2):                           # and a repeat inside one unit
+                host.reported(PluginReport(workers[unit_name], [], [(parse("@daily"), lambda: None, "tick")]))
+        names.append(sorted((e.target[0].unit.name, e.name) for e in host.scheduler._entries.values()))
+        host.stop()
+    assert names[0] == names[1] == [("p/a", "p/a/tick"), ("p/a", "p/a/tick#2"), ("p/b", "p/b/tick"), ("p/b", "p/b/tick#2")]

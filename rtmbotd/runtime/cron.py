@@ -7,8 +7,11 @@ crontab(5) @-names) and the zone; parsing and stepping through time are cronsim'
 """
 from __future__ import annotations
 
+import functools
+import io
 import logging
 import os
+import reprlib
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -28,6 +31,11 @@ NICKNAMES = {
     "@hourly": "0 * * * *",
 }
 FIELDS = "minute hour day-of-month month day-of-week"
+# Every value of every field listed is about 360 characters. cronsim reads the text
+# again for each next time, on the daemon's loop: 1.7 MB of list took 0.6 s.
+MAX_LENGTH = 1000
+_SHOWN = reprlib.Repr()       # error texts show the start of a huge expression, not all of it
+_SHOWN.maxstring, _SHOWN.maxother = 80, 80
 _LOCALTIME = "/etc/localtime"
 
 
@@ -65,23 +73,36 @@ def parse(text: object) -> CronSchedule:
     """Validate `text` as a cron expression (raises CronSyntaxError naming it)."""
     if not isinstance(text, str):
         raise CronSyntaxError(f"cron expression must be text, got {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise CronSyntaxError(f"cron expression {shown(text)}: {len(text)} characters, at most {MAX_LENGTH}")
     fields = " ".join(text.split())
     if fields.startswith("@"):
         if fields.lower() not in NICKNAMES:
-            raise CronSyntaxError(f"cron expression {text!r}: unknown name (known: {', '.join(NICKNAMES)})")
+            raise CronSyntaxError(f"cron expression {shown(text)}: unknown name (known: {', '.join(NICKNAMES)})")
         fields = NICKNAMES[fields.lower()]
-    count = len(fields.split())
-    if count != 5:
-        raise CronSyntaxError(f"cron expression {text!r}: has {count} field(s), needs 5 ({FIELDS})")
+    parts = fields.split()
+    if len(parts) != 5:
+        raise CronSyntaxError(f"cron expression {shown(text)}: has {len(parts)} field(s), needs 5 ({FIELDS})")
+    # cronsim also reads Quartz's L, W and # (last day, nearest weekday, nth weekday);
+    # Debian cron does not, and a crontable should mean what it means in a crontab.
+    day, weekday = parts[2].upper(), parts[4].upper()
+    if "L" in day or "W" in day or "#" in weekday or "L" in weekday:
+        raise CronSyntaxError(f"cron expression {shown(text)}: L, W and # are not standard cron "
+                              f"(Debian cron has no 'last day' or 'nth weekday')")
     try:
         # An early moment: cronsim checks the fields as it reads them, and a day that
         # never comes (Feb 30) shows as no next time within its 50 years.
         found = next(CronSim(fields, datetime(2000, 1, 1, tzinfo=timezone.utc)), None)
     except CronSimError as exc:
-        raise CronSyntaxError(f"cron expression {text!r}: {str(exc).lower()} field") from None
+        raise CronSyntaxError(f"cron expression {shown(text)}: {str(exc).lower()} field") from None
     if found is None:
-        raise CronSyntaxError(f"cron expression {text!r}: never matches a date")
+        raise CronSyntaxError(f"cron expression {shown(text)}: never matches a date")
     return CronSchedule(text, fields)
+
+
+def shown(value: object) -> str:
+    """repr() cut short for error texts (a huge list, a 400-digit interval)."""
+    return _SHOWN.repr(value)
 
 
 def zone_named(name: str) -> tzinfo:
@@ -106,6 +127,13 @@ def system_zone() -> tzinfo:
             log.warning("TZ=%s is no known time zone; using %s", name, _LOCALTIME)
     try:
         with open(_LOCALTIME, "rb") as file:
-            return ZoneInfo.from_file(file, key="localtime")
+            return _zone_from(file.read())
     except (OSError, ValueError):
         return timezone.utc
+
+
+@functools.lru_cache(maxsize=4)
+def _zone_from(data: bytes) -> tzinfo:
+    """One zone object per /etc/localtime content: zones compare by identity, and a
+    reload that finds the same zone must not plan every cron job again."""
+    return ZoneInfo.from_file(io.BytesIO(data), key="localtime")

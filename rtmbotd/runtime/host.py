@@ -128,7 +128,7 @@ class PluginHost:
         if item.jobs and self.accepting and item.worker in self.workers:
             for schedule, fn, label in item.jobs:
                 self.scheduler.add((item.worker, next(self._job_ids)), schedule, (item.worker, fn, label),
-                                   name=f"{item.worker.unit.plugin}/{label}")
+                                   name=f"{item.worker.unit.name}/{label}")   # its unit: one thread, one order
 
     def sweep_outputs(self) -> int:
         """Outputs appended outside a call (from a plugin's own thread) are sent too.

@@ -71,10 +71,7 @@ class Unit:
                 if id(job) in self._jobs_seen:
                     continue
                 self._jobs_seen.add(id(job))
-                try:
-                    found.append(self._class_job(job))
-                except CrontableError as exc:
-                    log.error("plugin %s: %s; dropped", self.name, exc)
+                self._take(found, self._class_job, job)
             return found
         table = getattr(self.target, "crontable", None)
         if not isinstance(table, list) or not table:
@@ -82,11 +79,18 @@ class Unit:
         entries = table[:]
         del table[: len(entries)]
         for entry in entries:
-            try:
-                found.append(self._crontable_entry(entry))
-            except CrontableError as exc:
-                log.error("plugin %s: %s; dropped", self.name, exc)
+            self._take(found, self._crontable_entry, entry)
         return found
+
+    def _take(self, found: list, read: Callable[[Any], Any], item: Any) -> None:
+        """Append `read(item)` to `found`; a bad entry is logged and dropped alone (what
+        else it raises, e.g. a property of a Job, must not cost the call's outputs and jobs)."""
+        try:
+            found.append(read(item))
+        except CrontableError as exc:
+            log.error("plugin %s: %s; dropped", self.name, exc)
+        except Exception:  # noqa: BLE001 - the plugin's object, not ours
+            log.exception("plugin %s: reading a timed job raised; dropped", self.name)
 
     def check_jobs(self) -> None:
         """At load: raise CrontableError for the first bad entry of `crontable` or `jobs`
@@ -104,18 +108,18 @@ class Unit:
         try:
             when, fname = entry
         except (TypeError, ValueError):
-            raise CrontableError(f"crontable entry {entry!r} must be [seconds or \"cron expression\", "
+            raise CrontableError(f"crontable entry {cron.shown(entry)} must be [seconds or \"cron expression\", "
                                  f"\"function_name\"]") from None
         fn = getattr(self.target, fname, None) if isinstance(fname, str) else None
         if not callable(fn):
-            raise CrontableError(f"crontable entry {entry!r}: {fname!r} is not the name of a function of the plugin")
-        return _schedule(when, f"crontable entry {entry!r}"), fn, fname
+            raise CrontableError(f"crontable entry {cron.shown(entry)}: {cron.shown(fname)} is not the name of a function of the plugin")
+        return _schedule(when, f"crontable entry {cron.shown(entry)}"), fn, fname
 
     def _class_job(self, job: Any) -> tuple[float | CronSchedule, Callable[[], None], str]:
         if not callable(getattr(job, "run", None)):
             raise CrontableError(f"job {type(job).__name__} has no run() method")
         when = getattr(job, "interval", None)
-        return _schedule(when, f"job {type(job).__name__}({when!r})"), self._job_runner(job), type(job).__name__
+        return _schedule(when, f"job {type(job).__name__}({cron.shown(when)})"), self._job_runner(job), type(job).__name__
 
     def _job_runner(self, job: Any) -> Callable[[], None]:
         import time
@@ -145,9 +149,14 @@ def _schedule(when: Any, what: str) -> float | CronSchedule:
             return cron.parse(when)
         except cron.CronSyntaxError as exc:
             raise CrontableError(f"{what}: {exc}") from None
-    if _positive(when) and math.isfinite(when):
-        return float(when)
-    raise CrontableError(f"{what}: {when!r} is neither a positive number of seconds nor a cron expression")
+    if _positive(when):
+        try:
+            seconds = float(when)
+        except OverflowError:       # an int past float's range (10**400)
+            seconds = math.inf
+        if math.isfinite(seconds):
+            return seconds
+    raise CrontableError(f"{what}: {cron.shown(when)} is neither a positive number of seconds nor a cron expression")
 
 
 @dataclass

@@ -43,8 +43,9 @@ class Scheduler:
     skipped, not piled up), and deadlines do not drift.
 
     Every job has a stable `name`, the same on every node running the same plugins:
-    the caller's base name (`"<plugin>/<function or Job class>"`) with `#2`, `#3`...
-    for repeats in the order they were added.
+    the caller's base name (`"<unit>/<function or Job class>"`: one unit's jobs come from
+    one thread, in order, where several units' would race) with `#2`, `#3`... for
+    repeats in the order they were added.
     """
 
     def __init__(self, clock: Callable[[], float], wall: Callable[[], float] = time.time,
@@ -106,7 +107,9 @@ class Scheduler:
         self._zone = zone
         wall = self._wall()
         for entry in self._entries.values():
-            if entry.cron is not None:
+            # A time that has come but not yet run (a resume() catch-up, a wake shared
+            # with this reload) runs still; the plan after it is made in the new zone.
+            if entry.cron is not None and not (entry.slot is not None and entry.slot <= wall):
                 self._plan(entry, wall, wall, now)
 
     def remove_where(self, predicate: Callable[[Hashable], bool]) -> int:

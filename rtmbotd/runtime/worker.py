@@ -114,12 +114,8 @@ class Worker:
         self._report(WorkerExited(self))
 
     def _flush(self, job_key: Hashable | None) -> None:
-        try:
-            items = self.unit.take_outputs()
-            jobs = self.unit.take_jobs()
-        except Exception:
-            log.exception("plugin %s: reading outputs/crontable failed", self.unit.name)
-            items, jobs = [], []
+        items = self._read("outputs", self.unit.take_outputs)    # apart: a broken crontable must not
+        jobs = self._read("crontable/jobs", self.unit.take_jobs)  # cost outputs already taken
         outputs = [out for out in map(self._parse, items) if out is not None]
         for _ in range(len(items) - len(outputs)):
             self._tell_metrics("message_failed", BAD_OUTPUT)
@@ -133,6 +129,13 @@ class Worker:
             getattr(self._recorder, hook)(*args)
         except Exception:  # noqa: BLE001
             log.exception("metrics: %s for plugin %s failed", hook, self.unit.name)
+
+    def _read(self, what: str, take: Callable[[], list]) -> list:
+        try:
+            return take()
+        except Exception:  # noqa: BLE001 - the plugin's objects: what they raise costs only them
+            log.exception("plugin %s: reading its %s failed", self.unit.name, what)
+            return []
 
     def _parse(self, item: Any) -> Output | None:
         """One output as plain data, here on the plugin's thread; a bad one costs only itself."""
