@@ -109,6 +109,7 @@ class Daemon:
         self.journal: Journal | None = None     # the outbox's durable rows
         self.cluster: Any = None                # cluster mode: rtmbotd.cluster.node.ClusterNode
         self.cluster_state: Any = None          # cluster mode: the coordinator's last ClusterState
+        self.shared_outbox: Any = None          # cluster mode: rtmbotd.cluster.outbox.SharedOutbox
         self._seen = SeenEvents(clock=clock)
         self._reload_again = False
         self._stop_deadline: float | None = None
@@ -197,7 +198,11 @@ class Daemon:
         if self.config.cluster:      # cluster: registered before the saved outbox is read
             self._join_cluster()
         self.env.store_for = self.store.plugin
-        self.journal = Journal(self.store)
+        # Cluster: the rows are NODE_NAME's, written only while this process's session holds its node row.
+        shared = {"owner": self.config.node_name, "session": self.cluster.coordinator.session} if self.cluster else {}
+        self.journal = Journal(self.store, **shared)
+        if self.cluster:
+            self._share_outbox()
         self.outbox.on_enqueued = self.journal.enqueued
         self.outbox.on_settled = self.journal.settled
         self._to_restore = self.journal.restore(lambda rows: self.inbox.put_threadsafe(OutboxRead(rows)))
@@ -207,6 +212,12 @@ class Daemon:
         self.cluster = ClusterNode(self)
         self._handlers.update(self.cluster.handlers)
         self.cluster.join()
+
+    def _share_outbox(self) -> None:
+        from rtmbotd.cluster.outbox import SharedOutbox
+        from rtmbotd.store.url import resolve_url
+        self.shared_outbox = SharedOutbox(self, resolve_url(self.config.store_url, self.config.base_path))
+        self.shared_outbox.install(self._handlers)
 
     def handle_outbox_read(self, item: OutboxRead) -> None:
         """The saved outbox, read only now (the store failed at start): sent after newer messages."""
@@ -480,6 +491,8 @@ class Daemon:
             log.warning("plugins still running at the stop deadline: %s", ", ".join(w.unit.name for w in busy))
         await self.connector.close()
         self._keep_outbox()
+        if self.shared_outbox:
+            self.shared_outbox.close()
         if self.cluster:
             await self.cluster.leave()
         self._set_state(State.STOPPED)
@@ -513,6 +526,8 @@ class Daemon:
         self.directory.apply(event.data)
         if not self.connector.is_own(event.kind, event.data):
             self.host.dispatch(event.kind, event.data)
+            if self.shared_outbox:          # cluster: the reply's send slot is reserved meanwhile
+                self.shared_outbox.event(event.data)
 
     # -- plugin results -----------------------------------------------------------
     def handle_report(self, item: PluginReport) -> None:

@@ -8,12 +8,20 @@ the writer thread in one batch per turn, so a reply delivered at once never touc
 the store and the loop never waits for a commit. After a crash the rows are the
 outbox: what waited `HOLD` plus one write is never lost, and only what was in flight
 (sent, answer or row deletion not yet in) can be sent twice.
+
+Cluster: the rows are in the shared PostgreSQL store under this node's name. A dead
+node's rows are claimed (`claim`, on the writer) and routed like restored ones, after
+what this node queued already for their channels. A message that has (or may have) a
+row is sent only while the node's heartbeat vouches it is alive (`may_send`, before
+`node_until`); after another node took the rows (`session_lost`) the committed ones are
+dropped here, since the claimer sends them.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import reprlib
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -57,13 +65,24 @@ class Journal:
     """Loop-side bookkeeping of the durable outbox; store I/O runs on an OutboxWriter."""
 
     def __init__(self, store: Any, *, writer: OutboxWriter | None = None,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, owner: str | None = None,
+                 session: str | None = None) -> None:
         self.store = store
-        self.writer = writer or OutboxWriter(store)
+        self._next = int(wall() * 1_000_000)        # µs since the epoch: later runs sort after
+        self._next_guard = threading.Lock()         # the writer takes seqs for claimed rows too
+        self.session = session                      # cluster: this process's session (None: one host)
+        self.writer = writer or OutboxWriter(store, owner=owner, session=session, seqs=self.reserve)
         self._entries: dict[int, _Entry] = {}
         self._due: deque[_Entry] = deque()          # unsaved entries, oldest first
         self._changes: dict[int, dict | None] = {}  # this turn's row changes
-        self._next = int(wall() * 1_000_000)        # µs since the epoch: later runs sort after
+        self.node_until = float("inf") if session is None else float("-inf")   # cluster: see may_send
+        self._suspect: set[int] = set()             # saved before a session_lost; until `taken` says
+
+    def reserve(self, n: int) -> int:
+        """The first of `n` fresh seqs (any thread)."""
+        with self._next_guard:
+            first, self._next = self._next, self._next + n
+            return first
 
     # -- start --------------------------------------------------------------------------
     def restore(self, later: Callable[[list[tuple[int, dict]]], None]) -> list[Output]:
@@ -71,7 +90,7 @@ class Journal:
         read now, the writer reads them before writing anything and calls `later(rows)`
         from its thread; hand those to `adopt` on the loop."""
         try:
-            rows = self.store.outbox_rows()
+            rows = self.store.outbox_rows(self.session) if self.session is not None else self.store.outbox_rows()
         except StoreError as exc:
             log.error("cannot read the saved outbox (%s); new messages are kept in memory, and the saved "
                       "ones are sent once the store can be read", exc)
@@ -79,7 +98,7 @@ class Journal:
             return []
         return self.adopt(rows)
 
-    def adopt(self, rows: list[tuple[int, dict]]) -> list[Output]:
+    def adopt(self, rows: list[tuple[int, dict]], whose: str = "the last run") -> list[Output]:
         outputs = []
         self.writer.exists(seq for seq, _ in rows)
         for seq, record in rows:
@@ -90,17 +109,18 @@ class Journal:
             self._entries[seq] = _Entry(seq, record, 0.0, saved=True)
             outputs.append(Output(record.get("channel", ""), record.get("text"), dict(record.get("extra") or {}),
                                   record.get("plugin", "?"), seq))
-            self._next = max(self._next, seq + 1)
+            with self._next_guard:
+                self._next = max(self._next, seq + 1)
         if rows:
-            log.info("%d message(s) saved by the last run will be sent first", len(rows))
+            log.info("%d message(s) saved by %s will be sent %s", len(rows), whose,
+                     "first" if whose == "the last run" else "after those queued here")
         return outputs
 
     # -- the life of an output ----------------------------------------------------------
     def track(self, out: Output, now: float, *, stuck: bool = False) -> Output:
         """`out` with its journal seq as tag; it is written if still unsettled after HOLD,
         or at this turn's end when it is `stuck` (no link to Slack: it cannot go out soon)."""
-        seq = self._next
-        self._next += 1
+        seq = self.reserve(1)
         entry = _Entry(seq, record_of(out), now if stuck else now + HOLD)
         self._entries[seq] = entry
         self._due.append(entry)
@@ -138,6 +158,42 @@ class Journal:
         del self._entries[entry.seq]
         if entry.saved:
             self._changes[entry.seq] = DELETE
+
+    # -- cluster: the fence, and rows other nodes take or leave -------------------------
+    def may_send(self, msg: Message, now: float) -> bool:
+        """Outbox.fence: a message with (perhaps) a row goes out only while this node's
+        heartbeat vouches nobody declared it dead and took the row (now < node_until).
+        One whose write has not succeeded (PostgreSQL down) has no row: it goes."""
+        if msg.tag in self._suspect:
+            return False
+        entry = self._entries.get(msg.tag)
+        return entry is None or not entry.saved or now < self.node_until or not self.writer.may_exist(msg.tag)
+
+    def hold_saved(self) -> None:
+        """Hold every message that may have a row until `taken` says whose it is."""
+        self._suspect |= {seq for seq, entry in self._entries.items() if entry.saved}
+
+    def session_lost(self, session: str, done: Callable[[set[int]], None]) -> None:
+        """Another node declared this one dead (it was hung) and took its committed rows.
+        Until the writer says which (`done(seqs)` from its thread: hand them to `taken`),
+        nothing that may have a row is sent; this process goes on as `session`."""
+        self.session = session
+        self.hold_saved()
+        self.writer.session_lost(session, done)
+
+    def taken(self, seqs: set[int]) -> list[Message]:
+        """The rows another node took: their queued parts, for the outbox to drop."""
+        dropped: list[Message] = []
+        for seq in seqs:
+            entry = self._entries.pop(seq, None)
+            if entry is not None:
+                dropped.extend(entry.parts)
+        self._changes = {seq: change for seq, change in self._changes.items() if seq not in seqs}
+        self._suspect.clear()
+        if seqs:
+            log.warning("outbox: %d saved message(s) are another node's to send now; %d queued part(s) dropped "
+                        "here", len(seqs), len(dropped))
+        return dropped
 
     # -- per loop turn ------------------------------------------------------------------
     def flush(self, now: float) -> None:

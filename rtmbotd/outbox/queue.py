@@ -2,10 +2,16 @@
 
 Pure bookkeeping: the daemon asks `ready(now, ...)` for what to send, reports each
 result back, and sleeps until `next_deadline(now)`.
+
+Cluster hooks (None on one host, which pays nothing for them): `limiter_for` makes each
+channel's limiter (rtmbotd.cluster.ratelimit: slots reserved in the shared schedule; a
+limiter may answer `math.inf` while a reservation is on its way, and its answer wakes the
+loop), and `fence(msg, now)` holds back a message that must not go out yet.
 """
 from __future__ import annotations
 
 import itertools
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -95,14 +101,21 @@ class Outbox:
         self.web_paused_until = 0.0
         self.on_settled: Callable[[Message], None] | None = None   # delivered or dropped
         self.on_enqueued: Callable[[Message], None] | None = None
+        self.limiter_for: Callable[[str, float, float, int], Any] | None = None   # (channel, now, rate, burst)
+        self.fence: Callable[[Message, float], bool] | None = None
 
     def configure(self, rate: float, burst: int, now: float) -> None:
         """Apply new limits (on reload) without losing queued messages."""
         if (rate, burst) == (self.rate, self.burst):
             return
         self.rate, self.burst = rate, burst
-        for chan in self._channels.values():
-            chan.limiter = RateLimiter(rate * RATE_MARGIN, burst, now)
+        for channel, chan in self._channels.items():
+            chan.limiter = self._limiter(channel, now)
+
+    def _limiter(self, channel: str, now: float) -> Any:
+        if self.limiter_for is not None:
+            return self.limiter_for(channel, now, self.rate * RATE_MARGIN, self.burst)
+        return RateLimiter(self.rate * RATE_MARGIN, self.burst, now)
 
     def __len__(self) -> int:
         return sum(len(c.pending) + len(c.inflight) for c in self._channels.values())
@@ -110,7 +123,7 @@ class Outbox:
     def _channel(self, channel: str, now: float) -> _Channel:
         chan = self._channels.get(channel)
         if chan is None:
-            chan = self._channels[channel] = _Channel(RateLimiter(self.rate * RATE_MARGIN, self.burst, now))
+            chan = self._channels[channel] = _Channel(self._limiter(channel, now))
         return chan
 
     def enqueue(self, channel: str, text: str | None, plugin: str, now: float,
@@ -148,6 +161,8 @@ class Outbox:
         if chan.paused_until > now or (not via_socket and self.web_paused_until > now):
             return None
         if _waits_on_result(chan, via_socket):
+            return None
+        if self.fence is not None and not self.fence(msg, now):
             return None
         if chan.limiter.next_allowed(now) > now:
             return None
@@ -205,6 +220,14 @@ class Outbox:
         if chan is not None and chan.inflight.pop(msg.seq, None) is not None:
             self._put_back(chan, [msg])
 
+    def discard(self, msgs: list[Message]) -> None:
+        """Cluster: forget queued messages another node sends now (in flight ones finish)."""
+        gone = {m.seq for m in msgs}
+        for channel in {m.channel for m in msgs}:
+            chan = self._channels.get(channel)
+            if chan is not None:
+                chan.pending = deque(m for m in chan.pending if m.seq not in gone)
+
     def _put_back(self, chan: _Channel, msgs: list[Message]) -> None:
         msgs = sorted(msgs, key=lambda m: m.seq)
         if not chan.pending or msgs[-1].seq < chan.pending[0].seq:
@@ -227,7 +250,11 @@ class Outbox:
                 continue
             if _waits_on_result(chan, via_socket):
                 continue   # a result will wake the loop, not the clock
+            if self.fence is not None and not self.fence(msg, now):
+                continue   # the cluster's next word (a heartbeat, a takeover) wakes the loop
             at = max(chan.limiter.next_allowed(now), chan.paused_until,
                       self.web_paused_until if not via_socket else 0.0)
+            if at == math.inf:
+                continue   # a slot reservation on its way wakes the loop
             best = at if best is None else min(best, at)
         return best

@@ -4,6 +4,10 @@ The loop hands over batches of row changes (`submit`); the thread writes whateve
 accumulated in one transaction, so a busy loop turn costs one commit (one fsync) and an
 idle one none. While the store fails (server down, disk full) the changes stay in
 memory, newer ones replacing older ones for the same row, and are retried with backoff.
+
+Cluster: every write and read holds this node's rtmbot_nodes row under its `session`;
+the thread also claims dead nodes' rows (`claim`) and, after another node took this
+one's rows (`session_lost`), tells which seqs were committed (the claimer sends those).
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from rtmbotd.store.values import to_json      # SQLAlchemy-free
+from rtmbotd.store.errors import OutboxTakenError, StoreBusyError   # SQLAlchemy-free, as values
+from rtmbotd.store.values import to_json
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +28,16 @@ DELETE = None          # a row change that removes the row
 class OutboxWriter:
     """Writes {seq: record | DELETE} changes to `store.write_outbox` on its own thread."""
 
-    def __init__(self, store: Any, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: Any, *, clock: Callable[[], float] = time.monotonic, owner: str | None = None,
+                 session: str | None = None, seqs: Callable[[int], int] | None = None) -> None:
         self._store = store
         self._clock = clock
+        self._owner = owner          # cluster: this node's name, claiming others' rows
+        self._session = session      # cluster: every write checks this node's row names it
+        self._seqs = seqs            # cluster: hands out `n` fresh seqs for claimed rows
+        self._claims: list[tuple[str, Callable[[str, list[tuple[int, dict]]], None]]] = []
+        self._takeover: tuple[str, Callable[[set[int]], None]] | None = None
+        self._taken = False          # a write found this node's rows claimed: wait for session_lost
         self._pending: dict[int, dict | None] = {}
         # Rows that may exist: committed puts, rows read at start, puts being written. A
         # deletion of any other row cancels its pending put instead: while the store is
@@ -58,6 +70,11 @@ class OutboxWriter:
         with self._cond:
             self._stored.update(seqs)
 
+    def may_exist(self, seq: int) -> bool:
+        """Cluster fence: row `seq` is committed, being written or was read at start."""
+        with self._cond:
+            return seq in self._stored
+
     @property
     def waiting(self) -> int:
         """Row changes not written yet."""
@@ -70,6 +87,37 @@ class OutboxWriter:
         with self._cond:
             self._read = done
             self._wake()
+
+    def session_kw(self) -> dict:
+        return {} if self._session is None else {"session": self._session}
+
+    def claim(self, dead_name: str, done: Callable[[str, list[tuple[int, dict]]], None]) -> None:
+        """Cluster: take node `dead_name`'s rows (retried while the store fails); `done(name,
+        rows)` runs on the writer's thread with the moved messages, now this node's."""
+        with self._cond:
+            if all(name != dead_name for name, _ in self._claims):
+                self._claims.append((dead_name, done))
+            self._wake()
+
+    def session_lost(self, session: str, done: Callable[[set[int]], None]) -> None:
+        """Cluster: another node took this one's committed rows. Between two writes, the
+        thread forgets them (their changes too), writes the rest under the new `session`,
+        and calls `done(taken_seqs)` on its thread."""
+        with self._cond:
+            self._takeover = (session, done)
+            self._wake()
+
+    def _has_work(self) -> bool:
+        return bool(self._takeover or self._read or (not self._taken and (self._pending or self._claims)))
+
+    def _take_over(self) -> tuple[Callable[[set[int]], None], set[int]]:
+        """With the lock held, no write running: what was committed is the claimer's now."""
+        (self._session, done), self._takeover = self._takeover, None
+        taken, self._stored = self._stored, set()
+        for seq in taken:
+            self._pending.pop(seq, None)     # a deletion or new version of a row that is not ours
+        self._taken = False
+        return done, taken
 
     def _wake(self) -> None:
         if self._thread is None:
@@ -87,18 +135,32 @@ class OutboxWriter:
         delay = RETRY_BASE
         while True:
             with self._cond:
-                while not self._pending and not self._read and not self._closing:
+                while not self._has_work() and not self._closing:
                     self._cond.wait()
-                if not self._pending and not self._read:
+                if not self._has_work():
                     return
+                if self._takeover is not None:
+                    done, taken = self._take_over()
+                    self._cond.release()
+                    try:
+                        done(taken)
+                    finally:
+                        self._cond.acquire()
+                    continue
                 read, batch, new = self._read, {}, set()
-                if read is None:
+                claim = self._claims[0] if read is None and self._claims else None
+                if read is None and claim is None:
                     batch, self._pending = self._pending, {}
                     new = {seq for seq, change in batch.items() if change is not DELETE} - self._stored
                     self._stored |= new             # may exist once this write starts
                 self._busy = True
             try:
-                ok = self._read_rows(read) if read is not None else self._write(batch)
+                if read is not None:
+                    ok = self._read_rows(read)
+                elif claim is not None:
+                    ok = self._claim(*claim)
+                else:
+                    ok = self._write(batch)
             finally:
                 with self._cond:
                     self._busy = False
@@ -113,6 +175,8 @@ class OutboxWriter:
                         self._pending.pop(seq, None)
                     else:
                         self._pending[seq] = newer
+                if self._taken:
+                    continue                         # no retry: it waits for session_lost
                 retry_at = self._clock() + delay
                 while self._clock() < retry_at:
                     if self._clock() >= self._close_by:
@@ -125,7 +189,7 @@ class OutboxWriter:
 
     def _read_rows(self, done: Callable[[list[tuple[int, dict]]], None]) -> bool:
         try:
-            rows = self._store.outbox_rows()
+            rows = self._store.outbox_rows(**self.session_kw())
         except Exception as exc:  # noqa: BLE001 - StoreError or a driver bug: retry
             self._failing = str(exc)
             return False
@@ -135,6 +199,29 @@ class OutboxWriter:
             self._read = None
         done(rows)
         return True
+
+    def _claim(self, dead_name: str, done: Callable[[str, list[tuple[int, dict]]], None]) -> bool:
+        try:
+            rows = self._store.claim_outbox(dead_name, self._owner, self._session, seqs=self._seqs)
+        except OutboxTakenError as exc:
+            self._fenced(exc)
+            return False
+        except StoreBusyError as exc:
+            log.info("outbox: %s", exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - StoreError or a driver bug: retry
+            log.error("outbox: cannot take over node %s's messages yet (%s); retrying", dead_name, exc)
+            return False
+        with self._cond:
+            self._claims = [c for c in self._claims if c[0] != dead_name]
+            self._stored.update(seq for seq, _ in rows)
+        done(dead_name, rows)
+        return True
+
+    def _fenced(self, exc: Exception) -> None:
+        if not self._taken:
+            log.error("outbox: %s; sending saved messages waits until this node has joined again", exc)
+        self._taken = True
 
     def _write(self, batch: dict[int, dict | None]) -> bool:
         puts: list[tuple[int, str, str]] = []
@@ -151,9 +238,12 @@ class OutboxWriter:
                           record.get("channel", "?"), exc)
                 deletes.append(seq)              # an older, storable version of it must not come back
         try:
-            self._store.write_outbox(puts, deletes)
+            self._store.write_outbox(puts, deletes, **self.session_kw())
             with self._cond:
                 self._stored.difference_update(deletes)
+        except OutboxTakenError as exc:
+            self._fenced(exc)
+            return False
         except Exception as exc:  # noqa: BLE001 - StoreError or a driver bug: keep the changes, retry
             if self._failing is None:
                 log.error("outbox: cannot write %d queued change(s) to the store (%s); they are kept in "

@@ -17,16 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, func, literal_column, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
+from rtmbotd.cluster.timing import NODE_TTL
 from rtmbotd.store.engine import Backend, open_backend
-from rtmbotd.store.errors import (StoreBusyError, StoreCorruptError, StoreError, StoreFullError,
+from rtmbotd.store.errors import (OutboxTakenError, StoreBusyError, StoreCorruptError, StoreError, StoreFullError,
                                   StoreReadOnlyError, StoreUnavailableError, StoreVersionError,
                                   StoreWriteError)
 from rtmbotd.store.plugin import ABSENT, PluginStore, put_row
-from rtmbotd.store.schema import MIGRATIONS, Migration, kv, outbox, outbox_rows
+from rtmbotd.store.schema import MIGRATIONS, Migration, kv, nodes, outbox, outbox_rows
 from rtmbotd.store.url import resolve_url
 from rtmbotd.store.values import check_key, encode, to_json
 
@@ -40,6 +41,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _DELETE_CHUNK = 500      # seqs per DELETE ... IN (...): well under any driver's parameter limit
+
+
+def _decoded(rows: Iterable[Any]) -> list[tuple[int, dict]]:
+    """(seq, record JSON text) rows as (seq, record); a damaged or hand-edited row costs only itself."""
+    out = []
+    for seq, record in rows:
+        try:
+            out.append((seq, json.loads(record)))
+        except ValueError as exc:
+            log.error("store: outbox row %d is not JSON (%s); it stays in rtmbot_outbox_rows, unsent", seq, exc)
+    return out
 
 
 @dataclass
@@ -184,25 +196,43 @@ class Store:
     def _outbox_lock(self) -> str:
         return "\0outbox:" + self.outbox_owner
 
-    def outbox_rows(self) -> list[tuple[int, dict]]:
+    def outbox_rows(self, session: str | None = None) -> list[tuple[int, dict]]:
         """Every saved message as (seq, record), in send order. A version-1 outbox (saved
-        whole by an older rtmbotd at its stop) is moved into the rows first, ahead of them."""
-        legacy = self._read("outbox", lambda c: c.execute(
-            select(outbox.c.seq, outbox.c.record).where(outbox.c.owner == self.outbox_owner)
-            .order_by(outbox.c.seq)).all())
-        if legacy:
-            self._write("outbox", self._outbox_lock(), lambda c: self._adopt_legacy(c, legacy))
-        rows = self._read("outbox", lambda c: c.execute(
-            select(outbox_rows.c.seq, outbox_rows.c.record).where(outbox_rows.c.owner == self.outbox_owner)
-            .order_by(outbox_rows.c.seq)).all())
-        out = []
-        for seq, record in rows:
-            try:
-                out.append((seq, json.loads(record)))
-            except ValueError as exc:      # a damaged or hand-edited row costs only itself
-                log.error("store: outbox row %d is not JSON (%s); it stays in rtmbot_outbox_rows, unsent",
-                          seq, exc)
-        return out
+        whole by an older rtmbotd at its stop) is moved into the rows first, ahead of them.
+
+        Cluster (`session` given): read in one transaction holding this node's rtmbot_nodes
+        row, which must still name `session` (else OutboxTakenError), so no other node can
+        claim the rows while they are read."""
+        if session is None:
+            legacy = self._read("outbox", lambda c: c.execute(self._legacy_rows()).all())
+            if legacy:
+                self._write("outbox", self._outbox_lock(), lambda c: self._adopt_legacy(c, legacy))
+            rows = self._read("outbox", lambda c: c.execute(self._own_rows()).all())
+        else:
+            def read(conn: Connection) -> Sequence[Any]:
+                self._hold_session(conn, session, exclusive=True)
+                legacy = conn.execute(self._legacy_rows()).all()
+                if legacy:
+                    self._adopt_legacy(conn, legacy)
+                return conn.execute(self._own_rows()).all()
+            rows = self._write("outbox", self._outbox_lock(), read)
+        return _decoded(rows)
+
+    def _legacy_rows(self) -> Any:
+        return select(outbox.c.seq, outbox.c.record).where(outbox.c.owner == self.outbox_owner).order_by(outbox.c.seq)
+
+    def _own_rows(self) -> Any:
+        return (select(outbox_rows.c.seq, outbox_rows.c.record).where(outbox_rows.c.owner == self.outbox_owner)
+                .order_by(outbox_rows.c.seq))
+
+    def _hold_session(self, conn: Connection, session: str, *, exclusive: bool = False) -> None:
+        """Cluster: lock this node's rtmbot_nodes row until the commit; OutboxTakenError when
+        it no longer names `session` (another node declared this one dead and took its rows)."""
+        found = conn.execute(select(nodes.c.session).where(nodes.c.name == self.outbox_owner)
+                             .with_for_update(read=not exclusive)).scalar()
+        if found != session:
+            raise OutboxTakenError(f"{self._backend.where}: the outbox of node {self.outbox_owner!r} belongs to "
+                                   f"another process now ({found or 'no node row'}); nothing was written")
 
     def _adopt_legacy(self, conn: Connection, legacy: Sequence[Any]) -> None:
         first = conn.execute(select(outbox_rows.c.seq).where(outbox_rows.c.owner == self.outbox_owner)
@@ -218,13 +248,17 @@ class Store:
         return [{"owner": self.outbox_owner, "seq": seq, "channel": channel, "record": record, "created_at": now}
                 for seq, channel, record in rows]
 
-    def write_outbox(self, puts: Sequence[tuple[int, str, str]], deletes: Iterable[int] = ()) -> None:
+    def write_outbox(self, puts: Sequence[tuple[int, str, str]], deletes: Iterable[int] = (),
+                     session: str | None = None) -> None:
         """One atomic batch: rows (seq, channel, record JSON text) added or replaced, and
-        rows `deletes` removed (absent ones are fine)."""
+        rows `deletes` removed (absent ones are fine). Cluster (`session` given): only
+        while this node's rtmbot_nodes row names `session`, else OutboxTakenError."""
         gone = sorted(set(deletes) | {seq for seq, _, _ in puts})
         values = self._row_values(puts)
 
         def write(conn: Connection) -> None:
+            if session is not None:
+                self._hold_session(conn, session)
             for i in range(0, len(gone), _DELETE_CHUNK):
                 conn.execute(delete(outbox_rows).where(outbox_rows.c.owner == self.outbox_owner,
                                                        outbox_rows.c.seq.in_(gone[i:i + _DELETE_CHUNK])))
@@ -232,6 +266,70 @@ class Store:
                 conn.execute(outbox_rows.insert(), values)
         if gone:
             self._write("outbox", self._outbox_lock(), write)
+
+    def claim_outbox(self, dead_name: str, me: str, session: str, *, node_ttl: float = NODE_TTL,
+                     seqs: Callable[[int], int] | None = None) -> list[tuple[int, dict]]:
+        """Cluster: move the outbox of node `dead_name` to node `me` (whose rtmbot_nodes row
+        must name `session`) and return the moved messages as (seq, record), in order.
+
+        One transaction: the dead node's row is locked (`FOR UPDATE SKIP LOCKED`) only if
+        its heartbeat is older than `node_ttl` by PostgreSQL's clock and it was not claimed
+        already; its rows become `me`'s, renumbered from `seqs(n)` when given (the claimer's
+        journal hands out seqs that collide with nothing it holds), else kept unless a seq
+        is `me`'s already; its session becomes 'claimed by <me>', so the dead process, if it
+        was only hung, finds its session replaced and writes nothing more. [] when it is
+        alive or was taken already; StoreBusyError, never a wait, while it is inside its
+        own outbox write (hung there) or its row is locked (another claimer, its restore):
+        try again later."""
+        if self.dialect != "postgresql":
+            raise StoreError(f"{self._backend.where}: claiming another node's outbox needs PostgreSQL")
+
+        def claim(conn: Connection) -> list[tuple[int, str, str, float]]:
+            if not self._backend.try_lock(conn, "\0outbox:" + dead_name):   # hung inside its own write?
+                raise StoreBusyError(f"{self._backend.where}: node {dead_name!r} is writing its outbox; "
+                                     "claiming it waits")
+            now = literal_column("extract(epoch from clock_timestamp())")
+            mine = conn.execute(select(nodes.c.session, nodes.c.heartbeat_at >= now - node_ttl)
+                                .where(nodes.c.name == me).with_for_update(read=True)).first()
+            if mine is None or mine[0] != session:
+                raise OutboxTakenError(f"{self._backend.where}: node {me!r} is not this process any more "
+                                       f"({mine[0] if mine else 'no node row'}); it claims nothing")
+            if not mine[1]:
+                return []                                  # this node may be declared dead itself
+            if conn.execute(select(nodes.c.name).where(nodes.c.name == dead_name)
+                            .with_for_update(skip_locked=True)).first() is None:
+                raise StoreBusyError(f"{self._backend.where}: node {dead_name!r}'s row is locked (another claimer, "
+                                     "or the node reading its outbox at start); claiming it waits")
+            dead = conn.execute(select(nodes.c.role).where(
+                nodes.c.name == dead_name, nodes.c.heartbeat_at < now - node_ttl,
+                nodes.c.session.not_like("claimed by %"))).first()
+            if dead is None:
+                return []                                  # alive, or taken already
+            rows = conn.execute(select(outbox_rows.c.seq, outbox_rows.c.channel, outbox_rows.c.record,
+                                       outbox_rows.c.created_at).where(outbox_rows.c.owner == dead_name)
+                                .order_by(outbox_rows.c.seq)).all()
+            if not rows and dead.role == "stopped":
+                return []                                  # stopped cleanly, nothing left: nothing to take
+            if seqs is not None and rows:
+                first = seqs(len(rows))
+                renumbered = [first + i for i in range(len(rows))]
+            else:
+                renumbered = [r.seq for r in rows]
+                if rows and conn.execute(select(outbox_rows.c.seq).where(
+                        outbox_rows.c.owner == me, outbox_rows.c.seq.in_(renumbered)).limit(1)).first():
+                    top = conn.execute(select(func.max(outbox_rows.c.seq)).where(outbox_rows.c.owner == me)).scalar()
+                    renumbered = [max(top, rows[-1].seq) + 1 + i for i in range(len(rows))]
+            conn.execute(delete(outbox_rows).where(outbox_rows.c.owner == dead_name))
+            if rows:
+                conn.execute(outbox_rows.insert(), [
+                    {"owner": me, "seq": seq, "channel": r.channel, "record": r.record, "created_at": r.created_at}
+                    for seq, r in zip(renumbered, rows)])
+            conn.execute(nodes.update().where(nodes.c.name == dead_name).values(session="claimed by " + me))
+            return [(seq, r.record) for seq, r in zip(renumbered, rows)]
+        moved = self._write("outbox", "\0outbox:" + me, claim)
+        if moved:
+            log.warning("store: took over %d unsent message(s) of node %s", len(moved), dead_name)
+        return _decoded(moved)
 
     def save_outbox(self, records: list[dict]) -> None:
         """Replace the saved outbox with `records` (in order), atomically."""

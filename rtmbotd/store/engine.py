@@ -235,6 +235,12 @@ class SQLiteBackend(Backend):
                              "is the file on a network filesystem? Put it on a local disk.")
 
 
+def _key(name: str) -> int:
+    """The advisory lock key (second half) for `name`: int4 is signed."""
+    key = zlib.crc32(name.encode("utf-8"))
+    return key - (1 << 32) if key >= (1 << 31) else key
+
+
 class PostgresBackend(Backend):
     kind = "postgresql"
 
@@ -258,9 +264,13 @@ class PostgresBackend(Backend):
         return f"{self.where} ({self._version})" if self._version else self.where
 
     def lock(self, conn: Connection, name: str) -> None:
-        key = zlib.crc32(name.encode("utf-8"))
-        key = key - (1 << 32) if key >= (1 << 31) else key     # int4 is signed
-        conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": _ADVISORY_NAMESPACE, "key": key})
+        conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": _ADVISORY_NAMESPACE, "key": _key(name)})
+
+    def try_lock(self, conn: Connection, name: str) -> bool:
+        """`lock` without waiting: False when another transaction holds it (cluster: a node
+        hung inside its own outbox write must not stall the node claiming its rows)."""
+        return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:ns, :key)"),
+                                 {"ns": _ADVISORY_NAMESPACE, "key": _key(name)}).scalar())
 
     def check(self) -> None:
         try:

@@ -12,8 +12,8 @@ from rtmbotd.errors import StoreError
 
 __all__ = [
     "StoreError", "StoreBusyError", "StoreCorruptError", "StoreFullError", "StoreReadOnlyError",
-    "StoreSchemaWaitError", "StoreUnavailableError", "StoreUnreachableError", "StoreVersionError",
-    "StoreWriteError", "filesystem_problem", "is_transient", "translate",
+    "OutboxTakenError", "StoreSchemaWaitError", "StoreUnavailableError", "StoreUnreachableError",
+    "StoreVersionError", "StoreWriteError", "filesystem_problem", "is_transient", "translate",
 ]
 
 
@@ -66,6 +66,11 @@ class StoreFullError(StoreWriteError):
 
 class StoreReadOnlyError(StoreWriteError):
     """The database is read-only (read-only mount, permissions, standby server)."""
+
+
+class OutboxTakenError(StoreError):
+    """Cluster: this process's outbox rows were claimed by another node (its session in
+    rtmbot_nodes is no longer this process's), so nothing of the write was stored."""
 
 
 # SQLite primary result codes (https://sqlite.org/rescode.html).

@@ -114,13 +114,17 @@ class StandInStore:
                 ps = self._plugins[name] = DeferredPluginStore(self, name)
             return ps
 
-    def outbox_rows(self) -> list[tuple[int, dict]]:
+    def outbox_rows(self, session: str | None = None) -> list[tuple[int, dict]]:
         """The durable outbox's rows (see Store.outbox_rows); StoreError while there is no store."""
-        return self.real().outbox_rows()
+        return self.real().outbox_rows(session)
 
-    def write_outbox(self, puts: list, deletes: list) -> None:
+    def write_outbox(self, puts: list, deletes: list, session: str | None = None) -> None:
         """From the outbox's writer thread, which keeps and retries the rows on StoreError."""
-        self.real().write_outbox(puts, deletes)
+        self.real().write_outbox(puts, deletes, session)
+
+    def claim_outbox(self, dead_name: str, me: str, session: str, **kwargs: Any) -> list[tuple[int, dict]]:
+        """Cluster: see Store.claim_outbox (from the writer thread, retried on StoreError)."""
+        return self.real().claim_outbox(dead_name, me, session, **kwargs)
 
     def close(self) -> None:
         with self._lock:
