@@ -106,6 +106,7 @@ class Daemon:
         self._early_signals = early_signals if early_signals is not None else []
         self.env = PluginEnv(slack_client=self.slack_client)
         self.journal: Journal | None = None     # the outbox's durable rows
+        self.claims = None                      # cluster mode: rtmbotd.cluster.claims.EventClaims
         self._seen = SeenEvents(clock=clock)
         self._reload_again = False
         self._stop_deadline: float | None = None
@@ -172,6 +173,8 @@ class Daemon:
         self._early_signals.clear()
         if self.notifier.watchdog_interval:
             self._watchdog_at = self.clock()     # systemd's watchdog runs from exec, not READY
+        if self.config.cluster:
+            self._start_claims()
         self._build(self.config.path)
         self.inbox.start()
         try:
@@ -195,6 +198,18 @@ class Daemon:
         self.outbox.on_enqueued = self.journal.enqueued
         self.outbox.on_settled = self.journal.settled
         self._to_restore = self.journal.restore(lambda rows: self.inbox.put_threadsafe(OutboxRead(rows)))
+
+    # -- cluster: Socket Mode events claimed cluster-wide (rtmbotd.cluster.claims) ----
+    def _start_claims(self) -> None:
+        from rtmbotd.cluster.claims import INBOX_ITEMS, EventClaims
+        from rtmbotd.store.url import resolve_url
+        url = resolve_url(self.config.store_url, self.config.base_path)
+        self.claims = EventClaims(url, self.config.node_name, self.inbox.put_threadsafe)
+        for kind in INBOX_ITEMS:
+            self._handlers[kind] = self.handle_claims
+
+    def handle_claims(self, item: Any) -> None:
+        self._handle_events(self.claims.handle(item))
 
     def handle_outbox_read(self, item: OutboxRead) -> None:
         """The saved outbox, read only now (the store failed at start): sent after newer messages."""
@@ -275,6 +290,8 @@ class Daemon:
     def _next_deadline(self, now: float) -> float | None:
         times = [self._watchdog_at, self._stop_deadline, self.connector.next_deadline(now),
                  self.directory.retry_at, self.journal.next_deadline(), self.router.next_deadline()]
+        if self.claims is not None:
+            times.append(self.claims.next_deadline())
         if self.state in (State.RUNNING, State.RELOADING):
             times.append(self.host.next_deadline())
             if self.host.workers:
@@ -283,6 +300,8 @@ class Daemon:
         return min((t for t in times if t is not None), default=None)
 
     def _tick(self, now: float) -> None:
+        if self.claims is not None:
+            self._handle_events(self.claims.tick(now))
         if self.state in (State.RUNNING, State.RELOADING):
             self.host.run_due_jobs(now)
             if now >= self._sweep_at + OUTPUT_SWEEP_EVERY:
@@ -312,7 +331,8 @@ class Daemon:
 
     def status_line(self, now: float) -> str:
         return status_line(self.config, self.host, now, connection=self.connector.status(),
-                           store=getattr(self.store, "problem", None),      # e.g. unreachable at start
+                           store="; ".join(filter(None, [getattr(self.store, "problem", None),   # e.g. unreachable at start
+                                                          self.claims and self.claims.problem])) or None,
                            queued=self._queued(), hung=hung_imports())
 
     def _queued(self) -> int:
@@ -441,6 +461,8 @@ class Daemon:
         self.notifier.stopping(f"Stopping; {len(self.outbox)} message(s) queued")
         self._stop_deadline = now + self.config.stop_timeout
         self.connector.stop_acking()      # events from now on are left to Slack's redelivery
+        if self.claims is not None:       # acked while their claims were out: not lost to the stop
+            self._handle_events(self.claims.flush())
         self.host.stop()
 
     def _stop_finished(self, now: float) -> bool:
@@ -456,6 +478,8 @@ class Daemon:
         if busy:
             log.warning("plugins still running at the stop deadline: %s", ", ".join(w.unit.name for w in busy))
         await self.connector.close()
+        if self.claims is not None:
+            self.claims.close()
         self._keep_outbox()
         self._set_state(State.STOPPED)
         log.info("stopped")
@@ -481,6 +505,16 @@ class Daemon:
             return
         if not self._seen.first_time(event):      # a redelivery, or two links overlapping
             return
+        if self.claims is not None and isinstance(link, SocketModeLink):   # cluster: once cluster-wide
+            self._handle_events(self.claims.admit(event, self.clock()))
+            return
+        self._handle_event(event)
+
+    def _handle_events(self, events: list[Event]) -> None:
+        for event in events:
+            self._handle_event(event)
+
+    def _handle_event(self, event: Event) -> None:
         self.metrics.event_received(event.kind)
         self.directory.apply(event.data)
         if not self.connector.is_own(event.kind, event.data):

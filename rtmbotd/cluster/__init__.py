@@ -1,0 +1,1 @@
+"""Cluster mode (CLUSTER: true): several nodes of one bot coordinating through PostgreSQL."""
