@@ -208,8 +208,17 @@ class Daemon:
         for kind in INBOX_ITEMS:
             self._handlers[kind] = self.handle_claims
 
+    def _claims_problem(self) -> str | None:
+        return self.claims.problem if self.claims is not None else None
+
     def handle_claims(self, item: Any) -> None:
-        self._handle_events(self.claims.handle(item))
+        self._after_claims(self.claims.problem, self.claims.handle(item))
+
+    def _after_claims(self, problem: str | None, events: list[Event]) -> None:
+        """Dispatch what the claims let through; STATUS at once when their breaker moved."""
+        self._handle_events(events)
+        if self.claims.problem != problem:
+            self.refresh_status()
 
     def handle_outbox_read(self, item: OutboxRead) -> None:
         """The saved outbox, read only now (the store failed at start): sent after newer messages."""
@@ -301,7 +310,7 @@ class Daemon:
 
     def _tick(self, now: float) -> None:
         if self.claims is not None:
-            self._handle_events(self.claims.tick(now))
+            self._after_claims(self.claims.problem, self.claims.tick(now))
         if self.state in (State.RUNNING, State.RELOADING):
             self.host.run_due_jobs(now)
             if now >= self._sweep_at + OUTPUT_SWEEP_EVERY:
@@ -332,7 +341,7 @@ class Daemon:
     def status_line(self, now: float) -> str:
         return status_line(self.config, self.host, now, connection=self.connector.status(),
                            store="; ".join(filter(None, [getattr(self.store, "problem", None),   # e.g. unreachable at start
-                                                          self.claims and self.claims.problem])) or None,
+                                                          self._claims_problem()])) or None,
                            queued=self._queued(), hung=hung_imports())
 
     def _queued(self) -> int:
