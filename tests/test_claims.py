@@ -214,6 +214,7 @@ def test_the_engine_fails_fast(postgres_url):  # noqa: F811
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "1s"
             assert conn.exec_driver_sql("SHOW search_path").scalar() == "x"
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
         assert engine.pool.size() == 1
     finally:
         engine.dispose()

@@ -195,10 +195,15 @@ _PROBE = object()
 
 def claims_engine(url: Any) -> Any:
     """An engine of one connection for `url` (the store's resolved URL) that fails fast:
-    short connect timeout, TCP keepalives and user timeout, statement_timeout."""
+    short connect timeout, TCP keepalives and user timeout, statement_timeout.
+
+    Claims commit without waiting for the WAL flush (synchronous_commit=off): 0.2-0.4 ms
+    a claim instead of 5-6 ms on a busy disk; a PostgreSQL crash can forget the claims of
+    its last moment, so a retry of those may be answered twice, as during an outage."""
     from sqlalchemy import create_engine
     options = [url.query["options"]] if isinstance(url.query.get("options"), str) else []
     options.append(f"-c statement_timeout={int(CLAIM_TIMEOUT * 1000)}")
+    options.append("-c synchronous_commit=off")
     connect_args = {"options": " ".join(options), "keepalives": 1, "keepalives_idle": 2,
                     "keepalives_interval": 1, "keepalives_count": 2, "tcp_user_timeout": 3000,
                     "application_name": "rtmbotd-claims"}
