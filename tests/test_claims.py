@@ -2,7 +2,9 @@
 without threads, the worker against a real PostgreSQL (schemas of test_store's fixtures)."""
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import socket
 import time
 
@@ -231,3 +233,41 @@ def test_event_claims_wire_the_queue_to_its_worker(cluster_url):
         assert claims.handle(posted.next(ClaimAnswer)) == []
     finally:
         claims.close()
+
+
+def test_a_hung_server_costs_one_timeout_then_claims_resume(cluster_url):
+    """The claims connection's backend SIGSTOPped (a stalled server): the event goes unchecked
+    after the timeout, the next ones at once; resumed, the worker reports back."""
+    posted = Posted()
+    claims = EventClaims(resolve_url(cluster_url), "node-a", posted)
+    admin = create_engine(resolve_url(cluster_url), isolation_level="AUTOCOMMIT")
+    stopped: list[int] = []
+    try:
+        claims.handle(posted.next(ClaimsUp))
+        with admin.connect() as conn:
+            [pid] = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE application_name = 'rtmbotd-claims' "
+                                      "AND datname = current_database()")).scalars().all()
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+        now = time.monotonic()
+        assert claims.admit(event(1), now) == []
+        assert claims.tick(now + claims.timeout - 0.01) == []
+        assert claims.tick(now + claims.timeout) == [event(1)]           # unchecked, not lost
+        assert claims.problem is not None
+        assert claims.admit(event(2), now + 1.1) == [event(2)]           # the breaker: no wait
+        os.kill(pid, signal.SIGCONT)
+        stopped.clear()
+        deadline = time.monotonic() + T
+        while claims.problem is not None:                                # the probe after the stall
+            claims.handle(posted.items.get(timeout=max(0.01, deadline - time.monotonic())))
+        assert claims.admit(event(3), time.monotonic()) == []
+        while True:
+            due = claims.handle(posted.next(ClaimAnswer))
+            if due:
+                assert due == [event(3)]
+                break
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        claims.close()
+        admin.dispose()
