@@ -7,6 +7,7 @@ import queue
 import signal
 import socket
 import time
+import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -239,14 +240,15 @@ def test_a_hung_server_costs_one_timeout_then_claims_resume(cluster_url):
     """The claims connection's backend SIGSTOPped (a stalled server): the event goes unchecked
     after the timeout, the next ones at once; resumed, the worker reports back."""
     posted = Posted()
-    claims = EventClaims(resolve_url(cluster_url), "node-a", posted)
+    node = "hung-" + uuid.uuid4().hex[:8]
+    claims = EventClaims(resolve_url(cluster_url), node, posted)
     admin = create_engine(resolve_url(cluster_url), isolation_level="AUTOCOMMIT")
     stopped: list[int] = []
     try:
         claims.handle(posted.next(ClaimsUp))
         with admin.connect() as conn:
-            [pid] = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE application_name = 'rtmbotd-claims' "
-                                      "AND datname = current_database()")).scalars().all()
+            [pid] = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+                                 {"name": "rtmbotd-claims " + node}).scalars().all()
         os.kill(pid, signal.SIGSTOP)
         stopped.append(pid)
         now = time.monotonic()

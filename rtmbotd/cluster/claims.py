@@ -193,7 +193,7 @@ _STOP = object()
 _PROBE = object()
 
 
-def claims_engine(url: Any) -> Any:
+def claims_engine(url: Any, node: str = "") -> Any:
     """An engine of one connection for `url` (the store's resolved URL) that fails fast:
     short connect timeout, TCP keepalives and user timeout, statement_timeout.
 
@@ -206,7 +206,7 @@ def claims_engine(url: Any) -> Any:
     options.append("-c synchronous_commit=off")
     connect_args = {"options": " ".join(options), "keepalives": 1, "keepalives_idle": 2,
                     "keepalives_interval": 1, "keepalives_count": 2, "tcp_user_timeout": 3000,
-                    "application_name": "rtmbotd-claims"}
+                    "application_name": f"rtmbotd-claims {node}".strip()[:63]}   # in pg_stat_activity
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT
     return create_engine(url.difference_update_query(["options"]), connect_args=connect_args,
@@ -249,7 +249,7 @@ class ClaimWorker:
     def _run(self) -> None:
         from sqlalchemy import text
         self._claim_sql, self._purge_sql, self._probe_sql = text(_CLAIM_SQL), text(_PURGE_SQL), text(_PROBE_SQL)
-        self._engine = claims_engine(self.url)
+        self._engine = claims_engine(self.url, self.node)
         self._attempt(self._reconnect)        # connected before the first event needs it
         purge_at = self._clock()
         try:

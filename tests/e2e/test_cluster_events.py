@@ -204,3 +204,35 @@ def test_postgresql_stopped_events_are_still_answered_and_claims_resume_once_it_
     assert cluster.alive()
     for node in cluster.nodes.values():
         wait_until(lambda: "event dedup off" not in node.notify.statuses()[-1], T, "STATUS without it again")
+
+
+def test_a_stalled_postgresql_costs_an_event_one_second_not_its_answer(cluster, fake):
+    """The claims connections' server processes SIGSTOPped (a stalled database): each node
+    answers unchecked after the 1 s wait, the events after that at once; continued, claims resume."""
+    cluster.start()
+    engine = create_engine(resolve_url(cluster.store_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE application_name = ANY(:names)"),
+                            {"names": [f"rtmbotd-claims {n}" for n in NODES]}).scalars().all()
+    engine.dispose()
+    assert len(pids) >= len(NODES)          # (a backend of an earlier test's node may still be leaving)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        texts = [f"stalled {n}" for n in range(6)]
+        for t in texts:
+            fake.message("echo " + t)
+        fake.wait_for_messages(len(texts), timeout=T)
+        assert_answered_once(cluster.answers(), texts)
+        for node in cluster.nodes.values():
+            node.wait_log(r"event claims: PostgreSQL unreachable \(no answer within 1 s\)", timeout=T)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    for node in cluster.nodes.values():
+        node.wait_log("event claims: PostgreSQL answers again", timeout=T)
+    fake.message("echo resumed")
+    fake.wait_for_messages(len(texts) + 1, timeout=T)
+    [resumed] = event_ids(fake, "echo resumed")
+    wait_until(lambda: resumed in cluster.claimed(), T, "claims written again")
+    assert cluster.alive()
