@@ -206,18 +206,45 @@ def test_postgresql_stopped_events_are_still_answered_and_claims_resume_once_it_
         wait_until(lambda: "event dedup off" not in node.notify.statuses()[-1], T, "STATUS without it again")
 
 
+def stall_claims(store_url: str, names) -> list[int]:
+    """SIGSTOP the server processes of the nodes' claims connections (a stalled database)."""
+    engine = create_engine(resolve_url(store_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE application_name = ANY(:names)"),
+                            {"names": [f"rtmbotd-claims {n}" for n in names]}).scalars().all()
+    engine.dispose()
+    assert len(pids) >= len(names)          # (a backend of an earlier test's node may still be leaving)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
+def resume(pids: list[int]) -> None:
+    for pid in pids:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_an_event_acked_while_its_claim_is_out_is_answered_by_a_stopping_node(cluster, fake):
+    del cluster.nodes["node2"], cluster.nodes["node3"]
+    cluster.start()
+    node = cluster.nodes["node1"]
+    pids = stall_claims(cluster.store_url, ["node1"])
+    try:
+        fake.message("echo just before the stop")
+        wait_until(lambda: fake.acks() and not fake.unacked(), T, "the envelope acked")
+        node.signal(signal.SIGTERM)                # before the claim's 1 s ran out
+        fake.wait_for_messages(1, timeout=T)
+        assert node.wait_exit(T) == 0
+    finally:
+        resume(pids)
+    assert cluster.answers() == ["node1: just before the stop"]
+
+
 def test_a_stalled_postgresql_costs_an_event_one_second_not_its_answer(cluster, fake):
     """The claims connections' server processes SIGSTOPped (a stalled database): each node
     answers unchecked after the 1 s wait, the events after that at once; continued, claims resume."""
     cluster.start()
-    engine = create_engine(resolve_url(cluster.store_url), isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE application_name = ANY(:names)"),
-                            {"names": [f"rtmbotd-claims {n}" for n in NODES]}).scalars().all()
-    engine.dispose()
-    assert len(pids) >= len(NODES)          # (a backend of an earlier test's node may still be leaving)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    pids = stall_claims(cluster.store_url, NODES)
     try:
         texts = [f"stalled {n}" for n in range(6)]
         for t in texts:
@@ -227,8 +254,7 @@ def test_a_stalled_postgresql_costs_an_event_one_second_not_its_answer(cluster, 
         for node in cluster.nodes.values():
             node.wait_log(r"event claims: PostgreSQL unreachable \(no answer within 1 s\)", timeout=T)
     finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+        resume(pids)
     for node in cluster.nodes.values():
         node.wait_log("event claims: PostgreSQL answers again", timeout=T)
     fake.message("echo resumed")
