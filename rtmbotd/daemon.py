@@ -110,6 +110,7 @@ class Daemon:
         self.cluster: Any = None                # cluster mode: rtmbotd.cluster.node.ClusterNode
         self.cluster_state: Any = None          # cluster mode: the coordinator's last ClusterState
         self.shared_outbox: Any = None          # cluster mode: rtmbotd.cluster.outbox.SharedOutbox
+        self.claims = None                      # cluster mode: rtmbotd.cluster.claims.EventClaims
         self._seen = SeenEvents(clock=clock)
         self._reload_again = False
         self._stop_deadline: float | None = None
@@ -176,6 +177,8 @@ class Daemon:
         self._early_signals.clear()
         if self.notifier.watchdog_interval:
             self._watchdog_at = self.clock()     # systemd's watchdog runs from exec, not READY
+        if self.config.cluster:
+            self._start_claims()
         self._build(self.config.path)
         self.inbox.start()
         try:
@@ -218,6 +221,26 @@ class Daemon:
         from rtmbotd.store.url import resolve_url
         self.shared_outbox = SharedOutbox(self, resolve_url(self.config.store_url, self.config.base_path))
         self.shared_outbox.install(self._handlers)
+    # -- cluster: Socket Mode events claimed cluster-wide (rtmbotd.cluster.claims) ----
+    def _start_claims(self) -> None:
+        from rtmbotd.cluster.claims import INBOX_ITEMS, EventClaims
+        from rtmbotd.store.url import resolve_url
+        url = resolve_url(self.config.store_url, self.config.base_path)
+        self.claims = EventClaims(url, self.config.node_name, self.inbox.put_threadsafe)
+        for kind in INBOX_ITEMS:
+            self._handlers[kind] = self.handle_claims
+
+    def _claims_problem(self) -> str | None:
+        return self.claims.problem if self.claims is not None else None
+
+    def handle_claims(self, item: Any) -> None:
+        self._after_claims(self.claims.problem, self.claims.handle(item))
+
+    def _after_claims(self, problem: str | None, events: list[Event]) -> None:
+        """Dispatch what the claims let through; STATUS at once when their breaker moved."""
+        self._handle_events(events)
+        if self.claims.problem != problem:
+            self.refresh_status()
 
     def handle_outbox_read(self, item: OutboxRead) -> None:
         """The saved outbox, read only now (the store failed at start): sent after newer messages."""
@@ -300,6 +323,8 @@ class Daemon:
                  self.directory.retry_at, self.journal.next_deadline(), self.router.next_deadline()]
         if self.cluster:
             times.append(self.cluster.next_deadline(now))
+        if self.claims is not None:
+            times.append(self.claims.next_deadline())
         if self.state in (State.RUNNING, State.RELOADING):
             times.append(self.host.next_deadline())
             if self.host.workers:
@@ -308,6 +333,8 @@ class Daemon:
         return min((t for t in times if t is not None), default=None)
 
     def _tick(self, now: float) -> None:
+        if self.claims is not None:
+            self._after_claims(self.claims.problem, self.claims.tick(now))
         if self.state in (State.RUNNING, State.RELOADING):
             self.host.run_due_jobs(now)
             if now >= self._sweep_at + OUTPUT_SWEEP_EVERY:
@@ -339,7 +366,8 @@ class Daemon:
 
     def status_line(self, now: float) -> str:
         return status_line(self.config, self.host, now, connection=self.connector.status(),
-                           store=getattr(self.store, "problem", None),      # e.g. unreachable at start
+                           store="; ".join(filter(None, [getattr(self.store, "problem", None),   # e.g. unreachable at start
+                                                          self._claims_problem()])) or None,
                            queued=self._queued(), hung=hung_imports(),
                            role=self.cluster.words(now) if self.cluster else None)
 
@@ -473,6 +501,8 @@ class Daemon:
         self.notifier.stopping(f"Stopping; {len(self.outbox)} message(s) queued")
         self._stop_deadline = now + self.config.stop_timeout
         self.connector.stop_acking()      # events from now on are left to Slack's redelivery
+        if self.claims is not None:       # acked while their claims were out: not lost to the stop
+            self._handle_events(self.claims.flush())
         self.host.stop()
         if self.cluster:
             self.cluster.resign()         # a follower leads at its next round
@@ -490,6 +520,8 @@ class Daemon:
         if busy:
             log.warning("plugins still running at the stop deadline: %s", ", ".join(w.unit.name for w in busy))
         await self.connector.close()
+        if self.claims is not None:
+            self.claims.close()
         self._keep_outbox()
         if self.shared_outbox:
             self.shared_outbox.close()
@@ -522,6 +554,16 @@ class Daemon:
             return
         if not self._seen.first_time(event):      # a redelivery, or two links overlapping
             return
+        if self.claims is not None and isinstance(link, SocketModeLink):   # cluster: once cluster-wide
+            self._handle_events(self.claims.admit(event, self.clock()))
+            return
+        self._handle_event(event)
+
+    def _handle_events(self, events: list[Event]) -> None:
+        for event in events:
+            self._handle_event(event)
+
+    def _handle_event(self, event: Event) -> None:
         self.metrics.event_received(event.kind)
         self.directory.apply(event.data)
         if not self.connector.is_own(event.kind, event.data):

@@ -422,10 +422,11 @@ def test_redeliver_retries_a_chosen_event_like_slack_to_the_next_connection(fake
         assert recv_json(a)["retry_attempt"] == 2
         with pytest.raises(ValueError):
             fake.redeliver("EvNOSUCHEVENT")
-    assert [e["envelope_id"] for e in fake.envelopes_sent()] == [first["envelope_id"], retry_id, again]
-    assert fake.redeliveries() == [
-        {"envelope_id": first["envelope_id"], "retry_envelope_id": retry_id, "reason": "http_timeout"},
-        {"envelope_id": retry_id, "retry_envelope_id": again, "reason": "timeout"}]
+        # (inside: a connection closing retries its unacked envelopes on the other)
+        assert [e["envelope_id"] for e in fake.envelopes_sent()] == [first["envelope_id"], retry_id, again]
+        assert fake.redeliveries() == [
+            {"envelope_id": first["envelope_id"], "retry_envelope_id": retry_id, "reason": "http_timeout"},
+            {"envelope_id": retry_id, "retry_envelope_id": again, "reason": "timeout"}]
 
 
 def test_redeliver_via_fake_slack_client(fake):
@@ -438,6 +439,97 @@ def test_redeliver_via_fake_slack_client(fake):
         assert [e["retry_attempt"] for e in client.envelopes_sent()] == [0, 1]
         with pytest.raises(ControlError):
             client.redeliver("EvNOSUCHEVENT")
+
+
+def ack(ws: ClientConnection, envelope: dict) -> None:
+    ws.send(json.dumps({"envelope_id": envelope["envelope_id"]}))
+
+
+def test_a_timed_out_envelope_is_retried_on_another_connection_than_its_try(fake):
+    fake.ack_timeout = 0.3
+    with open_socket_mode(fake) as (a, _), open_socket_mode(fake) as (b, _), open_socket_mode(fake) as (c, _):
+        [ia, ib, ic] = fake.connection_ids()
+        fake.message("one")                        # a: left unacked
+        first = recv_json(a)
+        fake.message("two")
+        ack(b, recv_json(b))
+        fake.message("three")
+        ack(c, recv_json(c))
+        retry = recv_json(b)                       # plain round robin would have picked a again
+        assert retry["payload"]["event_id"] == first["payload"]["event_id"] and retry["retry_attempt"] == 1
+        ack(b, retry)
+        fake.wait_until(lambda: len(fake.acks()) == 3, timeout=T)
+    assert [(d["retry_attempt"], d["connection"]) for d in fake.deliveries(first["payload"]["event_id"])] == [
+        (0, ia), (1, ib)]
+    assert [a_["connection"] for a_ in fake.acks()] == [ib, ic, ib]
+    assert fake.unacked()[0]["connection"] == ia
+
+
+def test_a_closed_connection_has_its_unacked_envelopes_retried_on_another(fake):
+    with open_socket_mode(fake) as (a, _), open_socket_mode(fake) as (b, _):
+        fake.message("kept")
+        kept = recv_json(a)
+        fake.message("acked")
+        ack(b, recv_json(b))
+        fake.message("held")
+        held = recv_json(a)
+        assert fake.hold_ack_timeout() == held["envelope_id"]     # the latest event's: only redeliver moves it
+        a.close()
+        retry = recv_json(b)
+        assert (retry["payload"], retry["retry_attempt"]) == (kept["payload"], 1)
+        with pytest.raises(TimeoutError):
+            b.recv(timeout=0.5)                    # neither the acked one nor the held one
+        assert fake.redeliver(held["payload"]["event_id"]) == recv_json(b)["envelope_id"]
+    assert [r["envelope_id"] for r in fake.redeliveries()] == [kept["envelope_id"], held["envelope_id"]]
+
+
+def test_a_held_ack_timeout_waits_until_released(fake):
+    fake.ack_timeout = 0.3
+    with open_socket_mode(fake) as (a, _):
+        fake.message("wait for me")
+        first = recv_json(a)
+        fake.hold_ack_timeout(first["payload"]["event_id"])
+        with pytest.raises(TimeoutError):
+            a.recv(timeout=0.8)
+        fake.hold_ack_timeout(hold=False)
+        retry = recv_json(a)                        # the only connection: the same one
+        assert retry["payload"]["event_id"] == first["payload"]["event_id"] and retry["retry_reason"] == "timeout"
+    with pytest.raises(ValueError):
+        fake.hold_ack_timeout("EvNOSUCHEVENT")
+
+
+def test_random_distribution_is_repeatable_by_seed(fake):
+    def spread(seed: int | None, mode: str = "random") -> list[int]:
+        fake.clear()
+        fake.distribute(mode, seed=seed)
+        for n in range(12):
+            fake.message(f"m{n}")
+        fake.wait_until(lambda: len(fake.deliveries()) == 12, timeout=T)
+        return [d["connection"] for d in fake.deliveries()]
+
+    with open_socket_mode(fake) as (a, _), open_socket_mode(fake) as (b, _), open_socket_mode(fake) as (c, _):
+        ia, ib, ic = fake.connection_ids()
+        first = spread(7)
+        assert spread(7) == first and len(set(first)) == 3
+        assert first != [first[0], first[1], first[2]] * 4          # not the rotation
+        assert spread(None, "round_robin") == [ia, ib, ic] * 4
+        fake.distribute("random")
+        assert len(set(spread(None))) > 1
+        with pytest.raises(ValueError):
+            fake.distribute("everyone")
+
+
+def test_distribution_controls_via_fake_slack_client(fake):
+    client = FakeSlackClient(fake.url)
+    with open_socket_mode(fake) as (a, _), open_socket_mode(fake) as (b, _):
+        assert client.connection_ids() == fake.connection_ids() and len(client.connection_ids()) == 2
+        client.distribute("random", seed=3)
+        client.message("remote")
+        [delivery] = client.deliveries()
+        assert client.hold_ack_timeout() == delivery["envelope_id"]
+        assert delivery["connection"] in client.connection_ids()
+        with pytest.raises(ControlError):
+            client.distribute("nope")
 
 
 def test_socket_mode_slash_command_interactive_and_response_url(fake):

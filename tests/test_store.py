@@ -73,7 +73,7 @@ def with_server_options(url: str, options: str) -> str:
 
 
 def admin_engine(postgres_url: str):  # noqa: ANN201
-    return create_engine(resolve_url(postgres_url), isolation_level="AUTOCOMMIT")
+    return create_engine(resolve_url(postgres_url), isolation_level="AUTOCOMMIT", pool_pre_ping=True)  # outlives a server restart
 
 
 @pytest.fixture

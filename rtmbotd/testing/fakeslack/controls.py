@@ -114,6 +114,16 @@ class FakeSlackControls:
         `event_id=None`: the latest event. Acked or not: a test chooses what Slack retries.
         """
 
+    @action("hub.hold_ack_timeout")
+    def hold_ack_timeout(self, event_id: str | None = None, *, hold: bool = True) -> str:
+        """Hold (`hold=False`: restart) the ack timeout of the latest envelope of `event_id`
+        (None: the latest event): held, only `redeliver` retries it. Its envelope_id."""
+
+    @action("hub.distribute")
+    def distribute(self, mode: str = "round_robin", seed: int | None = None) -> None:
+        """How envelopes spread over Socket Mode connections: `round_robin` or `random`
+        (seeded by `seed`). A retry goes to another connection than its last try either way."""
+
     @action("hub.drop_connections")
     def drop_connections(self, mode: str = "all") -> int:
         """Abort websocket TCP connections without a close frame; how many."""
@@ -204,6 +214,15 @@ class FakeSlackControls:
     @reading("journal.envelopes")
     def envelopes_sent(self) -> list[dict]:
         """Every Socket Mode envelope sent, retries included, in order."""
+
+    @reading("journal.deliveries")
+    def deliveries(self, event_id: str | None = None) -> list[dict]:
+        """Which connection got which envelope: `{"envelope_id", "type", "event_id",
+        "retry_attempt", "connection"}`, in order (acks name their `connection` too)."""
+
+    @reading("journal.connection_ids")
+    def connection_ids(self, mode: str = "socket_mode") -> list[int]:
+        """Ids of the open connections of `mode` (1, 2, ... in the order accepted), oldest first."""
 
     @reading("journal.violations")
     def rate_limit_violations(self) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import secrets
 import time
 import uuid
@@ -31,6 +32,8 @@ RTM_HELLO = '{"type": "hello"}'
 RTM_GOODBYE = '{"type": "goodbye"}'
 INVALID_JSON = '{"type": "error", "error": {"code": 1, "msg": "invalid json"}}'
 SLOW_DOWN = "slow down, too many messages..."
+DISTRIBUTIONS = ("round_robin", "random")    # how envelopes are spread over Socket Mode connections
+MAX_RETRIES = 3                    # Slack retries an event at most three times
 
 
 @dataclass(eq=False)
@@ -40,6 +43,7 @@ class Connection:
     mode: str
     ws: web.WebSocketResponse
     transport: asyncio.BaseTransport | None
+    id: int = 0                        # 1, 2, ... in the order accepted (the journal names it so)
     closer: asyncio.TimerHandle | None = None
     open: bool = True
 
@@ -65,6 +69,12 @@ class Hub:
         self.goodbye_grace = 2.0
         self.http_base = "http://127.0.0.1"   # set by FakeSlack once the port is known
         self._next_socket_mode = 0
+        self.distribution = "round_robin"
+        self._random = random.Random()
+        self._connection_ids = 0
+        self._held: set[str] = set()          # envelope ids whose ack timeout is held
+        self._retried: set[str] = set()       # envelope ids retried already (timeout or closed connection)
+        self._closing = False
         self._tickets: dict[str, str] = {}
         self.response_urls: dict[str, str] = {}   # response_url token -> channel id
         self._refuse = 0
@@ -95,7 +105,8 @@ class Hub:
             compress=False, timeout=CLOSE_HANDSHAKE_TIMEOUT)
         transport = request.transport
         await ws.prepare(request)
-        conn = Connection(mode, ws, transport)
+        self._connection_ids += 1
+        conn = Connection(mode, ws, transport, self._connection_ids)
         if hello is None:
             hello = json.dumps({
                 "type": "hello",
@@ -105,7 +116,7 @@ class Hub:
             })
         # Counted before the hello goes out: a client that has read it sees itself counted.
         self.connections[mode].append(conn)
-        self.journal.connection_opened(mode)
+        self.journal.connection_opened(mode, conn.id)
         try:
             await ws.send_str(hello)
         except BaseException:
@@ -121,7 +132,9 @@ class Hub:
         if conn.closer is not None:
             conn.closer.cancel()
         self.connections[conn.mode].remove(conn)
-        self.journal.connection_closed(conn.mode)
+        self.journal.connection_closed(conn.mode, conn.id)
+        if conn.mode == "socket_mode" and not self._closing:
+            self._retry_unacked_of(conn)
 
     async def handle_rtm(self, request: web.Request) -> web.StreamResponse:
         """GET /rtm?ticket=…: one RTM session."""
@@ -137,7 +150,7 @@ class Hub:
             return conn
 
         async def on_frame(data: str | bytes) -> None:
-            self._socket_mode_frame(data)
+            self._socket_mode_frame(conn, data)
         return await self._serve(conn, on_frame)
 
     async def _serve(self, conn: Connection, on_frame) -> web.StreamResponse:
@@ -211,7 +224,7 @@ class Hub:
         if self.echo_own_messages:
             await self.push_event(self.bot_message_event(channel, text, ts, thread_ts=thread_ts))
 
-    def _socket_mode_frame(self, data: str | bytes) -> None:
+    def _socket_mode_frame(self, conn: Connection, data: str | bytes) -> None:
         now = time.monotonic()
         self.journal.frame("socket_mode", data)
         try:
@@ -224,7 +237,7 @@ class Hub:
             timer = self._ack_timers.pop(envelope_id, None)
             if timer is not None:
                 timer.cancel()
-            self.journal.ack(envelope_id, frame.get("payload"), now)
+            self.journal.ack(envelope_id, frame.get("payload"), now, conn.id)
 
     # -- bot messages (shared by RTM and chat.postMessage) -----------------------------------
 
@@ -308,16 +321,40 @@ class Hub:
             "is_ext_shared_channel": False,
         }, False)
 
-    async def send_envelope(self, envelope: dict) -> bool:
-        """Deliver an envelope to the next Socket Mode connection (round robin) and await its ack."""
+    def distribute(self, mode: str = "round_robin", seed: int | None = None) -> None:
+        """Spread envelopes over the Socket Mode connections `round_robin` (the default) or at
+        `random`, seeded by `seed` for a repeatable run."""
+        if mode not in DISTRIBUTIONS:
+            raise ValueError(f"mode must be one of {', '.join(DISTRIBUTIONS)}, not {mode!r}")
+        self.distribution = mode
+        self._random = random.Random(seed)
+
+    def _pick(self, avoid: int | None) -> Connection | None:
+        """The connection for the next envelope: never connection `avoid` when there is another."""
         conns = self.connections["socket_mode"]
-        if not conns:
+        choices = [c for c in conns if c.id != avoid] or conns
+        if not choices:
+            return None
+        if self.distribution == "random":
+            return self._random.choice(choices)
+        start = self._next_socket_mode
+        self._next_socket_mode += 1
+        for i in range(len(conns)):            # the rotation over all connections, skipping `avoid`
+            conn = conns[(start + i) % len(conns)]
+            if conn in choices:
+                self._next_socket_mode = start + i + 1
+                return conn
+        return choices[0]
+
+    async def send_envelope(self, envelope: dict, avoid: int | None = None) -> bool:
+        """Deliver an envelope to one Socket Mode connection (as `distribute` says; not to
+        connection `avoid` when there is another) and await its ack."""
+        conn = self._pick(avoid)
+        if conn is None:
             log.debug("no socket mode connection for envelope %s", envelope["envelope_id"])
             return False
-        conn = conns[self._next_socket_mode % len(conns)]
-        self._next_socket_mode += 1
         envelope_id = envelope["envelope_id"]
-        self.journal.envelope_sent(envelope, time.monotonic())
+        self.journal.envelope_sent(envelope, time.monotonic(), conn.id)
         self._ack_timers[envelope_id] = asyncio.get_running_loop().call_later(
             self.ack_timeout, self._on_ack_timeout, envelope_id)
         await self._send(conn, json.dumps(envelope))
@@ -326,14 +363,51 @@ class Hub:
     def _on_ack_timeout(self, envelope_id: str) -> None:
         self._ack_timers.pop(envelope_id, None)
         pending = self.journal.timed_out(envelope_id)
-        if pending is None or pending["retry_attempt"] >= 1:
+        if pending is None or pending["retry_attempt"] >= 1 or envelope_id in self._retried:
             return
+        self._retried.add(envelope_id)
         self._spawn(self._retry(pending["envelope"], "timeout"))
+
+    def _retry_unacked_of(self, conn: Connection) -> None:
+        """A closed connection's unacked envelopes go to another connection, as Slack retries
+        them (held ones wait for the test; with no other connection, for their ack timeout)."""
+        if not self.connections["socket_mode"]:
+            return
+        for pending in self.journal.unacked():
+            envelope_id = pending["envelope_id"]
+            if (pending["connection"] != conn.id or envelope_id in self._held or envelope_id in self._retried
+                    or pending["type"] != "events_api" or pending["retry_attempt"] >= MAX_RETRIES):
+                continue
+            self._retried.add(envelope_id)
+            timer = self._ack_timers.pop(envelope_id, None)
+            if timer is not None:
+                timer.cancel()
+            self._spawn(self._retry(pending["envelope"], "timeout"))
+
+    def hold_ack_timeout(self, event_id: str | None = None, *, hold: bool = True) -> str:
+        """Hold (or, `hold=False`, restart) the ack timeout of the latest envelope of `event_id`
+        (None: of the latest event): held, it is not retried on its own, neither after
+        `ack_timeout` nor when its connection closes, only by `redeliver`. Its envelope_id."""
+        envelope = self.journal.last_event_envelope(event_id)
+        if envelope is None:
+            raise ValueError(f"no events_api envelope sent for event_id {event_id!r}")
+        envelope_id = envelope["envelope_id"]
+        timer = self._ack_timers.pop(envelope_id, None)
+        if timer is not None:
+            timer.cancel()
+        if hold:
+            self._held.add(envelope_id)
+        else:
+            self._held.discard(envelope_id)
+            if any(p["envelope_id"] == envelope_id for p in self.journal.unacked()):
+                self._ack_timers[envelope_id] = asyncio.get_running_loop().call_later(
+                    self.ack_timeout, self._on_ack_timeout, envelope_id)
+        return envelope_id
 
     async def redeliver(self, event_id: str | None = None, *, reason: str = "timeout") -> str | None:
         """Retry an Events API envelope as Slack does, acked or not: a new envelope_id, the same
         payload and event_id, `retry_attempt` one more than its last try, `retry_reason`; sent to
-        the next Socket Mode connection (round robin: another one when there are several).
+        another Socket Mode connection than the last try's when there is one.
 
         `event_id=None` retries the latest event. Returns the new envelope_id, None without a
         connection; ValueError when no such event was sent.
@@ -346,7 +420,8 @@ class Hub:
     async def _retry(self, envelope: dict, reason: str) -> str | None:
         retry = dict(envelope, envelope_id=str(uuid.uuid4()),
                      retry_attempt=envelope["retry_attempt"] + 1, retry_reason=reason)
-        retry_id = retry["envelope_id"] if await self.send_envelope(retry) else None
+        avoid = self.journal.delivered_on(envelope["envelope_id"])
+        retry_id = retry["envelope_id"] if await self.send_envelope(retry, avoid) else None
         self.journal.redelivered(envelope["envelope_id"], retry_id, reason)
         return retry_id
 
@@ -444,6 +519,7 @@ class Hub:
 
     async def shutdown(self) -> None:
         """Close every socket (aborting those that do not answer) and cancel timers."""
+        self._closing = True
         for timer in self._ack_timers.values():
             timer.cancel()
         self._ack_timers.clear()

@@ -24,6 +24,7 @@ class Journal:
         self._generation = 0
         self.connections_opened: Counter[str] = Counter()
         self.connections_open: Counter[str] = Counter()
+        self._open_ids: dict[str, list[int]] = {mode: [] for mode in MODES}
         self._reset()
 
     def _reset(self) -> None:
@@ -35,6 +36,7 @@ class Journal:
         self._frames: dict[str, list[str | bytes]] = {mode: [] for mode in MODES}
         self._pending: dict[str, dict] = {}
         self._envelopes: list[dict] = []
+        self._delivered: list[dict] = []
         self._acks: list[dict] = []
         self._redeliveries: list[dict] = []
         self._violations = 0
@@ -82,31 +84,37 @@ class Journal:
             self._violations += 1
             self._changed()
 
-    def connection_opened(self, mode: str) -> None:
+    def connection_opened(self, mode: str, connection: int) -> None:
         with self._cond:
             self.connections_opened[mode] += 1
             self.connections_open[mode] += 1
+            self._open_ids[mode].append(connection)
             self._changed()
 
-    def connection_closed(self, mode: str) -> None:
+    def connection_closed(self, mode: str, connection: int) -> None:
         with self._cond:
             self.connections_open[mode] -= 1
+            self._open_ids[mode].remove(connection)
             self._changed()
 
-    def envelope_sent(self, envelope: dict, sent_at: float) -> None:
+    def envelope_sent(self, envelope: dict, sent_at: float, connection: int) -> None:
         with self._cond:
             self._pending[envelope["envelope_id"]] = {
                 "envelope_id": envelope["envelope_id"],
                 "type": envelope["type"],
                 "retry_attempt": envelope["retry_attempt"],
+                "connection": connection,
                 "sent_at": sent_at,
                 "timed_out": False,
                 "envelope": envelope,
             }
             self._envelopes.append(envelope)
+            self._delivered.append({"envelope_id": envelope["envelope_id"], "type": envelope["type"],
+                                    "event_id": envelope["payload"].get("event_id"),
+                                    "retry_attempt": envelope["retry_attempt"], "connection": connection})
             self._changed()
 
-    def ack(self, envelope_id: str, payload: Any, now: float) -> None:
+    def ack(self, envelope_id: str, payload: Any, now: float, connection: int) -> None:
         with self._cond:
             pending = self._pending.pop(envelope_id, None)
             self._acks.append({
@@ -114,6 +122,7 @@ class Journal:
                 "type": pending["type"] if pending else None,
                 "latency_s": now - pending["sent_at"] if pending else None,
                 "payload": payload,
+                "connection": connection,
             })
             self._changed()
 
@@ -177,6 +186,22 @@ class Journal:
     def envelopes(self) -> list[dict]:
         with self._cond:
             return [dict(e) for e in self._envelopes]
+
+    def deliveries(self, event_id: str | None = None) -> list[dict]:
+        """Which connection got which envelope, in order: `{"envelope_id", "type", "event_id",
+        "retry_attempt", "connection"}` (connection ids as in `connection_ids`)."""
+        with self._cond:
+            return [dict(d) for d in self._delivered if event_id is None or d["event_id"] == event_id]
+
+    def delivered_on(self, envelope_id: str) -> int | None:
+        """The connection id envelope `envelope_id` was sent on."""
+        with self._cond:
+            return next((d["connection"] for d in self._delivered if d["envelope_id"] == envelope_id), None)
+
+    def connection_ids(self, mode: str = "socket_mode") -> list[int]:
+        """Ids of the open connections of `mode`, oldest first."""
+        with self._cond:
+            return list(self._open_ids[mode])
 
     def last_event_envelope(self, event_id: str | None) -> dict | None:
         """The latest events_api envelope sent for `event_id` (None: for any event)."""
