@@ -163,12 +163,18 @@ def _comm(pid: int) -> str:
 
 
 class Container:
-    """A booted container: `with Container(root, binds) as c: c.run("systemctl", ...)`."""
+    """A booted container: `with Container(root, binds) as c: c.run("systemctl", ...)`.
+
+    Several may boot the same tree at once: --volatile=overlay makes nspawn lock it shared
+    and gives each its own tmpfs upper layer. Give each a `machine` name then: it is the
+    container's host name, and nspawn keys its runtime files under /run by that name.
+    """
 
     def __init__(self, root: Path, bind_ro: dict[Path, str] | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, machine: str | None = None) -> None:
         self.root = root
         self.bind_ro = bind_ro or {}
+        self.machine = machine
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="nspawn-", suffix=".log")[1])
         self.nspawn: subprocess.Popen | None = None
         self.pid: int | None = None  # the container's systemd, as the host sees it
@@ -188,6 +194,8 @@ class Container:
     def boot(self, timeout: float = 60) -> None:
         cmd = ["systemd-nspawn", "-D", str(self.root), "--register=no", "--keep-unit",
                "--console=pipe", "--volatile=overlay", "--quiet"]
+        if self.machine:
+            cmd.append(f"--machine={self.machine}")
         for host_dir, inside in self.bind_ro.items():
             cmd.append(f"--bind-ro={host_dir}:{inside}")
         cmd.append("-b")
