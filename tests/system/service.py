@@ -27,6 +27,7 @@ STAGE = "/srv/rtmbotd-test"  # read-only bind of the host's staging dir inside t
 # man-db: `systemd-analyze verify` runs `man` to check the unit's Documentation=.
 BASE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "procps", "python3", "adduser",
                  "libpam-systemd", "man-db"]
+TEST_PLUGINS = ("echo", "ping", "tick")  # tests/system/plugins; the others are the package's examples
 BOT_TOKEN = "xoxb-system-test"
 APP_TOKEN = "xapp-system-test"
 
@@ -99,6 +100,13 @@ def config_text(url: str, *, socket_mode: bool = False, extra: str = "") -> str:
 
 def write_config(c: Container, text: str) -> None:
     c.write_file(CONF, text, mode="0640", owner="root:rtmbot")
+
+
+def add_plugin(c: Container, name: str) -> None:
+    source = f"{STAGE}/plugins" if name in TEST_PLUGINS else "/usr/share/rtmbotd/plugins"
+    c.sh(f"cp -r {source}/{name} {PLUGINS}/ && "
+         f"chown -R root:rtmbot {PLUGINS}/{name} && "
+         f"chmod -R g+rX,o-rwx {PLUGINS}/{name}")
 
 
 def is_installed(c: Container) -> bool:

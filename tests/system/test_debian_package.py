@@ -24,13 +24,12 @@ sys.path.insert(0, str(HERE))  # whatever pytest's import mode, nspawn.py sits b
 
 from checks import expect, say, step  # noqa: E402
 from nspawn import Container, run_host, wait_until  # noqa: E402
-from service import (BOT_TOKEN, CONF, PLUGINS, STAGE, UNIT, apt_install, ask,  # noqa: E402
-                     config_text, is_installed, pings, replies, restarted, settle, show,
+from service import (BOT_TOKEN, CONF, PLUGINS, STAGE, UNIT, add_plugin, apt_install,  # noqa: E402
+                     ask, config_text, is_installed, pings, replies, restarted, settle, show,
                      unique, write_config)
 
 DROPINS = "/etc/systemd/system/rtmbotd.service.d"
 SECURITY_LIMIT = 1.5
-TEST_PLUGINS = ("echo", "ping")     # tests/system/plugins; the others are the package's examples
 BOT_PLUGINS = ("counter", "ping")   # what ensure_bot() leaves installed
 
 
@@ -70,13 +69,6 @@ def _diagnose_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def add_plugin(c: Container, name: str) -> None:
-    source = f"{STAGE}/plugins" if name in TEST_PLUGINS else "/usr/share/rtmbotd/plugins"
-    c.sh(f"cp -r {source}/{name} {PLUGINS}/ && "
-         f"chown -R root:rtmbot {PLUGINS}/{name} && "
-         f"chmod -R g+rX,o-rwx {PLUGINS}/{name}")
 
 
 def plugins_present(c: Container) -> set[str]:
