@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -220,6 +220,18 @@ def expect_no_tick_twice(found: list[Tick], what: str) -> None:
     expect(ok, what, detail)
 
 
+def holds(predicate: Callable[[], Any], what: str, detail: Callable[[Any], str],
+          timeout: float = 60) -> Any:
+    """Wait (generously) for `predicate`, then print the check `what` with `detail` of it."""
+    try:
+        found = wait_until(predicate, timeout=timeout, interval=0.5, what=what)
+    except TimeoutError as exc:
+        expect(False, what, str(exc))
+        raise
+    expect(True, what, detail(found))
+    return found
+
+
 # -- the checks ------------------------------------------------------------------------------------
 
 
@@ -277,18 +289,10 @@ def test_kill_leader_moves_jobs(nodes: dict[str, Container], fake: Any) -> None:
     first = ticks_from(fake, follower, 1, since, timeout=90)[0]
     expect(True, f"the jobs moved to {follower}",
            f"its first tick {first.at - killed_at:.1f}s after the kill (issue: within 10 s)")
-    try:
-        now = wait_until(restarted(c, pid, restarts), timeout=60, interval=0.5,
-                         what=f"systemd to restart {leader}")
-    except TimeoutError as exc:
-        expect(False, f"systemd restarted {leader}", str(exc))
-    expect(True, f"systemd restarted {leader}", f"MainPID {pid} -> {now['MainPID']}")
-    try:
-        wait_until(lambda: roles(nodes) == {leader: "follower", follower: "leader"}, timeout=60,
-                   interval=0.5, what=lambda: f"{leader} back as follower; roles {roles(nodes)}")
-    except TimeoutError as exc:
-        expect(False, f"{leader} came back as a follower, {follower} still leads", str(exc))
-    expect(True, f"{leader} came back as a follower, {follower} still leads", str(roles(nodes)))
+    holds(restarted(c, pid, restarts), f"systemd restarted {leader}",
+          lambda props: f"MainPID {pid} -> {props['MainPID']}")
+    holds(lambda: roles(nodes) == {leader: "follower", follower: "leader"},
+          f"{leader} came back as a follower, {follower} still leads", lambda _: str(roles(nodes)))
     listed = cluster_status(nodes[follower])
     expect(listed == {leader: "follower", follower: "leader"},
            f"rtmbotd cluster status lists {follower} as the leader, {leader} as a follower",
