@@ -465,6 +465,26 @@ def build_table(failover: Failover, loads: list[Load], plan: Plan) -> Table:
     return table
 
 
+def describe(title: str, server: str, placement: str, took: float) -> list[str]:
+    """What ran, where, and how it was measured: the lines above the table."""
+    where = server.rsplit("@", 1)[-1].rsplit("/", 1)[0]
+    return [
+        f"rtmbotd {__version__} cluster benchmark: {title}, took {took:.0f} s",
+        *machine_lines(),
+        f"setup:   real rtmbotd processes ({' '.join(rtmbotd_argv())}), Socket Mode, RATE_LIMIT: 0,",
+        "         each system on its own fake Slack in this process (envelopes round robin over the",
+        "         nodes' connections, own messages not echoed); STORE_URL a fresh database each on",
+        f"         the PostgreSQL at {where}; '{SINGLE}' runs without CLUSTER",
+        "failover: tests/system/plugins/tick (a job every 1 s); time from the signal to the fake's",
+        "         received_at of the first job output from another node; a killed node is",
+        "         started again, a stopped one continued, before the next round",
+        "latency: plugins/repeat; fake's received_at of the reply − its time.monotonic() once it",
+        "         wrote the event; CPU: the nodes' threads plus PostgreSQL's processes for that database",
+        f"cpus:    {placement} (PostgreSQL unpinned)",
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (smaller counts)")
@@ -482,23 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     server = postgres_server()
     failover = measure_failover(workroot / "failover", server, plan)
     loads = measure_load(workroot / "load", server, plan)
-    took = time.monotonic() - began
-
-    print(f"rtmbotd {__version__} cluster benchmark: bench/cluster.py"
-          f"{' --quick (QUICK: smoke-test counts, not the bar)' if args.quick else ''}")
-    for line in machine_lines():
-        print(line)
-    print(f"setup:   real rtmbotd processes ({' '.join(rtmbotd_argv())}), Socket Mode, RATE_LIMIT: 0,")
-    print("         each system on its own fake Slack in this process (envelopes round robin over the")
-    print("         nodes' connections, own messages not echoed); STORE_URL a fresh database each on")
-    print(f"         {server.rsplit('@', 1)[-1].rsplit('/', 1)[0]}; '{SINGLE}' runs without CLUSTER")
-    print("failover: tests/system/plugins/tick (a job every 1 s); time from the signal to the fake's")
-    print("         received_at of the first job output from another node; a killed node is")
-    print("         started again, a stopped one continued, before the next round")
-    print("latency: plugins/repeat; fake's received_at of the reply − its time.monotonic() once it")
-    print("         wrote the event; CPU: the nodes' threads plus PostgreSQL's processes for that database")
-    print(f"cpus:    {placement} (PostgreSQL unpinned)")
-    print()
+    title = "bench/cluster.py" + (" --quick (QUICK: smoke-test counts, not the bar)" if args.quick else "")
+    print("\n".join(describe(title, server, placement, time.monotonic() - began)))
     print(build_table(failover, loads, plan).render())
     print()
     errors = [f"failover: {e}" for e in failover.errors]
@@ -506,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in errors:
         print(f"ERROR {line}")
     keep = args.keep or bool(errors)
-    print(f"took {took:.0f} s; work folder {workroot}" + ("" if keep else " (removed)"))
+    print(f"work folder {workroot}" + ("" if keep else " (removed)"))
     if not keep:
         shutil.rmtree(workroot, ignore_errors=True)
     return 1 if errors else 0
