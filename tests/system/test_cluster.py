@@ -172,12 +172,10 @@ def cluster_status(c: Container) -> dict[str, str]:
     expect(proc.returncode == 0, "rtmbotd cluster status exits 0",
            f"exit {proc.returncode}: {out.strip()[-500:]}")
     listed: dict[str, str] = {}
-    for line in proc.stdout.splitlines():
+    for line in proc.stdout.splitlines():   # NODE ROLE HOST PID HEARTBEAT SLACK VERSION
         words = line.split()
-        for name in NODES:
-            if name in words:
-                found = ROLE.search(line)
-                listed[name] = found.group(1) if found else line.strip()
+        if len(words) >= 2 and words[0] in NODES:
+            listed[words[0]] = words[1]
     say("    cluster status:\n" + "\n".join(f"      {line}" for line in proc.stdout.splitlines()))
     return listed
 
