@@ -32,9 +32,14 @@ TERM/INT stop gracefully (a second INT forces), USR1 reopens LOGFILE; any of the
 during start-up is acted on once the daemon runs.
 metrics: with METRICS: "127.0.0.1:9810" set, GET /metrics serves Prometheus metrics
 and `rtmbotd -c CONF status` summarises the running daemon from them.
-exit status: 0 ok, 64 usage, 69 already running (pidfile) or no daemon answers
-`status`, 73 cannot create pidfile/log, 78 configuration error (--check-config:
-also no SLACK_TOKEN; METRICS that cannot be listened on), 130 forced by a second INT.
+cluster: with CLUSTER: true (a PostgreSQL STORE_URL, NODE_NAME per node) several
+nodes run one bot; `rtmbotd -c CONF cluster status` lists every node (name, role,
+host, pid, heartbeat age, Slack link, version; dead and stopped ones marked).
+exit status: 0 ok, 64 usage, 69 already running (pidfile), no daemon answers
+`status` or PostgreSQL does not answer `cluster status`, 73 cannot create
+pidfile/log, 78 configuration error (--check-config: also no SLACK_TOKEN; METRICS
+that cannot be listened on; CLUSTER without a PostgreSQL STORE_URL, or unset for
+`cluster status`; a NODE_NAME another live node holds), 130 forced by a second INT.
 """
 
 
@@ -77,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="channel your lines go to (default D1ALICE, a DM; try C1GENERAL)")
     _common_options(sub.add_parser("status", help="summarise the running daemon from its METRICS endpoint "
                                                   "(link, generation, plugins, outbox, cluster role)"), top=False)
+    cluster = sub.add_parser("cluster", help="the cluster (CLUSTER: true): `cluster status` lists every node")
+    _common_options(cluster, top=False)
+    cluster.add_argument("action", choices=["status"], help="status: every node's role, host, pid, heartbeat, "
+                                                           "Slack link and version")
     from rtmbotd.store.cli import add_store_parser
     _common_options(add_store_parser(sub), top=False)
     return parser
@@ -174,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     early = EarlySignals()
     early.catch()
     args = build_parser().parse_args(argv)
-    if args.check_config or args.command in ("store", "status"):
+    if args.check_config or args.command in ("store", "status", "cluster"):
         early.release()           # not the daemon: Ctrl-C ends them as usual
     from rtmbotd.logsetup import early_logging
     early_logging()
@@ -186,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             from rtmbotd.metrics.summary import status
             print(status(config))
+            return os.EX_OK
+        if args.command == "cluster":
+            from rtmbotd.cluster.cli import cluster_status
+            print(cluster_status(config))
             return os.EX_OK
         if args.command == "store":
             from rtmbotd.store.cli import run_store_command

@@ -9,6 +9,7 @@ directory decides when to list again, `status` words the STATUS= line.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import gc
 import logging
@@ -106,6 +107,8 @@ class Daemon:
         self._early_signals = early_signals if early_signals is not None else []
         self.env = PluginEnv(slack_client=self.slack_client)
         self.journal: Journal | None = None     # the outbox's durable rows
+        self.cluster: Any = None                # cluster mode: rtmbotd.cluster.node.ClusterNode
+        self.cluster_state: Any = None          # cluster mode: the coordinator's last ClusterState
         self._seen = SeenEvents(clock=clock)
         self._reload_again = False
         self._stop_deadline: float | None = None
@@ -189,12 +192,21 @@ class Daemon:
         if self.store is None:
             from rtmbotd.store.lazy import open_daemon_store
             self.store = open_daemon_store(self.config.store_url, self.config.base_path,
-                                           self.config.store_synchronous, recorder=self.metrics)
+                                           self.config.store_synchronous, recorder=self.metrics,
+                                           outbox_owner=self.config.node_name if self.config.cluster else None)
+        if self.config.cluster:      # cluster: registered before the saved outbox is read
+            self._join_cluster()
         self.env.store_for = self.store.plugin
         self.journal = Journal(self.store)
         self.outbox.on_enqueued = self.journal.enqueued
         self.outbox.on_settled = self.journal.settled
         self._to_restore = self.journal.restore(lambda rows: self.inbox.put_threadsafe(OutboxRead(rows)))
+
+    def _join_cluster(self) -> None:
+        from rtmbotd.cluster.node import ClusterNode
+        self.cluster = ClusterNode(self)
+        self._handlers.update(self.cluster.handlers)
+        self.cluster.join()
 
     def handle_outbox_read(self, item: OutboxRead) -> None:
         """The saved outbox, read only now (the store failed at start): sent after newer messages."""
@@ -275,6 +287,8 @@ class Daemon:
     def _next_deadline(self, now: float) -> float | None:
         times = [self._watchdog_at, self._stop_deadline, self.connector.next_deadline(now),
                  self.directory.retry_at, self.journal.next_deadline(), self.router.next_deadline()]
+        if self.cluster:
+            times.append(self.cluster.next_deadline(now))
         if self.state in (State.RUNNING, State.RELOADING):
             times.append(self.host.next_deadline())
             if self.host.workers:
@@ -288,6 +302,8 @@ class Daemon:
             if now >= self._sweep_at + OUTPUT_SWEEP_EVERY:
                 self._sweep_at = now
                 self.host.sweep_outputs()
+        if self.cluster:
+            self.cluster.tick(now)
         self.router.tick(now)
         self.connector.tick(now)
         if self.directory.retry_due(now):
@@ -313,7 +329,8 @@ class Daemon:
     def status_line(self, now: float) -> str:
         return status_line(self.config, self.host, now, connection=self.connector.status(),
                            store=getattr(self.store, "problem", None),      # e.g. unreachable at start
-                           queued=self._queued(), hung=hung_imports())
+                           queued=self._queued(), hung=hung_imports(),
+                           role=self.cluster.words(now) if self.cluster else None)
 
     def _queued(self) -> int:
         """Messages not sent yet: in the outbox, or waiting for a name or DM to resolve."""
@@ -387,6 +404,10 @@ class Daemon:
         self.host.scheduler.set_zone(config.timezone, now)    # before the new plugins' jobs arrive
         if (config.store_url, config.store_synchronous) != (self.config.store_url, self.config.store_synchronous):
             log.warning("STORE_URL / STORE_SYNCHRONOUS changed: takes effect at the next restart")
+        if (config.cluster, config.node_name) != (self.config.cluster, self.config.node_name):
+            log.warning("CLUSTER / NODE_NAME changed: takes effect at the next restart")
+        if self.cluster:
+            self.cluster.coordinator.update(plugins=tuple(sorted(plugins.plugins)))
         self.config = config
         try:   # validated while building; a file that vanished since must not stop the swap
             self.logging.configure(debug=config.debug, logfile=config.logfile)
@@ -442,6 +463,8 @@ class Daemon:
         self._stop_deadline = now + self.config.stop_timeout
         self.connector.stop_acking()      # events from now on are left to Slack's redelivery
         self.host.stop()
+        if self.cluster:
+            self.cluster.resign()         # a follower leads at its next round
 
     def _stop_finished(self, now: float) -> bool:
         if self._stop_deadline is not None and now >= self._stop_deadline:
@@ -457,6 +480,8 @@ class Daemon:
             log.warning("plugins still running at the stop deadline: %s", ", ".join(w.unit.name for w in busy))
         await self.connector.close()
         self._keep_outbox()
+        if self.cluster:
+            await self.cluster.leave()
         self._set_state(State.STOPPED)
         log.info("stopped")
 
@@ -471,8 +496,11 @@ class Daemon:
         frame = self.connector.handle_frame(item)
         if isinstance(frame, Event):
             self._on_event(frame, item.link)
-        elif isinstance(frame, Hello) and self.directory.connected(self.clock()):
-            self.connector.list_directory(DirectoryListed)
+        elif isinstance(frame, Hello):
+            if self.cluster and frame.app_id:
+                self.cluster.app_id = frame.app_id       # checked against the cluster's app
+            if self.directory.connected(self.clock()):
+                self.connector.list_directory(DirectoryListed)
 
     def _on_event(self, event: Event, link: Link) -> None:
         if self.state is State.STOPPING:     # the link did not ack it: Slack delivers it again
@@ -489,6 +517,11 @@ class Daemon:
     # -- plugin results -----------------------------------------------------------
     def handle_report(self, item: PluginReport) -> None:
         now = self.clock()
+        if self.cluster and self.cluster.job_fenced(self.host.job_token(item.job_key), now):
+            if item.outputs:   # the lease it ran under is gone: another node runs the jobs now
+                log.warning("plugin %s: %d job output(s) dropped: this node no longer leads", item.worker.unit.name,
+                            len(item.outputs))
+            item = dataclasses.replace(item, outputs=[])
         self.host.reported(item)
         for out in item.outputs:         # parsed to plain data on the plugin's thread
             out = self.journal.track(out, now, stuck=self.connector.link is None)

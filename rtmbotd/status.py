@@ -28,15 +28,17 @@ def sentence(text: str) -> str:
 
 
 def status_line(config: Config, host: PluginHost, now: float, *, connection: str,
-                store: str | None = None, queued: int = 0, hung: int = 0) -> str:
+                store: str | None = None, queued: int = 0, hung: int = 0, role: str | None = None) -> str:
     """`connection` is the connector's own words, `store` the store's problem if it has one;
-    `queued` counts messages not yet sent, `hung` plugin imports running past IMPORT_TIMEOUT."""
+    `queued` counts messages not yet sent, `hung` plugin imports running past IMPORT_TIMEOUT;
+    `role` (cluster mode) comes first: `leader` or `follower (leader: node2)`."""
     if not config.has_token:
-        return f"No Slack token: set SLACK_TOKEN in {config.path}, then systemctl reload rtmbotd"
+        line = f"No Slack token: set SLACK_TOKEN in {config.path}, then systemctl reload rtmbotd"
+        return f"{role}; {line}" if role else line
     plugins = host.plugins
     loaded = len(plugins.plugins) if plugins else 0
     failed = len(plugins.errors) if plugins else 0
-    parts = [sentence(connection),
+    parts = [*([role, connection] if role else [sentence(connection)]),   # the role word as is: lowercase
              *filter(None, [store]),
              f"generation {host.generation}",
              f"{loaded} plugin(s) loaded" + (f", {failed} failed" if failed else ""),

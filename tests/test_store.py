@@ -696,12 +696,35 @@ def test_failed_migration_leaves_the_old_version(store_url: str) -> None:
                 == str(newest())
 
 
-def test_newer_database_is_refused(store_url: str) -> None:
+@pytest.mark.parametrize("compatible_from", ["UPDATE rtmbot_meta SET value = '99' WHERE name = 'compatible_from'",
+                                             # as an rtmbotd before rolling upgrades left it:
+                                             "DELETE FROM rtmbot_meta WHERE name = 'compatible_from'"])
+def test_newer_database_is_refused(store_url: str, compatible_from: str) -> None:
     with Store.open(store_url) as store:
         with store.engine.begin() as conn:
             conn.execute(text("UPDATE rtmbot_meta SET value = '99' WHERE name = 'schema_version'"))
+            conn.execute(text(compatible_from))
     with pytest.raises(StoreVersionError, match="schema version 99"):
         Store.open(store_url)
+
+
+def test_rolling_upgrade_an_additive_migration_leaves_the_database_to_older_code(store_url: str) -> None:
+    with Store.open(store_url) as store:
+        store.plugin("p")["k"] = 1
+    nxt = newest() + 1
+    additive = MIGRATIONS + (Migration(nxt, "add rtmbot_extra",
+                                       lambda conn: conn.execute(text("CREATE TABLE rtmbot_extra (id INTEGER)")),
+                                       compatible=True),)
+    Store.open(store_url, migrations=additive).close()
+    with Store.open(store_url) as store:          # the older node opens it and works on
+        assert store.plugin("p")["k"] == 1
+        store.plugin("p")["k"] = 2
+    breaking = additive + (Migration(nxt + 1, "rename a column", lambda conn: None),)
+    Store.open(store_url, migrations=breaking).close()
+    with pytest.raises(StoreVersionError, match=rf"schema version {nxt + 1} .* newer rtmbotd"):
+        Store.open(store_url)
+    with pytest.raises(StoreVersionError):
+        Store.open(store_url, migrations=additive)
 
 
 # -- read-only, full, corrupt --------------------------------------------------------------

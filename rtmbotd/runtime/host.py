@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 from rtmbotd.slack.frames import copy_json
 from rtmbotd.runtime.loader import PluginSet
@@ -30,6 +30,11 @@ class PluginHost:
         self.scheduler = Scheduler(clock, wall)
         self._job_ids = itertools.count(1)
         self.accepting = True
+        # Cluster mode: jobs run only while `jobs_gate(now)` gives a token (the lease's epoch);
+        # `job_started(name)` is told of each. None outside cluster mode: no cost.
+        self.jobs_gate: Callable[[float], int | None] | None = None
+        self.job_started: Callable[[str], None] | None = None
+        self._job_tokens: dict[Hashable, int] = {}
 
     @property
     def generation(self) -> int:
@@ -92,17 +97,34 @@ class PluginHost:
     def run_due_jobs(self, now: float) -> None:
         if not self.accepting:
             return
+        token = None
+        if self.jobs_gate is not None:
+            token = self.jobs_gate(now)      # checked right before submitting: fencing
+            if token is None:
+                return
         for entry in self.scheduler.due(now):
             worker, fn, label = entry.target
+            if token is not None:
+                self._job_tokens[entry.key] = token
+                self.job_started(entry.name)
             worker.submit(f"job {label}", fn, job_key=entry.key)
 
+    def job_token(self, key: Hashable | None) -> int | None:
+        """The token (lease epoch) a job call was submitted under (cluster mode)."""
+        return self._job_tokens.get(key) if key is not None else None
+
     def next_deadline(self) -> float | None:
-        return self.scheduler.next_deadline() if self.accepting else None
+        if not self.accepting:
+            return None
+        if self.jobs_gate is not None and self.jobs_gate(self._clock()) is None:
+            return None       # a follower runs no job; the next ClusterState wakes the loop
+        return self.scheduler.next_deadline()
 
     def reported(self, item: PluginReport) -> None:
         """Book-keeping for a finished call: the job is free again, new jobs scheduled."""
         if item.job_key is not None:
             self.scheduler.done(item.job_key)
+            self._job_tokens.pop(item.job_key, None)
         if item.jobs and self.accepting and item.worker in self.workers:
             for schedule, fn, label in item.jobs:
                 self.scheduler.add((item.worker, next(self._job_ids)), schedule, (item.worker, fn, label),

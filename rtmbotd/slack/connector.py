@@ -84,6 +84,7 @@ class Connector:
         self._tasks: set[asyncio.Task] = set()
         self.stopping = False
         self.acking = True         # Socket Mode links ack plugin envelopes (False from the stop on)
+        self.held: str | None = None   # cluster over RTM, not the leader: no link, and why (STATUS)
 
     # -- configuration -----------------------------------------------------
     @property
@@ -110,10 +111,30 @@ class Connector:
             self.pending.abort()
             self.pending = None
         if self.enabled:
-            self.retry_at = now
+            self.retry_at = None if self.held else now
         else:
             self.retry_at = None
             self._retire_current()
+
+    def hold(self, why: str | None, now: float) -> None:
+        """Cluster mode over RTM: only the leader connects (RTM sends every event to every
+        socket). `why` given: close the link and stay unconnected; None: connect now."""
+        if why == self.held:
+            return
+        self.held = why
+        if why:
+            self.epoch += 1          # an open under way is closed when it arrives
+            self.connecting = False
+            self.retry_at = self.hello_deadline = None
+            if self.pending is not None:
+                pending, self.pending = self.pending, None
+                pending.abort()
+            if self.link is not None:
+                log.info("closing the Slack link: %s", why)
+                self._retire_current()
+        elif self.enabled:
+            self.retry_at = now
+        self._status_changed()
 
     # -- deadlines -----------------------------------------------------------
     def next_deadline(self, now: float) -> float | None:
@@ -154,7 +175,7 @@ class Connector:
 
     # -- opening -----------------------------------------------------------------
     def _connect(self) -> None:
-        if self.connecting or not self.enabled or self.stopping:
+        if self.connecting or not self.enabled or self.stopping or self.held:
             return
         self.connecting = True
         self.problem = "connecting"
@@ -341,7 +362,7 @@ class Connector:
         self._status_changed()
 
     def _schedule_retry(self, now: float, why: str, first_free: bool = False) -> None:
-        if self.stopping or not self.enabled:
+        if self.stopping or not self.enabled or self.held:
             return
         delay = 0.0 if first_free else self.backoff.next_delay()
         self.retry_at = now + delay
@@ -477,4 +498,6 @@ class Connector:
             return "not connected"
         if self.link is not None:
             return f"connected ({self.link.mode})"
+        if self.held:
+            return self.held
         return self.problem or "connecting"

@@ -21,7 +21,9 @@ PLUGIN_ENVELOPES = frozenset({"events_api", *ENVELOPE_CALLBACKS})
 
 @dataclass(frozen=True)
 class Hello:
-    """The link is ready."""
+    """The link is ready; Socket Mode's names the app it belongs to (connection_info.app_id)."""
+
+    app_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,9 @@ def classify_rtm(frame: dict) -> Frame:
 def classify_socket_mode(frame: dict) -> Frame:
     kind = frame.get("type")
     if kind == "hello":
-        return Hello()
+        info = frame.get("connection_info")
+        app_id = info.get("app_id") if isinstance(info, dict) else None
+        return Hello(app_id if isinstance(app_id, str) else None)
     if kind == "disconnect":
         return Goodbye(f"Slack asked to reconnect ({frame.get('reason', '?')})")
     payload = frame.get("payload")

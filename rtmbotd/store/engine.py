@@ -26,7 +26,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from rtmbotd.store.errors import (StoreBusyError, StoreCorruptError, StoreError, StoreUnavailableError,
                                   filesystem_problem, is_transient, translate)
-from rtmbotd.store.schema import MIGRATIONS, Migration, newest, refuse_newer, stored_version, upgrade
+from rtmbotd.store.schema import (MIGRATIONS, Migration, compatible_from, newest, refuse_newer, stored_version,
+                                  upgrade)
 from rtmbotd.store.url import SYNCHRONOUS_LEVELS, display_url, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -141,9 +142,9 @@ class Backend:
 
     def migrate(self, migrations: tuple[Migration, ...] | list[Migration]) -> int:
         """Upgrade the schema in place; an up-to-date database is only read, not locked."""
-        current = self.read(stored_version)
-        refuse_newer(current, self.where, migrations)
-        if current == newest(migrations):
+        current, floor = self.read(_versions)
+        refuse_newer(current, self.where, migrations, floor)
+        if current >= newest(migrations):
             return current
         return self.write("\0schema", lambda conn: upgrade(conn, self.where, migrations))
 
@@ -267,6 +268,12 @@ class PostgresBackend(Backend):
         except DBAPIError as exc:
             raise translate(exc, self.where) from None
         self._version = f"PostgreSQL {str(version).split()[0]}"
+
+
+def _versions(conn: Connection) -> tuple[int, int]:
+    """The stored schema version and the oldest version that can still use the database."""
+    current = stored_version(conn)
+    return current, compatible_from(conn, current)
 
 
 def open_backend(url: URL, synchronous: str = "FULL", lock_timeout: float = 120.0, create: bool = True,

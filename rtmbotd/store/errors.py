@@ -12,8 +12,8 @@ from rtmbotd.errors import StoreError
 
 __all__ = [
     "StoreError", "StoreBusyError", "StoreCorruptError", "StoreFullError", "StoreReadOnlyError",
-    "StoreUnavailableError", "StoreUnreachableError", "StoreVersionError", "StoreWriteError",
-    "filesystem_problem", "is_transient", "translate",
+    "StoreSchemaWaitError", "StoreUnavailableError", "StoreUnreachableError", "StoreVersionError",
+    "StoreWriteError", "filesystem_problem", "is_transient", "translate",
 ]
 
 
@@ -41,6 +41,15 @@ class StoreUnreachableError(StoreUnavailableError):
         hint = ("; if it is the login, check the user and password in STORE_URL (or ~/.pgpass) and the "
                 "server's role" if password_involved else "")
         super().__init__(f"{where}: cannot reach the database ({detail}){hint}")
+
+
+class StoreSchemaWaitError(StoreUnreachableError):
+    """A schema upgrade older nodes cannot live with waits until they stopped (retried
+    like an unreachable server: the daemon starts, says so in STATUS, tries again)."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        StoreError.__init__(self, f"{where}: {detail}")
+        self.where, self.detail, self.password_involved = where, detail, False
 
 
 class StoreVersionError(StoreError):

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 def open_daemon_store(url: str | None, base_path: Path | str | None, synchronous: str = "FULL",
                       env: Mapping[str, str] | None = None, backoff: Backoff | None = None,
-                      recorder: Any = None) -> Any:
+                      recorder: Any = None, outbox_owner: str | None = None) -> Any:
     """A `Store`; a `DeferredStore` for a default SQLite store not created yet; a
     `RetryingStore` when the database server cannot be reached now (raises StoreError
     for a store that cannot work, such as a malformed STORE_URL). The real `Store`,
@@ -44,7 +44,7 @@ def open_daemon_store(url: str | None, base_path: Path | str | None, synchronous
     path = _deferrable_path(url, base_path, env)
 
     def opener() -> Any:
-        store = _open(url, base_path, synchronous, env)
+        store = _open(url, base_path, synchronous, env, outbox_owner)
         store.recorder = recorder
         return store
     if path is not None:
@@ -57,9 +57,10 @@ def open_daemon_store(url: str | None, base_path: Path | str | None, synchronous
         return RetryingStore(opener, exc, backoff)
 
 
-def _open(url: str | None, base_path: Path | str | None, synchronous: str, env: Mapping[str, str]) -> Any:
+def _open(url: str | None, base_path: Path | str | None, synchronous: str, env: Mapping[str, str],
+          outbox_owner: str | None = None) -> Any:
     from rtmbotd.store.database import Store
-    return Store.open(url, base_path, synchronous, env=env)
+    return Store.open(url, base_path, synchronous, env=env, outbox_owner=outbox_owner)
 
 
 def _deferrable_path(url: str | None, base_path: Path | str | None, env: Mapping[str, str]) -> Path | None:
@@ -182,10 +183,12 @@ class RetryingStore(StandInStore):
 
     @property
     def problem(self) -> str | None:  # type: ignore[override]
-        from rtmbotd.store.errors import StoreUnreachableError
+        from rtmbotd.store.errors import StoreSchemaWaitError, StoreUnreachableError
         error = self._error
         if error is None or self._closed:
             return None
+        if isinstance(error, StoreSchemaWaitError):
+            return f"store: {error.detail}"
         if not isinstance(error, StoreUnreachableError):
             return f"store unusable ({error}): fix it and restart rtmbotd; retrying"
         if error.password_involved:

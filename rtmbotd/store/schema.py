@@ -1,10 +1,18 @@
 """The store's tables and their versioned, in-place migrations.
 
 `rtmbot_meta` holds `schema_version`. Opening a database runs every migration whose
-version is above the stored one, each in the caller's write transaction; a database
-from a newer rtmbotd is refused rather than guessed at. A migration describes its own
-tables (never the current ones below), so version 1 still builds version 1 after
-later versions change things.
+version is above the stored one, each in the caller's write transaction. A migration
+describes its own tables (never the current ones below), so version 1 still builds
+version 1 after later versions change things.
+
+Rolling upgrades (nodes of two versions on one cluster): each migration says whether
+code that knows only the versions before it can still read and write the database
+(`compatible`: additive ones, such as new tables, can). `rtmbot_meta` keeps the oldest
+schema version that can still use the database (`compatible_from`, raised by every
+incompatible migration); a database from a newer rtmbotd is used when this code is at
+least that version, and refused otherwise. An incompatible migration waits while live
+nodes (fresh heartbeat in rtmbot_nodes) run an older schema: StoreSchemaWaitError,
+which the daemon retries like an unreachable server, saying so in STATUS.
 """
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ from typing import Callable, Sequence
 
 from sqlalchemy import (BigInteger, Column, Connection, Float, Integer, MetaData, PrimaryKeyConstraint, Table, Text,
                         UniqueConstraint, inspect)
-from sqlalchemy import column, select, table
+from sqlalchemy import column, select, table, text
 
 from rtmbotd.store.errors import StoreVersionError
 
@@ -22,6 +30,7 @@ log = logging.getLogger(__name__)
 
 META_TABLE = "rtmbot_meta"
 VERSION_KEY = "schema_version"
+COMPATIBLE_KEY = "compatible_from"
 
 
 def _key_text() -> Text:
@@ -135,13 +144,14 @@ class Migration:
     version: int
     description: str
     apply: Callable[[Connection], None]
+    compatible: bool = False      # code older than `version` can still use the database after it
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create rtmbot_meta, rtmbot_kv, rtmbot_outbox", _create_v1),
     Migration(2, "create rtmbot_outbox_rows (one row per queued message)", _create_v2),
     Migration(3, "create the cluster tables rtmbot_nodes, rtmbot_lease, rtmbot_jobs, rtmbot_events, rtmbot_rate",
-              _create_v3),
+              _create_v3, compatible=True),      # only new tables: version-2 nodes work on beside it
 )
 
 
@@ -153,33 +163,70 @@ def stored_version(conn: Connection) -> int:
     return int(value) if value is not None else 0
 
 
+def compatible_from(conn: Connection, current: int) -> int:
+    """The oldest schema version that can still use the database; `current` when the
+    database does not say (written before rolling upgrades: only its own version can)."""
+    if current == 0:
+        return 0
+    value = conn.execute(select(meta.c.value).where(meta.c.name == COMPATIBLE_KEY)).scalar()
+    return int(value) if value is not None else current
+
+
 def newest(migrations: Sequence[Migration] = MIGRATIONS) -> int:
     return max((m.version for m in migrations), default=0)
 
 
-def refuse_newer(current: int, where: str, migrations: Sequence[Migration] = MIGRATIONS) -> None:
-    """StoreVersionError when the database is newer than this code."""
-    if current > newest(migrations):
+def refuse_newer(current: int, where: str, migrations: Sequence[Migration] = MIGRATIONS,
+                 compatible: int | None = None) -> None:
+    """StoreVersionError when the database is newer than this code and no longer usable by it
+    (`compatible`: the database's compatible_from; None: only its own version can use it)."""
+    mine = newest(migrations)
+    if current > mine and (compatible if compatible is not None else current) > mine:
         raise StoreVersionError(
             f"{where}: schema version {current} was written by a newer rtmbotd; this one knows "
-            f"up to version {newest(migrations)}. Upgrade rtmbotd, or restore a backup made by this version.")
+            f"up to version {mine}. Upgrade rtmbotd, or restore a backup made by this version.")
+    if current > mine:
+        log.info("%s: schema version %d from a newer rtmbotd; version %d code can still use it", where, current,
+                 mine)
 
 
 def upgrade(conn: Connection, where: str, migrations: Sequence[Migration] = MIGRATIONS) -> int:
-    """Migrate in place to the newest known version, inside the caller's transaction."""
+    """Migrate in place to the newest known version, inside the caller's transaction.
+    Raises StoreSchemaWaitError before an incompatible migration while older nodes live."""
     current = stored_version(conn)
-    refuse_newer(current, where, migrations)
+    floor = compatible_from(conn, current)
+    refuse_newer(current, where, migrations, floor)
     for migration in sorted(migrations, key=lambda m: m.version):
         if migration.version <= current:
             continue
+        if not migration.compatible:
+            _wait_for_older_nodes(conn, migration.version, where)
+            floor = migration.version
         log.info("%s: upgrading store schema to version %d: %s", where, migration.version, migration.description)
         migration.apply(conn)
-        _set_version(conn, migration.version)
+        _set_meta(conn, VERSION_KEY, migration.version)
+        _set_meta(conn, COMPATIBLE_KEY, floor)
         current = migration.version
     return current
 
 
-def _set_version(conn: Connection, version: int) -> None:
-    updated = conn.execute(meta.update().where(meta.c.name == VERSION_KEY).values(value=str(version)))
+def _wait_for_older_nodes(conn: Connection, version: int, where: str) -> None:
+    """A migration older code cannot live with waits while live nodes run an older schema."""
+    from rtmbotd.cluster.timing import NODE_TTL
+    from rtmbotd.store.errors import StoreSchemaWaitError
+    if conn.dialect.name != "postgresql" or not inspect(conn).has_table("rtmbot_nodes"):
+        return
+    older = conn.execute(text(
+        "SELECT name, schema_version FROM rtmbot_nodes WHERE role <> 'stopped' AND schema_version < :v"
+        " AND heartbeat_at > CAST(extract(epoch from clock_timestamp()) AS double precision) - :ttl ORDER BY name"),
+        {"v": version, "ttl": NODE_TTL}).all()
+    if older:
+        oldest = min(r[1] for r in older)
+        raise StoreSchemaWaitError(where, f"waiting for nodes of schema {oldest} to stop "
+                                          f"({', '.join(r[0] for r in older)}) before upgrading to version {version}")
+
+
+def _set_meta(conn: Connection, name: str, value: int) -> None:
+    updated = conn.execute(meta.update().where(meta.c.name == name).values(value=str(value)))
     if updated.rowcount == 0:
-        conn.execute(meta.insert().values(name=VERSION_KEY, value=str(version)))
+        conn.execute(meta.insert().values(name=name, value=str(value)))

@@ -1,0 +1,11 @@
+"""The cluster's clocks, in seconds: one source for every part (coordinator, claims, outbox).
+
+A node heartbeats every HEARTBEAT; one whose heartbeat is older than NODE_TTL by
+PostgreSQL's clock is dead; the leader lease lasts LEASE_TTL from its last renewal. A
+leader killed or hung is replaced within about LEASE_TTL + HEARTBEAT.
+"""
+HEARTBEAT = 1.0
+NODE_TTL = 6.0
+LEASE_TTL = 6.0
+CONNECT_TIMEOUT = 3          # s libpq waits for the server (a whole round must fit in a lease)
+STATEMENT_TIMEOUT = 3.0      # s a coordination statement may run
