@@ -180,6 +180,11 @@ def cluster_status(c: Container) -> dict[str, str]:
     return listed
 
 
+def expect_listed(c: Container, roles: dict[str, str], what: str) -> None:
+    listed = cluster_status(c)
+    expect(listed == roles, what, str(listed))
+
+
 def ticks(fake: Any, since: int = 0) -> list[Tick]:
     found = []
     for m in fake.sent_messages(TICKS)[since:]:
@@ -260,10 +265,8 @@ def test_exactly_one_leader(nodes: dict[str, Container], fake: Any) -> None:
     expect(True, "exactly one leader by STATUS (systemctl show -p StatusText)",
            f"{leader} leads, {follower} follows")
     for name, c in nodes.items():
-        listed = cluster_status(c)
-        expect(listed == {leader: "leader", follower: "follower"},
-               f"rtmbotd cluster status in {name}'s container lists both, {leader} the leader",
-               str(listed))
+        expect_listed(c, {leader: "leader", follower: "follower"},
+                      f"rtmbotd cluster status in {name}'s container lists both, {leader} the leader")
     since = len(fake.sent_messages(TICKS))
     ticks_from(fake, leader, 3, since)
     found = ticks(fake, since)
@@ -291,10 +294,8 @@ def test_kill_leader_moves_jobs(nodes: dict[str, Container], fake: Any) -> None:
           lambda props: f"MainPID {pid} -> {props['MainPID']}")
     holds(lambda: roles(nodes) == {leader: "follower", follower: "leader"},
           f"{leader} came back as a follower, {follower} still leads", lambda _: str(roles(nodes)))
-    listed = cluster_status(nodes[follower])
-    expect(listed == {leader: "follower", follower: "leader"},
-           f"rtmbotd cluster status lists {follower} as the leader, {leader} as a follower",
-           str(listed))
+    expect_listed(nodes[follower], {leader: "follower", follower: "leader"},
+                  f"rtmbotd cluster status lists {follower} as the leader, {leader} as a follower")
     after = len(fake.sent_messages(TICKS))
     ticks_from(fake, follower, 3, after)
     found = ticks(fake, before)
