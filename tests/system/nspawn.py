@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from rtmbotd.testing.waiting import wait_until  # noqa: F401  (used here and by the test module)
 
@@ -139,6 +139,51 @@ def die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+# Where systemd tracks processes: the unified and name=systemd hierarchies of a hybrid host
+# (cgroup v1), or the one cgroup2 tree.
+CGROUP_TREES = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/systemd"))
+CGROUP2_ROOT = Path("/sys/fs/cgroup")
+
+
+def own_cgroups(name: str) -> list[Path]:
+    """A fresh cgroup named `name` in each tree systemd tracks processes in.
+
+    With --keep-unit (and no machined) a container's systemd takes nspawn's own cgroup as
+    its root. Two containers started from one cgroup would then share every unit's
+    cgroup (both have /system.slice/rtmbotd.service), and systemd in one cannot kill
+    (EIO) or tell apart the other's processes: `systemctl kill` fails. So each container
+    started beside another gets cgroups of its own.
+    """
+    trees = [tree for tree in CGROUP_TREES if (tree / "cgroup.procs").exists()]
+    if not trees and (CGROUP2_ROOT / "cgroup.controllers").exists():
+        trees = [CGROUP2_ROOT]
+    made = []
+    for tree in trees:
+        path = tree / f"rtmbotd-test-{name}"
+        path.mkdir(exist_ok=True)
+        made.append(path)
+    return made
+
+
+def remove_cgroups(paths: list[Path]) -> None:
+    """rmdir each cgroup and what the container's systemd left under it, deepest first."""
+    for path in paths:
+        for folder, _, _ in sorted(os.walk(path), key=lambda w: -w[0].count("/")):
+            try:
+                os.rmdir(folder)
+            except OSError as exc:
+                log.warning("teardown: cgroup %s not removed: %s", folder, exc)
+
+
+def start_in(cgroups: list[Path]) -> Callable[[], None]:
+    """preexec_fn: move the child into `cgroups`, then die_with_parent."""
+    def enter() -> None:
+        for path in cgroups:
+            (path / "cgroup.procs").write_text("0")
+        die_with_parent()
+    return enter
+
+
 def _children(pid: int) -> list[int]:
     kids = []
     for entry in os.listdir("/proc"):
@@ -163,12 +208,19 @@ def _comm(pid: int) -> str:
 
 
 class Container:
-    """A booted container: `with Container(root, binds) as c: c.run("systemctl", ...)`."""
+    """A booted container: `with Container(root, binds) as c: c.run("systemctl", ...)`.
+
+    Several may boot the same tree at once: --volatile=overlay makes nspawn lock it shared
+    and gives each its own tmpfs upper layer. Give each a `machine` name then: it is the
+    container's host name, and nspawn keys its runtime files under /run by that name.
+    """
 
     def __init__(self, root: Path, bind_ro: dict[Path, str] | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, machine: str | None = None) -> None:
         self.root = root
         self.bind_ro = bind_ro or {}
+        self.machine = machine
+        self.cgroups: list[Path] = []
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="nspawn-", suffix=".log")[1])
         self.nspawn: subprocess.Popen | None = None
         self.pid: int | None = None  # the container's systemd, as the host sees it
@@ -188,6 +240,9 @@ class Container:
     def boot(self, timeout: float = 60) -> None:
         cmd = ["systemd-nspawn", "-D", str(self.root), "--register=no", "--keep-unit",
                "--console=pipe", "--volatile=overlay", "--quiet"]
+        if self.machine:
+            cmd.append(f"--machine={self.machine}")
+            self.cgroups = own_cgroups(self.machine)
         for host_dir, inside in self.bind_ro.items():
             cmd.append(f"--bind-ro={host_dir}:{inside}")
         cmd.append("-b")
@@ -196,7 +251,7 @@ class Container:
             self.nspawn = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                            stderr=subprocess.STDOUT, start_new_session=True,
                                            env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"},
-                                           preexec_fn=die_with_parent)
+                                           preexec_fn=start_in(self.cgroups))
 
         def systemd_pid() -> int | None:
             self._check_nspawn()
@@ -318,6 +373,8 @@ class Container:
         log.info("teardown: systemd-nspawn exited %s", self.nspawn.returncode)
         self.nspawn = None
         self.pid = None
+        remove_cgroups(self.cgroups)
+        self.cgroups = []
 
 
 def deb_depends(deb: Path) -> list[str]:

@@ -10,16 +10,11 @@ deadlines, and durations are only printed.
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -27,64 +22,26 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))  # whatever pytest's import mode, nspawn.py sits beside this file
 
-import nspawn  # noqa: E402
 from checks import expect, say, step  # noqa: E402
 from nspawn import Container, run_host, wait_until  # noqa: E402
-UNIT = "rtmbotd.service"
-CONF = "/etc/rtmbot/rtmbot.conf"
-PLUGINS = "/etc/rtmbot/plugins"
+from service import (BOT_TOKEN, CONF, PLUGINS, STAGE, UNIT, add_plugin, apt_install,  # noqa: E402
+                     ask, config_text, is_installed, pings, replies, restarted, settle, show,
+                     unique, write_config)
+
 DROPINS = "/etc/systemd/system/rtmbotd.service.d"
-STAGE = "/srv/rtmbotd-test"  # read-only bind of the host's staging dir inside the container
-# What the container needs beyond the .deb's own Depends (which are added at run time).
-# man-db: `systemd-analyze verify` runs `man` to check the unit's Documentation=.
-BASE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "procps", "python3", "adduser",
-                 "libpam-systemd", "man-db"]
-BOT_TOKEN = "xoxb-system-test"
-APP_TOKEN = "xapp-system-test"
 SECURITY_LIMIT = 1.5
-TEST_PLUGINS = ("echo", "ping")     # tests/system/plugins; the others are the package's examples
 BOT_PLUGINS = ("counter", "ping")   # what ensure_bot() leaves installed
 
 
-# -- fixtures --------------------------------------------------------------------------------------
+# -- fixtures (deb, stage, rootfs and fake are in conftest.py) -----------------------------------
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The .deb: RTMBOTD_DEB if given (a quicker local loop), else built by packaging/build-deb."""
-    given = os.environ.get("RTMBOTD_DEB")
-    if given:
-        return Path(given).resolve()
-    out = tmp_path_factory.mktemp("dist")
-    started = time.monotonic()
-    proc = run_host([str(REPO / "packaging/build-deb"), str(out)], timeout=900)
-    if proc.returncode != 0:
-        pytest.fail(f"packaging/build-deb failed ({proc.returncode}):\n"
-                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}", pytrace=False)
-    debs = sorted(out.glob("rtmbotd_*.deb"))
-    assert len(debs) == 1, debs
-    say(f"\n  built {debs[0].name} in {time.monotonic() - started:.0f}s")
-    return debs[0]
-
-
-@pytest.fixture(scope="module")
-def stage(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Files the container reads through a read-only bind: the .deb and the test plugins."""
-    path = tmp_path_factory.mktemp("stage")
-    path.chmod(0o755)  # apt's _apt user reads the .deb from here
-    shutil.copy2(deb, path / "rtmbotd.deb")
-    shutil.copytree(HERE / "plugins", path / "plugins")
-    return path
-
-
-@pytest.fixture(scope="module")
-def container(deb: Path, stage: Path,
+def container(rootfs: Path, stage: Path,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     started = time.monotonic()
-    root = nspawn.build_rootfs(BASE_PACKAGES + nspawn.deb_depends(deb))
-    say(f"\n  rootfs {root} ready in {time.monotonic() - started:.0f}s")
     console = tmp_path_factory.mktemp("nspawn") / "console.log"
-    with Container(root, bind_ro={stage: STAGE}, log_path=console) as c:
+    with Container(rootfs, bind_ro={stage: STAGE}, log_path=console) as c:
         state = c.wait_running(timeout=90)
         failed = c.failed_units()
         # 'degraded' only means some unit failed; in a container that is typically a unit
@@ -92,62 +49,6 @@ def container(deb: Path, stage: Path,
         say(f"  container booted in {time.monotonic() - started:.0f}s: {state}"
               + (f" (failed units: {', '.join(failed)})" if failed else ""))
         yield c
-
-
-class FakeSlackProcess:
-    """`python -m rtmbotd.testing --port 0` on the host's loopback, stopped at the end."""
-
-    def __init__(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-            env.pop(var, None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtmbotd.testing", "--port", "0",
-             "--bot-token", BOT_TOKEN, "--app-token", APP_TOKEN],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env, cwd=REPO, preexec_fn=nspawn.die_with_parent)
-        self.url = self._read_url(timeout=30)
-        from rtmbotd.testing.fakeslack import FakeSlackClient
-        self.client = FakeSlackClient(self.url)
-
-    def _read_url(self, timeout: float) -> str:
-        found: list[str] = []
-
-        def reader() -> None:
-            for line in self.proc.stdout:
-                if line.startswith("FAKE_SLACK_URL="):
-                    found.append(line.strip().split("=", 1)[1])
-                    return
-
-        thread = threading.Thread(target=reader, daemon=True)
-        thread.start()
-        thread.join(timeout)
-        if not found:
-            self.stop()
-            error = (self.proc.stderr.read() or "")[-2000:]
-            raise RuntimeError(f"fake Slack did not start: {error}")
-        return found[0]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[Any]:
-    try:
-        process = FakeSlackProcess()
-    except Exception as exc:  # the fake is daemon code, still being written
-        pytest.fail(f"fake Slack unavailable: {exc}", pytrace=False)
-    try:
-        yield process.client
-    finally:
-        process.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -170,51 +71,8 @@ def _diagnose_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def show(c: Container, *props: str) -> dict[str, str]:
-    out = c.run("systemctl", "show", UNIT, *(f"--property={p}" for p in props)).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def settle(c: Container, timeout: float = 60) -> dict[str, str]:
-    """The unit's state once no job is running and it is not activating/reloading."""
-    def settled() -> dict[str, str] | None:
-        props = show(c, "ActiveState", "SubState", "MainPID", "StatusText", "NRestarts",
-                     "Result", "ExecMainStatus")
-        busy = props["ActiveState"] in ("activating", "deactivating", "reloading")
-        return None if busy else props
-    return wait_until(settled, timeout=timeout, what=f"{UNIT} to settle", interval=0.2)
-
-
-def config_text(url: str, *, socket_mode: bool = False, extra: str = "") -> str:
-    return (f'SLACK_TOKEN: "{BOT_TOKEN}"\n'
-            f'SLACK_API_URL: "{url}"\n'
-            + (f'SLACK_APP_TOKEN: "{APP_TOKEN}"\n' if socket_mode else "")
-            + "DEBUG: true\nRATE_LIMIT: 0\n" + extra)
-
-
-def write_config(c: Container, text: str) -> None:
-    c.write_file(CONF, text, mode="0640", owner="root:rtmbot")
-
-
-def add_plugin(c: Container, name: str) -> None:
-    source = f"{STAGE}/plugins" if name in TEST_PLUGINS else "/usr/share/rtmbotd/plugins"
-    c.sh(f"cp -r {source}/{name} {PLUGINS}/ && "
-         f"chown -R root:rtmbot {PLUGINS}/{name} && "
-         f"chmod -R g+rX,o-rwx {PLUGINS}/{name}")
-
-
 def plugins_present(c: Container) -> set[str]:
     return set(c.run("ls", "-A", PLUGINS, check=False).stdout.split())
-
-
-def is_installed(c: Container) -> bool:
-    status = c.run("dpkg-query", "-W", "-f=${db:Status-Status}", "rtmbotd", check=False)
-    return status.stdout.strip() == "installed"
-
-
-def apt_install(c: Container, *args: str) -> subprocess.CompletedProcess:
-    return c.run("apt-get", "install", "-y", "--no-install-recommends", *args,
-                 f"{STAGE}/rtmbotd.deb", check=False, timeout=300)
 
 
 def ensure_installed(c: Container) -> None:
@@ -284,15 +142,6 @@ def ensure_bot(c: Container, fake: Any, *, socket_mode: bool = False) -> dict[st
     return props
 
 
-def restarted(c: Container, pid: str, restarts: int) -> Callable[[], dict[str, str] | None]:
-    """A wait_until predicate: systemd restarted the unit by itself and it is active again."""
-    def check() -> dict[str, str] | None:
-        now = show(c, "MainPID", "NRestarts", "ActiveState", "SubState")
-        fresh = now["MainPID"] not in (pid, "0") and int(now["NRestarts"]) > restarts
-        return now if fresh and now["ActiveState"] == "active" else None
-    return check
-
-
 def journal_cursor(c: Container) -> str:
     out = c.run("journalctl", "-u", UNIT, "-n", "0", "--show-cursor", "--no-pager",
                 check=False).stdout
@@ -303,48 +152,6 @@ def journal_cursor(c: Container) -> str:
 def journal_since(c: Container, cursor: str) -> str:
     args = ["--after-cursor", cursor] if cursor else []
     return c.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat", *args, check=False).stdout
-
-
-_asked = iter(range(1, 1_000_000))
-
-
-def ask(fake: Any, text: str, expect_text: Callable[[str], bool], timeout: float = 15,
-        channel: str = "D1ALICE", resend_every: float = 3) -> str:
-    """Send `text` as Alice until a new bot message in `channel` satisfies `expect_text`.
-
-    Resent every few seconds: after a (re)start or a reload the daemon may not be listening
-    yet (on systemd 252 `systemctl reload` returns once SIGHUP is sent, not once swapped).
-    """
-    seen = len(fake.sent_messages(channel))
-    sent_at = [float("-inf")]
-
-    def said() -> list[str]:
-        return [m.get("text") or "" for m in fake.sent_messages(channel)[seen:]]
-
-    def answered() -> str | None:
-        if time.monotonic() - sent_at[0] >= resend_every:
-            fake.message(text, channel=channel)
-            sent_at[0] = time.monotonic()
-        return next((answer for answer in said() if expect_text(answer)), None)
-
-    return wait_until(answered, timeout=timeout, interval=0.2,
-                      what=lambda: f"a matching reply to {text!r}; bot said {said()!r}")
-
-
-def replies(fake: Any, text: str, expect_text: Callable[[str], bool], what: str,
-            timeout: float = 15) -> str:
-    try:
-        answer = ask(fake, text, expect_text, timeout=timeout)
-    except TimeoutError as exc:
-        expect(False, what, str(exc))
-    expect(True, what, repr(answer))
-    return answer
-
-
-def pings(fake: Any, what: str, timeout: float = 15) -> str:
-    """`ping N` answered by `pong N` (N unique, so a late answer cannot count)."""
-    n = next(_asked)
-    return replies(fake, f"ping {n}", lambda t: t == f"pong {n}", what, timeout=timeout)
 
 
 def count_of(text: str) -> int:
@@ -532,7 +339,7 @@ def test_reload_adds_plugin_without_reconnecting(container: Container, fake: Any
     add_plugin(c, "echo")
     proc = c.run("systemctl", "reload", UNIT, check=False, timeout=60)
     expect(proc.returncode == 0, "systemctl reload", (proc.stdout + proc.stderr).strip())
-    n = next(_asked)
+    n = unique()
     replies(fake, f"echo hi {n}", lambda t: t == f"echoed: hi {n}", "the new plugin answers",
             timeout=30)
     pings(fake, "the old plugin still answers")
