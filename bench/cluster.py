@@ -33,6 +33,7 @@ from children import REPO, BenchError, RtmbotdProcess, pin_cpus, rtmbotd_argv  #
 from procstat import CpuUse, cpu_seconds  # noqa: E402
 from report import Latency, Table, machine_lines, median, ms, num  # noqa: E402
 from workload import Burst, burst_run, latency_run  # noqa: E402
+from results import RESULTS, write_section  # noqa: E402
 
 from rtmbotd import __version__  # noqa: E402
 from rtmbotd.testing.fakeslack import FakeSlack  # noqa: E402
@@ -495,7 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("failover", "load"), help="run one part only")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the benchmark and the nodes to separate CPUs")
+    parser.add_argument("--write-results", action="store_true",
+                        help=f"also write this run's output as the cluster section of {RESULTS.relative_to(REPO)}")
     args = parser.parse_args(argv)
+    if args.write_results and (args.quick or args.no_pin or args.only):
+        parser.error("--write-results records a full, pinned run of both parts; drop --quick / --no-pin / --only")
     placement = pin_cpus(not args.no_pin)
     plan = QUICK if args.quick else FULL
     if args.rounds:
@@ -507,15 +512,17 @@ def main(argv: list[str] | None = None) -> int:
     loads = (measure_load(workroot / "load", server, plan) if args.only != "failover"
              else [Load(label, size) for label, size, _ in SYSTEMS])
     title = "bench/cluster.py" + (" --quick (QUICK: smoke-test counts, not the bar)" if args.quick else "")
-    print("\n".join(describe(title, server, placement, time.monotonic() - began)))
-    print(build_table(failover, loads, plan).render())
-    print()
-    for pair in failover.close:
-        print(f"job outputs closer than {TWICE:g} s: {pair}")
+    out = describe(title, server, placement, time.monotonic() - began)
+    out += [build_table(failover, loads, plan).render(), ""]
+    out += [f"job outputs closer than {TWICE:g} s: {pair}" for pair in failover.close]
     errors = [f"failover: {e}" for e in failover.errors]
     errors += [f"{load.label}: {e}" for load in loads for e in load.errors]
-    for line in errors:
-        print(f"ERROR {line}")
+    out += [f"ERROR {line}" for line in errors]
+    text = "\n".join(out)
+    print(text)
+    if args.write_results:
+        write_section("cluster", "A cluster on PostgreSQL (bench/cluster.py)", "bench/cluster.py --write-results", text)
+        print(f"\nwrote {RESULTS}")
     keep = args.keep or bool(errors)
     print(f"work folder {workroot}" + ("" if keep else " (removed)"))
     if not keep:

@@ -34,6 +34,7 @@ from children import Child, RtmbotdProcess, child_env, pin_cpus  # noqa: E402
 from procstat import CpuUse, cpu_seconds, rss_mib  # noqa: E402
 from report import RSS_GOAL_MIB, Latency, Table, machine_lines, ms, num  # noqa: E402
 from workload import Burst, burst_run, first_reply, latency_run  # noqa: E402
+from results import RESULTS, write_section  # noqa: E402
 
 import rtmbot_venv  # noqa: E402
 import rtmbotd_venv  # noqa: E402
@@ -41,7 +42,6 @@ from rtmbotd.testing.fakeslack import FakeSlack  # noqa: E402
 
 PLUGIN = BENCH / "compare_plugin" / "repeat.py"
 ACTIVE = ["plugins.repeat.RepeatPlugin"]
-RESULTS = BENCH / "RESULTS.md"
 SETTLE = 1.0
 LATENCY_GOAL = 1.5          # × the floor
 METRICS_GOAL = 0.03         # METRICS on costs at most 3 % at the median latency
@@ -552,12 +552,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_results(text: str, command: str) -> None:
-    RESULTS.write_text(
-        "# Benchmark results: rtmbotd, python-rtmbot 0.4.1 and the floor\n\n"
-        "Written by `bench/compare --write-results` from the output of the run below; "
-        "never edited by hand. Run it again to refresh it (see bench/README.md).\n\n"
-        f"Command, from the repository root: `{command}`\n\n"
-        "```text\n" + text + "\n```\n", encoding="utf-8")
+    write_section("compare", "rtmbotd, python-rtmbot 0.4.1 and the floor (bench/compare)", command, text)
 
 
 if __name__ == "__main__":
