@@ -199,6 +199,16 @@ class FakeSlackControls:
     def web_calls(self, method: str | None = None) -> list[dict]:
         """Every Web API call as `{"method", "params", "token_kind"}`."""
 
+    @reading("journal.api_calls")
+    def api_calls(self, method: str | None = None) -> list[dict]:
+        """Web API calls the fake accepted (answered `ok: true`), in arrival order, each
+        its arguments plus `"method"`: `api_calls("reactions.add")[0]["name"]`."""
+
+    @reading("journal.files")
+    def uploaded_files(self) -> list[dict]:
+        """Files completed with files.completeUploadExternal: `id`, `filename`, `title`,
+        `channel`, `thread_ts`, `initial_comment`, `size` and the bytes as `content_base64`."""
+
     @reading("journal.acks")
     def acks(self) -> list[dict]:
         """Socket Mode acks as `{"envelope_id", "type", "latency_s", "payload"}`."""
