@@ -186,7 +186,9 @@ class Router:
         return len(self._waiting_listing) + sum(len(v) for v in self._waiting_dm.values())
 
     def route(self, out: Output, now: float) -> None:
-        if self.directory.needs_listing(out.target):
+        # Behind outputs waiting for the first listing: `#general` then `C1GENERAL` is one
+        # channel, and its writes go in the order given.
+        if self.directory.needs_listing(out.target) or (self._waiting_listing and not self.directory.loaded):
             self._waiting_listing.append(out)
             return
         try:

@@ -197,7 +197,8 @@ class FakeSlackControls:
 
     @reading("journal.web_calls")
     def web_calls(self, method: str | None = None) -> list[dict]:
-        """Every Web API call as `{"method", "params", "token_kind"}`."""
+        """Every Web API call as `{"method", "params", "token_kind", "received_at"}` (the fake's
+        `time.monotonic()` at its arrival, comparable with sent messages' `received_at`)."""
 
     @reading("journal.api_calls")
     def api_calls(self, method: str | None = None) -> list[dict]:

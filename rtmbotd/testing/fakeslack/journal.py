@@ -70,9 +70,10 @@ class Journal:
             self._edits.append(record)
             self._changed()
 
-    def web_call(self, method: str, params: dict, token_kind: str | None) -> None:
+    def web_call(self, method: str, params: dict, token_kind: str | None, received_at: float) -> None:
         with self._cond:
-            self._calls.append({"method": method, "params": params, "token_kind": token_kind})
+            self._calls.append({"method": method, "params": params, "token_kind": token_kind,
+                                "received_at": received_at})
             self._call_counts[method] += 1
             self._changed()
 

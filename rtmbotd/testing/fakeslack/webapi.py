@@ -148,7 +148,7 @@ class WebApi:
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
             token = auth[7:].strip()
-        self.journal.web_call(method, params, token_kind(token))
+        self.journal.web_call(method, params, token_kind(token), received_at)
         if self.down:
             return self._answer({"ok": False, "error": "service_unavailable"}, status=503)
         failure = self._take_failure(method)
@@ -178,7 +178,7 @@ class WebApi:
             body = None
         if channel is None or not isinstance(body, dict):
             return self._answer({"ok": False, "error": "invalid_response_url"}, status=404)
-        self.journal.web_call("response_url", body, None)
+        self.journal.web_call("response_url", body, None, received_at)
         self.journal.message({
             "channel": channel, "text": body.get("text") or "", "ts": self.workspace.next_ts(),
             "via": "response_url", "thread_ts": body.get("thread_ts"),
