@@ -148,6 +148,9 @@ def _parse_dict(item: dict, plugin: str, folder: Path | None) -> Output | None:
     if callback is not None and not (isinstance(callback, str) and callback):
         log.error("plugin %s: output %s ignored: callback must be a name (a string)", plugin, reprlib.repr(item))
         return None
+    if isinstance(fields.get("content"), bytes) and method != UPLOAD:
+        log.error("plugin %s: output ignored: bytes are for files.upload's content only (use text)", plugin)
+        return None
     if method is None:
         if not (isinstance(target, str) and target and (text is None or isinstance(text, str))
                 and (text or fields.get("blocks") or fields.get("attachments"))):

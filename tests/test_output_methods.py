@@ -55,6 +55,8 @@ def test_each_method_parses_with_its_arguments(item: dict, method: str, extra: d
     ({"method": "files.upload", "channel": "C1", "filename": "a", "content": 5}, "content must be str or bytes"),
     ({"method": "chat.update", "channel": "C1", "ts": TS, "text": 5}, "text must be a string"),
     ({"channel": "C1", "text": "x", "callback": 5}, "callback must be a name"),
+    ({"channel": "C1", "text": "x", "content": b"raw"}, "bytes are for files.upload's content only"),
+    ({"method": "chat.update", "channel": "C1", "ts": TS, "text": "x", "content": b"raw"}, "bytes are for"),
 ])
 def test_unknown_methods_and_missing_arguments_are_logged_with_the_plugin_and_dropped(
         item: dict, why: str, caplog: pytest.LogCaptureFixture) -> None:

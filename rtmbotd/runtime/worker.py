@@ -155,8 +155,8 @@ def run_event(unit: Unit, handler: Callable | None, data: dict, catch_all: bool 
             handler(data)
         except Exception:
             ok = False
-            log.exception("plugin %s: %s raised on %s event", unit.name,
-                          getattr(handler, "__name__", "handler"), data.get("type"))
+            log.exception("plugin %s: %s raised on %s", unit.name, getattr(handler, "__name__", "handler"),
+                          f"{data.get('type')} event" if catch_all else f"the result of {data.get('callback')!r}")
     every = unit.catch_all if catch_all else None
     if every is not None:
         every(data)

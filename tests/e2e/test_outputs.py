@@ -252,3 +252,59 @@ def test_a_callback_for_an_unknown_target_hears_it_failed(make_bot, fake) -> Non
     fake.wait_until(lambda: results(fake), timeout=60)
     (result,) = results(fake)
     assert (result["ok"], result["response"], result["error"]) == (False, None, "target not found")
+
+
+CLASS_PLUGIN = '''
+from rtmbot.core import Plugin
+
+class Acks(Plugin):
+    def process_message(self, data):
+        if data.get("text") == "ack":
+            self.outputs.append({"channel": data["channel"], "text": "on it", "callback": "acked"})
+
+    def process_output_result(self, result):
+        posted = result["response"]
+        self.outputs.append({"method": "chat.update", "channel": posted["channel"], "ts": posted["ts"],
+                             "text": "class done"})
+'''
+
+RAISES = '''
+outputs = []
+def process_message(data):
+    if data.get("text") == "boom":
+        outputs.append({"channel": data["channel"], "text": "first", "callback": "bad"})
+        outputs.append({"channel": data["channel"], "text": "second", "callback": "bad"})
+def process_output_result(result):
+    outputs.append([result["output"]["channel"], "heard " + result["output"]["text"]])
+    if result["output"]["text"] == "first":
+        raise RuntimeError("callback broke")
+'''
+
+
+def test_a_class_plugin_gets_its_results_as_a_method(make_bot, fake) -> None:
+    bot = make_bot(plugins={"acks": CLASS_PLUGIN}).start()
+    fake.message("ack", channel="C1GENERAL")
+    fake.wait_until(lambda: fake.edits(), timeout=60)
+    (posted,) = fake.sent_messages("C1GENERAL")
+    assert fake.edits()[0]["ts"] == posted["ts"] and fake.edits()[0]["text"] == "class done"
+    assert "ERROR" not in bot.log()
+
+
+def test_a_raising_callback_is_logged_with_the_plugin_and_costs_only_that_call(make_bot, fake) -> None:
+    bot = make_bot(plugins={"raises": RAISES}).start()
+    fake.message("boom", channel="C1GENERAL")
+    msgs = fake.wait_for_messages(4, channel="C1GENERAL", timeout=60)
+    assert sorted(m["text"] for m in msgs) == ["first", "heard first", "heard second", "second"]
+    bot.wait_log(r"plugin raises: process_output_result raised on the result of 'bad'")
+    assert "callback broke" in bot.log()
+
+
+def test_a_callback_without_a_handler_is_said_once_per_result(make_bot, fake) -> None:
+    bot = make_bot(plugins={"nohandler": '''
+outputs = []
+def process_message(data):
+    if data.get("text") == "go":
+        outputs.append({"channel": data["channel"], "text": "posted", "callback": "nobody"})
+'''}).start()
+    assert bot.say("go") == ["posted"]
+    bot.wait_log(r"plugin nohandler: no process_output_result for callback 'nobody'; result dropped")
