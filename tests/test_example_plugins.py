@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rtmbotd.testing.bot import TestBot
+from rtmbotd.testing.waiting import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "plugins"
 
@@ -27,6 +28,13 @@ def test_oncall_rota_and_weekday_cron_entry() -> None:
     plugin["post_oncall"]()
     (posted,) = plugin["outputs"]
     assert posted[0] == "#ops" and posted[1].startswith("On call this week: @")
+
+
+def test_oncall_loads_with_its_weekday_cron_job(fake_slack) -> None:
+    settings = {"oncall": {"channel": "#ops", "people": ["alice"]}}
+    with TestBot(fake_slack, plugins=[EXAMPLES / "oncall"], settings=settings) as bot:
+        assert bot.daemon.host.plugins.errors == {}
+        wait_until(lambda: len(bot.daemon.host.scheduler) == 1, 30, "the cron job scheduled")
 
 
 def test_oncall_is_quiet_without_a_section() -> None:

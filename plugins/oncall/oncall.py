@@ -51,5 +51,5 @@ def process_output_result(result):
 
 
 if settings.get("channel"):
-    # A cron expression: needs rtmbotd with cron crontable entries (the `cron` change).
+    # A cron expression: 9:00 Monday to Friday, in TIMEZONE (the system's by default).
     crontable.append(["0 9 * * MON-FRI", "post_oncall"])

@@ -138,6 +138,8 @@ def test_a_stop_with_queued_reactions_and_a_restart_sends_them(tmp_path, fake) -
     bot = Rtmbotd(tmp_path, fake, settings={"STOP_TIMEOUT": 1}, plugins={"says": SAYS})
     try:
         bot.start()
+        say(fake, [["#general", "names listed"]])      # the directory is loaded: names resolve
+        fake.wait_for_messages(1, channel="C1GENERAL", timeout=60)
         fake.set_web_api_down(True)           # the RTM socket stays up; every Web API call fails
         say(fake, [{"method": "reactions.add", "channel": "#general", "timestamp": "$ts", "name": f"r{i}"}
                    for i in range(3)] + [{"method": "files.upload", "channel": "C1GENERAL", "filename": "n.txt",
@@ -251,7 +253,7 @@ def test_a_callback_for_an_unknown_target_hears_it_failed(make_bot, fake) -> Non
     say(fake, [{"channel": "#nowhere", "text": "lost", "callback": "c"}])
     fake.wait_until(lambda: results(fake), timeout=60)
     (result,) = results(fake)
-    assert (result["ok"], result["response"], result["error"]) == (False, None, "target not found")
+    assert (result["ok"], result["response"], result["error"]) == (False, None, "unknown_target")
 
 
 CLASS_PLUGIN = '''
