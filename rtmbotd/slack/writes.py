@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rtmbotd.slack.web import SlackWeb, WebError
+
+log = logging.getLogger(__name__)
 
 POST = "chat.postMessage"
 UPLOAD = "files.upload"
@@ -133,12 +136,15 @@ async def _upload(web: SlackWeb, channel: str, text: str | None, extra: dict) ->
 
 
 async def _file_bytes(extra: dict) -> bytes:
+    """The file's bytes; a WebError with a code (a metric label, never a path) when there
+    are none, the path being logged here."""
     if "path" in extra:
         try:
             return await asyncio.to_thread(Path(extra["path"]).read_bytes)
         except OSError as exc:
-            raise WebError(UPLOAD, f"cannot read {extra['path']}: {exc.strerror or exc}") from None
+            log.error("files.upload: cannot read %s: %s", extra["path"], exc.strerror or exc)
+            raise WebError(UPLOAD, "file_unreadable") from None
     try:
         return base64.b64decode(extra.get("content_base64") or "", validate=True)
     except (binascii.Error, ValueError):
-        raise WebError(UPLOAD, "saved content is not base64") from None
+        raise WebError(UPLOAD, "content_not_base64") from None

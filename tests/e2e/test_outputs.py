@@ -228,7 +228,8 @@ def test_a_file_gone_at_send_time_is_logged_and_dropped(make_bot, fake) -> None:
     data.unlink()
     fake.set_web_api_down(False)
     assert [m["text"] for m in fake.wait_for_messages(1, channel="C1GENERAL", timeout=60)] == ["after"]
-    bot.wait_log(r"plugin says: files.upload to C1GENERAL dropped: files.upload: cannot read .*gone.txt")
+    bot.wait_log(r"files.upload: cannot read .*gone.txt: No such file")
+    bot.wait_log(r"plugin says: files.upload to C1GENERAL dropped: files.upload: file_unreadable")
     assert fake.uploaded_files() == []
 
 
