@@ -155,3 +155,22 @@ def test_saved_records_carry_method_and_callback_and_old_rows_stay_messages() ->
     restored = Journal(store).restore(None)
     assert [(o.method, o.callback) for o in restored] == [("chat.postMessage", None),
                                                            ("reactions.add", out.callback)]
+
+
+def test_read_file_takes_a_regular_file_within_the_limit(tmp_path: Path) -> None:
+    from rtmbotd.slack.writes import read_file
+    (tmp_path / "ok.bin").write_bytes(b"x" * 10)
+    assert read_file(str(tmp_path / "ok.bin"), limit=10) == b"x" * 10
+    with pytest.raises(OSError, match="over Slack's limit of 9 bytes"):
+        read_file(str(tmp_path / "ok.bin"), limit=9)
+
+
+def test_read_file_refuses_a_fifo_without_waiting_for_a_writer_and_a_folder(tmp_path: Path) -> None:
+    """Opening a FIFO for reading blocks until a writer comes: it would hold an executor thread forever."""
+    import os
+    from rtmbotd.slack.writes import read_file
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(OSError, match="not a regular file"):
+        read_file(str(tmp_path / "pipe"))
+    with pytest.raises(OSError):
+        read_file(str(tmp_path))

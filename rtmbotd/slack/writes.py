@@ -11,6 +11,8 @@ import asyncio
 import base64
 import binascii
 import logging
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ UPLOAD = "files.upload"
 # A file's bytes ride in the durable outbox record, so they are kept small; bigger files
 # go by `path` (read when sent).
 MAX_CONTENT_BASE64 = 1024 * 1024
+# Slack takes files up to 1 GB; a bigger `path` is refused before its bytes are read.
+MAX_FILE_BYTES = 1024 ** 3
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ async def _file_bytes(extra: dict) -> bytes:
     are none, the path being logged here."""
     if "path" in extra:
         try:
-            return await asyncio.to_thread(Path(extra["path"]).read_bytes)
+            return await asyncio.to_thread(read_file, extra["path"])
         except OSError as exc:
             log.error("files.upload: cannot read %s: %s", extra["path"], exc.strerror or exc)
             raise WebError(UPLOAD, "file_unreadable") from None
@@ -148,3 +152,18 @@ async def _file_bytes(extra: dict) -> bytes:
         return base64.b64decode(extra.get("content_base64") or "", validate=True)
     except (binascii.Error, ValueError):
         raise WebError(UPLOAD, "content_not_base64") from None
+
+
+def read_file(path: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A regular file's bytes (at most `limit`), or OSError. Opened without blocking: a FIFO
+    as `path` would hold a thread of the loop's executor forever, the executor aiohttp's
+    DNS look-ups and the stop wait on too."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(0, "not a regular file")
+        data = f.read(limit + 1) if info.st_size <= limit else b""
+    if len(data) > limit or info.st_size > limit:      # grown since, or too big to read at all
+        raise OSError(0, f"over Slack's limit of {limit} bytes")
+    return data
