@@ -182,6 +182,7 @@ class Router:
         self._dropped = dropped or (lambda out, reason: None)     # given up for good, and why
         self._waiting_dm: dict[str, list[Output]] = defaultdict(list)
         self._waiting_listing: list[Output] = []
+        self._listing_plugins: set[str] = set()        # the plugins of those outputs
         self._dm_retry: dict[str, tuple[float, int]] = {}     # user -> (when to open again, failures)
 
     @property
@@ -189,10 +190,13 @@ class Router:
         return len(self._waiting_listing) + sum(len(v) for v in self._waiting_dm.values())
 
     def route(self, out: Output, now: float) -> None:
-        # Behind outputs waiting for the first listing: `#general` then `C1GENERAL` is one
-        # channel, and its writes go in the order given.
-        if self.directory.needs_listing(out.target) or (self._waiting_listing and not self.directory.loaded):
+        # Behind the same plugin's outputs waiting for the first listing: `#general` then
+        # `C1GENERAL` is one channel, and its writes go in the order given. Other plugins'
+        # outputs by id do not wait for a listing that may keep failing.
+        if self.directory.needs_listing(out.target) or (
+                not self.directory.loaded and out.plugin in self._listing_plugins):
             self._waiting_listing.append(out)
+            self._listing_plugins.add(out.plugin)
             return
         try:
             where = self.directory.resolve(out.target)
@@ -214,6 +218,7 @@ class Router:
 
     def directory_loaded(self, now: float) -> None:
         waiting, self._waiting_listing = self._waiting_listing, []
+        self._listing_plugins.clear()
         for out in waiting:
             self.route(out, now)
 

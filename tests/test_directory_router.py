@@ -90,6 +90,18 @@ def test_outputs_behind_one_waiting_for_the_listing_keep_their_order():
     assert len(box) == 1
 
 
+def test_another_plugins_output_by_id_does_not_wait_for_the_listing():
+    """Order is a plugin's: its `#general` waiting for a listing (which may keep failing)
+    holds that plugin's later outputs, not another plugin's to a channel id."""
+    box = Outbox(rate=0, burst=1)
+    d = Directory()
+    r = Router(box, d, lambda user: None)
+    r.route(parse_output(["#general", "by name"], "p"), 0.0)
+    r.route(parse_output(["C1", "by id"], "q"), 0.0)
+    r.route(parse_output(["C1", "after the name"], "p"), 0.0)
+    assert [rec["text"] for rec in box.snapshot()] == ["by id"] and r.waiting == 2
+
+
 class GetRaises(dict):
     def get(self, *args):
         raise RuntimeError("get says no")

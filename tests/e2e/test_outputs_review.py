@@ -169,3 +169,31 @@ def test_a_reload_while_writes_wait_keeps_them_and_their_callbacks(make_bot, fak
     fake.wait_until(lambda: len(results(fake)) == 3, timeout=60)
     assert [r["callback"] for r in results(fake)] == ["c0", "c1", "c2"]
     assert [c["name"] for c in fake.api_calls("reactions.add")] == ["r0", "r1", "r2"]
+
+
+NAMES = '''
+outputs = []
+def process_message(data):
+    if data.get("text") == "one":
+        outputs.append(["#general", "by name"])
+'''
+IDS = '''
+outputs = []
+def process_message(data):
+    if data.get("text") == "two":
+        outputs.append(["D1ALICE", "by id"])
+'''
+
+
+def test_another_plugins_name_waiting_for_the_listing_holds_no_output_by_id(make_bot, fake) -> None:
+    """Order is per plugin and channel: `#general` of one plugin waiting for a listing that
+    keeps failing must not hold another plugin's output to a channel id (it did not before)."""
+    fake.fail_next("conversations.list", count=10_000, status=500, retry_after=None, error="internal_error")
+    bot = make_bot(settings={"PLUGIN_TIMEOUT": 2}, plugins={"names": NAMES, "ids": IDS}).start()
+    fake.message("one", channel="C1GENERAL")
+    wait_until(lambda: any("1 message(s) queued" in s for s in bot.notify.statuses()), 60,
+               "#general waiting for the listing")
+    fake.message("two", channel="C1GENERAL")
+    msgs = fake.wait_for_messages(1, channel="D1ALICE", timeout=60)
+    assert [m["text"] for m in msgs] == ["by id"]
+    assert fake.sent_messages("C1GENERAL") == []
