@@ -1,6 +1,7 @@
 """Review of the outputs naming Web API writes (issue #14): what a demanding plugin gives them."""
 from __future__ import annotations
 
+import base64
 import os
 import signal
 
@@ -197,3 +198,44 @@ def test_another_plugins_name_waiting_for_the_listing_holds_no_output_by_id(make
     msgs = fake.wait_for_messages(1, channel="D1ALICE", timeout=60)
     assert [m["text"] for m in msgs] == ["by id"]
     assert fake.sent_messages("C1GENERAL") == []
+
+
+@pytest.mark.parametrize("mode", ["rtm", "socket_mode"])
+def test_user_targets_for_uploads_ephemerals_and_reactions(make_bot, fake, mode: str) -> None:
+    make_bot(mode=mode, plugins={"says": SAYS}).start()
+    say(fake, [{"method": "files.upload", "channel": "@alice", "filename": "a.txt", "content": "bytes é"},
+               {"method": "chat.postEphemeral", "channel": "@bob", "user": "U2BOB", "text": "psst"},
+               {"method": "reactions.add", "channel": "U2BOB", "timestamp": "$ts", "name": "eyes"},
+               {"method": "chat.update", "channel": "U1ALICE", "ts": "$ts", "text": "edited", "callback": "u"}])
+    fake.wait_until(lambda: fake.uploaded_files() and fake.api_calls("reactions.add")
+                    and fake.api_calls("chat.postEphemeral") and fake.api_calls("chat.update"), timeout=60)
+    (upload,) = fake.uploaded_files()
+    assert upload["channel"] == "D1ALICE" and base64.b64decode(upload["content_base64"]) == "bytes é".encode()
+    bob = fake.api_calls("chat.postEphemeral")[0]["channel"]
+    assert bob.startswith("D") and fake.api_calls("reactions.add")[0]["channel"] == bob
+    assert fake.api_calls("chat.update")[0]["channel"] == "D1ALICE"
+    fake.wait_until(lambda: results(fake), timeout=60)
+    assert results(fake)[0]["ok"] is True
+
+
+def test_failed_writes_count_under_their_code_and_never_user_text(make_bot, fake) -> None:
+    from tests.e2e.test_metrics_e2e import Address, free_port, scrape
+    address = Address("127.0.0.1", free_port())
+    bot = make_bot(settings={"METRICS": str(address)}, plugins={"says": SAYS})
+    (bot.plugins_dir / "says" / "sub").mkdir()
+    bot.start()
+    fake.fail_next("reactions.add", status=200, retry_after=None, error="secret text of user U1ALICE")
+    say(fake, [{"method": "reactions.add", "channel": "C1GENERAL", "timestamp": "$ts", "name": "eyes"},
+               {"method": "files.upload", "channel": "C1GENERAL", "filename": "sub", "path": "sub"},
+               {"method": "chat.delete", "channel": "C1GENERAL", "ts": "$ts", "callback": "d"}])
+    fake.wait_until(lambda: results(fake), timeout=60)
+
+    def failed() -> dict:
+        return {s.labels["reason"]: s.value for fam in scrape(address).values() for s in fam.samples
+                if s.name == "rtmbotd_messages_failed_total"}
+    wait_until(lambda: sum(failed().values()) >= 2, 60, "two failed writes counted")
+    assert {k: v for k, v in failed().items() if v} == {"other": 1.0, "file_unreadable": 1.0}
+    sent = sum(s.value for fam in scrape(address).values() for s in fam.samples
+               if s.name == "rtmbotd_messages_sent_total")
+    assert sent >= 1
+    assert "secret" not in str(scrape(address))
