@@ -74,3 +74,13 @@ def test_todo_tasks_survive_a_restart(fake_slack, tmp_path) -> None:
         assert bot.say("done 5") == ["no such task"]
         assert bot.say("fin") == ["all clear"]
         assert bot.say("tasks") == ["nothing to do"]
+
+
+@pytest.mark.rtmbot(plugins=[EXAMPLES / "todo"])
+def test_todo_done_0_or_negative_is_no_such_task(rtmbot) -> None:
+    """Python's negative indexes made `done 0` finish the last task."""
+    assert rtmbot.say("todo one") == ["added"]
+    assert rtmbot.say("todo two") == ["added"]
+    assert rtmbot.say("done 0") == ["no such task"]
+    assert rtmbot.say("done -1") == ["no such task"]
+    assert rtmbot.say("tasks") == ["1) one\n2) two"]

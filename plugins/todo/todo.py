@@ -30,7 +30,10 @@ def process_message(data):
         with store.transaction() as tx:
             mine = tx.get(key, [])
             try:
-                mine.pop(int(text.split()[1]) - 1)
+                n = int(text.split()[1])
+                if n < 1:                  # mine[-1] is a task too: 0 would finish the last one
+                    raise IndexError(n)
+                mine.pop(n - 1)
             except (ValueError, IndexError):
                 answer = "no such task"
             else:
