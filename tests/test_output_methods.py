@@ -174,3 +174,14 @@ def test_read_file_refuses_a_fifo_without_waiting_for_a_writer_and_a_folder(tmp_
         read_file(str(tmp_path / "pipe"))
     with pytest.raises(OSError):
         read_file(str(tmp_path))
+
+
+@pytest.mark.parametrize("item, logged", [
+    ({"method": "chat.scheduleMessage", "channel": "C1", "text": "x", "post_at": "１２３"}, "post_at must be a Unix time"),
+    ({"method": "chat.scheduleMessage", "channel": "C1", "text": "x", "post_at": "²"}, "post_at must be a Unix time"),
+    ({"method": "files.upload", "channel": "C1", "filename": "a", "path": "x\x00y"}, "must not hold a NUL"),
+])
+def test_odd_arguments_are_refused_with_a_reason_not_a_traceback(item, logged, tmp_path, caplog) -> None:
+    with caplog.at_level(logging.ERROR):
+        assert parse_output(item, "p", tmp_path) is None
+    assert logged in caplog.text and "Traceback" not in caplog.text

@@ -12,6 +12,7 @@ import base64
 import binascii
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ UPLOAD = "files.upload"
 MAX_CONTENT_BASE64 = 1024 * 1024
 # Slack takes files up to 1 GB; a bigger `path` is refused before its bytes are read.
 MAX_FILE_BYTES = 1024 ** 3
+_UNIX_TIME = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def check(method: Any, text: str | None, fields: dict, folder: Path | None) -> d
         raise BadWrite(f"{method} needs text or blocks")
     if method == "chat.scheduleMessage":
         post_at = fields["post_at"]
-        if isinstance(post_at, bool) or not isinstance(post_at, (int, str)) or not str(post_at).isdigit():
+        # isdigit() takes "²" and "１２３" too, which Slack (and int()) refuse
+        if isinstance(post_at, bool) or not isinstance(post_at, (int, str)) or not _UNIX_TIME.fullmatch(str(post_at)):
             raise BadWrite("chat.scheduleMessage: post_at must be a Unix time in seconds")
     if method == UPLOAD:
         return _upload_fields(fields, folder)
@@ -104,6 +107,8 @@ def _inside(path: Any, folder: Path | None) -> Path:
         raise BadWrite("files.upload: this plugin has no folder for a path")
     if Path(path).is_absolute():
         raise BadWrite(f"files.upload: path {path!r} must be relative to the plugin's folder")
+    if "\0" in path:
+        raise BadWrite("files.upload: path must not hold a NUL character")
     root = folder.resolve()
     full = (root / path).resolve()
     if full != root and root not in full.parents:
