@@ -239,3 +239,34 @@ def test_failed_writes_count_under_their_code_and_never_user_text(make_bot, fake
                if s.name == "rtmbotd_messages_sent_total")
     assert sent >= 1
     assert "secret" not in str(scrape(address))
+
+
+def test_writes_and_their_callbacks_survive_a_sigkill(tmp_path, fake) -> None:
+    from rtmbotd.store import Store
+    from tests.e2e.harness import Rtmbotd
+    url = f"sqlite:///{tmp_path / 'kept.sqlite'}"
+    bot = Rtmbotd(tmp_path, fake, settings={"STORE_URL": url}, plugins={"says": SAYS})
+    try:
+        bot.start()
+        fake.set_web_api_down(True)
+        say(fake, [{"method": "reactions.add", "channel": "C1GENERAL", "timestamp": "$ts", "name": "eyes",
+                    "callback": "k"},
+                   {"method": "files.upload", "channel": "C1GENERAL", "filename": "k.txt", "content": "killed"}])
+
+        def rows() -> int:
+            with Store.open(url) as store:
+                return len(store.load_outbox())
+        wait_until(lambda: rows() == 2, 60, "both writes in the store")
+        bot.proc.send_signal(signal.SIGKILL)
+        bot.proc.wait(20)
+    finally:
+        bot.stop()
+    fake.set_web_api_down(False)
+    again = Rtmbotd(tmp_path, fake, settings={"STORE_URL": url}, plugins={"says": SAYS})
+    try:
+        again.start()
+        fake.wait_until(lambda: fake.uploaded_files() and results(fake), timeout=60)
+        assert [c["method"] for c in writes(fake)] == ["reactions.add", "files.completeUploadExternal"]
+        assert results(fake)[0]["callback"] == "k" and results(fake)[0]["ok"] is True
+    finally:
+        again.stop()
