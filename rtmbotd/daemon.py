@@ -126,6 +126,8 @@ class Daemon:
         self.connector = connector = Connector(self._post, self.outbox, clock, self.refresh_status, self.metrics)
         self.router = Router(self.outbox, self.directory, lambda user: connector.open_dm(user, DMOpened),
                              dropped=self._output_dropped)
+        connector.on_result = lambda msg, ok, response, error: self._output_result(
+            msg.plugin, msg.callback, ok, response, error)
         # The one consumer dispatches by type; the connector's own items go straight to it.
         self._handlers: dict[type, Callable[[Any], None]] = {
             Signal: self.handle_signal, Built: self.handle_built, LinkFrame: self.handle_frame,
@@ -592,6 +594,17 @@ class Daemon:
         """An output given up for good before the outbox had it: forgotten, and counted once."""
         self.journal.dropped(out)
         self.metrics.message_failed(reason)
+        if out.callback is not None:
+            self._output_result(out.plugin, out.callback, False, None, reason)
+
+    def _output_result(self, plugin: str, callback: dict, ok: bool, response: dict | None,
+                       error: str | None) -> None:
+        """A settled output whose plugin named a callback: process_output_result hears of it."""
+        result = {"callback": callback.get("callback"), "output": callback.get("output"), "ok": ok,
+                  "response": response, "error": error}
+        if self.host is None or not self.host.output_result(plugin, result):
+            log.warning("plugin %s: no process_output_result for callback %r; result dropped", plugin,
+                        result["callback"])
 
     def handle_worker_exited(self, item: WorkerExited) -> None:
         item.worker.exited = True

@@ -11,10 +11,12 @@ import math
 import reprlib
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from rtmbotd.metrics.recorder import DM_FAILED, UNKNOWN_TARGET
 from rtmbotd.slack.directory import Directory, NeedsDM, UnknownTarget
+from rtmbotd.slack.writes import POST, UPLOAD, BadWrite, check
 from rtmbotd.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ class Output:
     extra: dict
     plugin: str
     tag: Any = None          # rides along to the outbox (restored messages)
+    method: str = POST       # the Web API write (slack/writes.py)
+    callback: dict | None = None   # {"callback": name, "output": the item}: process_output_result after it
 
 
 @dataclass(frozen=True)
@@ -98,12 +102,17 @@ def plain_json(value: Any, depth: int = MAX_DEPTH) -> Any:
     raise NotPlainJSON(f"a {type(value).__name__}")
 
 
-def parse_output(item: Any, plugin: str) -> Output | None:
+def parse_output(item: Any, plugin: str, folder: Path | None = None) -> Output | None:
     """An `outputs` entry as an Output; None (logged) when it is malformed.
 
     Runs on the plugin's own thread (runtime/worker.py): reading a plugin's objects may
-    raise or block, which must cost that plugin alone, never the loop.
+    raise or block, which must cost that plugin alone, never the loop. `folder` is the
+    plugin's, where a files.upload `path` must be.
     """
+    content = None
+    if isinstance(item, dict) and isinstance(dict.get(item, "content"), (bytes, bytearray)):
+        item = dict(item)          # a file's bytes: the one value an output may hold that JSON cannot
+        content = bytes(item.pop("content"))
     if isinstance(item, (dict, list, tuple)):
         try:
             item = plain_json(item)
@@ -112,22 +121,56 @@ def parse_output(item: Any, plugin: str) -> Output | None:
                       "e.g. block.to_dict())", plugin, exc)
             return None
     if isinstance(item, dict):
-        fields = item
-        target = fields.pop("channel", None)
-        text = fields.pop("text", None)
-        if isinstance(target, str) and target and (text is None or isinstance(text, str)) \
-                and (text or fields.get("blocks") or fields.get("attachments")):
-            return Output(target, text, fields, plugin)
-        item = {"channel": target, "text": text, **fields}
-    elif isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and item[0]:
+        if content is not None:
+            item["content"] = content
+        return _parse_dict(item, plugin, folder)
+    if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and item[0]:
         text = item[1]
         if isinstance(text, (int, float)) and not isinstance(text, bool):
             text = str(text)
         if isinstance(text, str) and text:
             return Output(item[0], text, {}, plugin)
+    return _refused(item, plugin)
+
+
+def _refused(item: Any, plugin: str) -> None:
     log.error("plugin %s: output %s ignored: use [channel, text] or a dict with channel and text/blocks",
               plugin, reprlib.repr(item))
     return None
+
+
+def _parse_dict(item: dict, plugin: str, folder: Path | None) -> Output | None:
+    fields = dict(item)
+    method = fields.pop("method", None)
+    callback = fields.pop("callback", None)
+    target = fields.pop("channel", None)
+    text = fields.pop("text", None)
+    if callback is not None and not (isinstance(callback, str) and callback):
+        log.error("plugin %s: output %s ignored: callback must be a name (a string)", plugin, reprlib.repr(item))
+        return None
+    if isinstance(fields.get("content"), bytes) and method != UPLOAD:
+        log.error("plugin %s: output ignored: bytes are for files.upload's content only (use text)", plugin)
+        return None
+    if method is None:
+        if not (isinstance(target, str) and target and (text is None or isinstance(text, str))
+                and (text or fields.get("blocks") or fields.get("attachments"))):
+            return _refused(item, plugin)
+        method = POST
+    else:
+        if not (isinstance(target, str) and target):
+            log.error("plugin %s: %s output ignored: it needs a channel", plugin, reprlib.repr(method))
+            return None
+        if text is not None and not isinstance(text, str):
+            log.error("plugin %s: %s output ignored: text must be a string", plugin, method)
+            return None
+        try:
+            fields = check(method, text, fields, folder)
+        except BadWrite as exc:
+            log.error("plugin %s: output ignored: %s", plugin, exc)
+            return None
+    given = {k: v for k, v in item.items() if not (method == UPLOAD and k == "content")}
+    return Output(target, text, fields, plugin, method=method,
+                  callback={"callback": callback, "output": given} if callback else None)
 
 
 class Router:
@@ -139,6 +182,7 @@ class Router:
         self._dropped = dropped or (lambda out, reason: None)     # given up for good, and why
         self._waiting_dm: dict[str, list[Output]] = defaultdict(list)
         self._waiting_listing: list[Output] = []
+        self._listing_plugins: set[str] = set()        # the plugins of those outputs
         self._dm_retry: dict[str, tuple[float, int]] = {}     # user -> (when to open again, failures)
 
     @property
@@ -146,8 +190,13 @@ class Router:
         return len(self._waiting_listing) + sum(len(v) for v in self._waiting_dm.values())
 
     def route(self, out: Output, now: float) -> None:
-        if self.directory.needs_listing(out.target):
+        # Behind the same plugin's outputs waiting for the first listing: `#general` then
+        # `C1GENERAL` is one channel, and its writes go in the order given. Other plugins'
+        # outputs by id do not wait for a listing that may keep failing.
+        if self.directory.needs_listing(out.target) or (
+                not self.directory.loaded and out.plugin in self._listing_plugins):
             self._waiting_listing.append(out)
+            self._listing_plugins.add(out.plugin)
             return
         try:
             where = self.directory.resolve(out.target)
@@ -161,10 +210,15 @@ class Router:
             if first:
                 self._open_dm(where.user)
             return
-        self.outbox.enqueue(where, out.text, out.plugin, now, out.extra, tag=out.tag)
+        self._enqueue(where, out, now)
+
+    def _enqueue(self, channel: str, out: Output, now: float) -> None:
+        self.outbox.enqueue(channel, out.text, out.plugin, now, out.extra, tag=out.tag, method=out.method,
+                            callback=out.callback)
 
     def directory_loaded(self, now: float) -> None:
         waiting, self._waiting_listing = self._waiting_listing, []
+        self._listing_plugins.clear()
         for out in waiting:
             self.route(out, now)
 
@@ -187,7 +241,7 @@ class Router:
             return
         self.directory.add_dm(item.user, item.channel)
         for out in waiting:
-            self.outbox.enqueue(item.channel, out.text, out.plugin, now, out.extra, tag=out.tag)
+            self._enqueue(item.channel, out, now)
 
     def tick(self, now: float) -> None:
         """Open again the DMs whose last try failed for a passing reason, when due."""

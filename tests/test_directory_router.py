@@ -58,14 +58,48 @@ def test_router_waits_for_listing_and_dm():
     r.route(parse_output(["#general", "a"], "p"), 0.0)
     r.route(parse_output(["U1", "b"], "p"), 0.0)
     r.route(parse_output(["U1", "c"], "p"), 0.0)
-    assert opened == ["U1"]                  # one conversations.open for both
+    assert opened == []                      # behind "#general": it may be the same channel
     assert len(box) == 0 and r.waiting == 3
     d.load([{"id": "C1", "name": "general"}], [])
     r.directory_loaded(0.0)
+    assert opened == ["U1"]                  # one conversations.open for both
     r.dm_opened(DMOpened("U1", "D1"), 0.0)
     sent = [(m.channel, m.text) for m, _ in box.ready(0.0, socket=True, web=True)]
     assert sorted(sent) == [("C1", "a"), ("D1", "b"), ("D1", "c")]
     assert r.waiting == 0
+
+
+def test_outputs_behind_one_waiting_for_the_listing_keep_their_order():
+    """`#general` then `C1` is one channel: the id must not overtake the name."""
+    box = Outbox(rate=0, burst=1)
+    d = Directory()
+    r = Router(box, d, lambda user: None)
+    r.route(parse_output(["#general", "first"], "p"), 0.0)
+    r.route(parse_output({"method": "reactions.add", "channel": "C1", "timestamp": "1.2", "name": "x"}, "p"), 0.0)
+    r.route(parse_output(["C1", "third"], "p"), 0.0)
+    assert len(box) == 0
+    d.load([{"id": "C1", "name": "general"}], [])
+    r.directory_loaded(0.0)
+    sent = []
+    while ready := box.ready(0.0, socket=False, web=True):
+        for msg, _ in ready:
+            sent.append(msg.text or msg.method)
+            box.delivered(msg)
+    assert sent == ["first", "reactions.add", "third"]
+    r.route(parse_output(["C1", "now"], "p"), 0.0)       # once listed, ids go at once
+    assert len(box) == 1
+
+
+def test_another_plugins_output_by_id_does_not_wait_for_the_listing():
+    """Order is a plugin's: its `#general` waiting for a listing (which may keep failing)
+    holds that plugin's later outputs, not another plugin's to a channel id."""
+    box = Outbox(rate=0, burst=1)
+    d = Directory()
+    r = Router(box, d, lambda user: None)
+    r.route(parse_output(["#general", "by name"], "p"), 0.0)
+    r.route(parse_output(["C1", "by id"], "q"), 0.0)
+    r.route(parse_output(["C1", "after the name"], "p"), 0.0)
+    assert [rec["text"] for rec in box.snapshot()] == ["by id"] and r.waiting == 2
 
 
 class GetRaises(dict):

@@ -31,6 +31,7 @@ from rtmbotd.errors import StoreError
 from rtmbotd.outbox.queue import Message
 from rtmbotd.outbox.writer import DELETE, OutboxWriter
 from rtmbotd.router import Output
+from rtmbotd.slack.writes import METHODS, POST
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,25 @@ class _Entry:
 
 
 def record_of(out: Output) -> dict:
-    return {"channel": out.target, "text": out.text, "plugin": out.plugin, "extra": out.extra}
+    record = {"channel": out.target, "text": out.text, "plugin": out.plugin, "extra": out.extra}
+    if out.method != POST:        # rows saved before methods existed have none: chat.postMessage
+        record["method"] = out.method
+    if out.callback is not None:
+        record["callback"] = out.callback
+    return record
 
 
 def _restorable(record: object) -> bool:
-    """A saved record the router can take: a dict with a target, text or extra fields."""
+    """A saved record the router can take: a dict with a target, text or extra fields, and
+    a method rtmbotd knows (none: chat.postMessage)."""
     if not isinstance(record, dict):
         return False
     channel, text, extra = record.get("channel"), record.get("text"), record.get("extra")
+    callback = record.get("callback")
     return (isinstance(channel, str) and bool(channel.strip()) and (text is None or isinstance(text, str))
-            and (extra is None or isinstance(extra, dict)) and bool(text or extra))
+            and (extra is None or isinstance(extra, dict)) and bool(text or extra)
+            and record.get("method", POST) in METHODS
+            and (callback is None or (isinstance(callback, dict) and isinstance(callback.get("callback"), str))))
 
 
 class Journal:
@@ -108,7 +118,8 @@ class Journal:
                 continue
             self._entries[seq] = _Entry(seq, record, 0.0, saved=True)
             outputs.append(Output(record.get("channel", ""), record.get("text"), dict(record.get("extra") or {}),
-                                  record.get("plugin", "?"), seq))
+                                  record.get("plugin", "?"), seq, record.get("method", POST),
+                                  record.get("callback")))
             with self._next_guard:
                 self._next = max(self._next, seq + 1)
         if rows:
@@ -143,8 +154,9 @@ class Journal:
             return
         # The rest of a split text: a crash now must not send the delivered parts again.
         rest = entry.parts
-        entry.record = {"channel": msg.channel, "text": "\n".join(m.text or "" for m in rest),
-                        "plugin": msg.plugin, "extra": dict(rest[0].extra)}
+        entry.record = {**entry.record, "channel": msg.channel, "text": "\n".join(m.text or "" for m in rest),
+                        "extra": dict(rest[0].extra)}
+        entry.record.pop("callback", None)      # the first part, which the callback hears of, is delivered
         if entry.saved:
             self._changes[entry.seq] = entry.record
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from rtmbotd.ratelimit import RateLimiter
+from rtmbotd.slack.writes import POST
 
 TEXT_LIMIT = 4000
 SOCKET_WINDOW = 16          # RTM messages in flight per channel (TCP keeps them ordered)
@@ -28,7 +29,8 @@ RATE_MARGIN = 0.9
 
 @dataclass(frozen=True)
 class Message:
-    """One message to post; `extra` holds chat.postMessage arguments besides text."""
+    """One write to Slack: `method` (chat.postMessage unless an output named another, see
+    slack/writes.py) with `extra`, its arguments besides channel and text."""
 
     seq: int
     channel: str
@@ -37,14 +39,23 @@ class Message:
     extra: Mapping[str, Any] = field(default_factory=dict)
     tag: Any = field(default=None, compare=False)
     queued_at: float = field(default=0.0, compare=False)    # the loop's clock: outbox wait metric
+    method: str = POST
+    callback: dict | None = None      # {"callback": name, "output": item}: the plugin hears the result
 
     @property
     def plain(self) -> bool:
-        """True when the RTM socket can carry it (text, optionally in a thread)."""
-        return bool(self.text) and set(self.extra) <= {"thread_ts"}
+        """True when the RTM socket can carry it (a plain message, optionally in a thread,
+        whose result no callback waits for: RTM's reply has no `ts` worth giving)."""
+        return (self.method == POST and self.callback is None and bool(self.text)
+                and set(self.extra) <= {"thread_ts"})
 
     def as_record(self) -> dict:
-        return {"channel": self.channel, "text": self.text, "plugin": self.plugin, "extra": dict(self.extra)}
+        record = {"channel": self.channel, "text": self.text, "plugin": self.plugin, "extra": dict(self.extra)}
+        if self.method != POST:      # a record without "method" is chat.postMessage, as rtmbotd saved them before
+            record["method"] = self.method
+        if self.callback is not None:
+            record["callback"] = self.callback
+        return record
 
 
 def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
@@ -127,16 +138,20 @@ class Outbox:
         return chan
 
     def enqueue(self, channel: str, text: str | None, plugin: str, now: float,
-                extra: Mapping[str, Any] | None = None, tag: Any = None) -> list[Message]:
-        """Queue a message (split when its text is too long); returns what was queued."""
+                extra: Mapping[str, Any] | None = None, tag: Any = None, method: str = POST,
+                callback: dict | None = None) -> list[Message]:
+        """Queue a write (a chat.postMessage split when its text is too long); returns what was
+        queued. Every write to a channel shares its queue and rate limit, so order is kept."""
         extra = dict(extra or {})
-        parts = split_text(text) if text and not extra.get("blocks") else [text]
+        parts = split_text(text) if text and method == POST and not extra.get("blocks") else [text]
         chan = self._channel(channel, now)
         messages = []
         for i, part in enumerate(parts):
             # Blocks and attachments ride on the first part only.
             msg_extra = extra if i == 0 else {k: v for k, v in extra.items() if k == "thread_ts"}
-            msg = Message(next(self._seq), channel, part, plugin, msg_extra, tag, queued_at=now)
+            # A callback hears of the first part: its ts is the message's.
+            msg = Message(next(self._seq), channel, part, plugin, msg_extra, tag, queued_at=now, method=method,
+                          callback=callback if i == 0 else None)
             chan.pending.append(msg)
             messages.append(msg)
             if self.on_enqueued is not None:

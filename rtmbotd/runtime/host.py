@@ -94,6 +94,24 @@ class PluginHost:
         for (worker, unit, handler), copy in zip(calls, copies):
             worker.submit(kind, run_event, unit, handler, copy)
 
+    def output_result(self, unit_name: str, result: dict) -> bool:
+        """Call `process_output_result(result)` on the unit named `unit_name`, on its worker
+        like an event (not its `catch_all`); False when no running unit has that name or
+        the handler."""
+        for worker in self.workers:
+            if worker.unit.name != unit_name:
+                continue
+            try:       # a class plugin's __getattr__ runs here: what it raises costs only it
+                handler = worker.unit.handler("output_result")
+            except Exception:  # noqa: BLE001
+                log.exception("plugin %s: looking up process_output_result raised", unit_name)
+                return False
+            if handler is None:
+                return False
+            worker.submit("output_result", run_event, worker.unit, handler, result, False)
+            return True
+        return False
+
     def run_due_jobs(self, now: float) -> None:
         if not self.accepting:
             return

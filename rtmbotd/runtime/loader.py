@@ -43,6 +43,7 @@ class Unit:
     is_class: bool
     slack_client: Any = None
     _jobs_seen: set = field(default_factory=set)
+    folder: Path | None = None      # the plugin's folder: files.upload paths are under it
 
     def handler(self, kind: str) -> Callable | None:
         fn = getattr(self.target, "process_" + kind, None)
@@ -370,6 +371,9 @@ def _load_units(src: PluginSource, config: Config, env: PluginEnv, gen: int, loa
             unit = Unit(unit_name, src.name, module, False, env.slack_client)
             unit.check_jobs()
             units.append(unit)
+    folder = src.path if src.path.is_dir() else src.path.parent
+    for unit in units:
+        unit.folder = folder
     loaded.config_names = (src.name, *class_names)
     loaded.config_hash = config.section_fingerprint(*loaded.config_names)
 

@@ -140,24 +140,24 @@ class Worker:
     def _parse(self, item: Any) -> Output | None:
         """One output as plain data, here on the plugin's thread; a bad one costs only itself."""
         try:
-            return parse_output(item, self.unit.name)
+            return parse_output(item, self.unit.name, self.unit.folder)
         except BaseException:  # noqa: BLE001 - whatever the plugin's object raises
             log.exception("plugin %s: output ignored: reading the %s raised", self.unit.name, type(item).__name__)
             return None
 
 
-def run_event(unit: Unit, handler: Callable | None, data: dict) -> bool:
-    """Call a unit's `process_<type>` and then its `catch_all`, each isolated; False when
-    the handler raised (a raising `catch_all` reaches the worker)."""
+def run_event(unit: Unit, handler: Callable | None, data: dict, catch_all: bool = True) -> bool:
+    """Call a unit's `process_<type>` and then (for Slack's events) its `catch_all`, each
+    isolated; False when the handler raised (a raising `catch_all` reaches the worker)."""
     ok = True
     if handler is not None:
         try:
             handler(data)
         except Exception:
             ok = False
-            log.exception("plugin %s: %s raised on %s event", unit.name,
-                          getattr(handler, "__name__", "handler"), data.get("type"))
-    catch_all = unit.catch_all
-    if catch_all is not None:
-        catch_all(data)
+            log.exception("plugin %s: %s raised on %s", unit.name, getattr(handler, "__name__", "handler"),
+                          f"{data.get('type')} event" if catch_all else f"the result of {data.get('callback')!r}")
+    every = unit.catch_all if catch_all else None
+    if every is not None:
+        every(data)
     return ok

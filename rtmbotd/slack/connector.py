@@ -24,6 +24,7 @@ from rtmbotd.slack.protocol import CLASSIFIERS, Frame, Goodbye, Hello, Ignored, 
 from rtmbotd.slack.rtm import RtmLink, open_rtm
 from rtmbotd.slack.socket_mode import open_socket_mode
 from rtmbotd.slack.web import SlackWeb, WebError
+from rtmbotd.slack.writes import send
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,12 @@ class LinkFailed:
 class SendResult:
     message: Message
     error: WebError | None
+    response: dict | None = None      # Slack's answer, when it took it
+
+
+# A write settled (delivered or refused for good) whose plugin asked for its result:
+# (message, ok, Slack's answer or None, error or None).
+ResultHook = Callable[[Message, bool, "dict | None", "str | None"], None]
 
 
 class Connector:
@@ -85,6 +92,7 @@ class Connector:
         self.stopping = False
         self.acking = True         # Socket Mode links ack plugin envelopes (False from the stop on)
         self.held: str | None = None   # cluster over RTM, not the leader: no link, and why (STATUS)
+        self.on_result: ResultHook | None = None     # the daemon hands results to plugins' callbacks
 
     # -- configuration -----------------------------------------------------
     @property
@@ -387,17 +395,13 @@ class Connector:
                 self._spawn(self._post_web(msg))
 
     async def _post_web(self, msg: Message) -> None:
-        params = dict(msg.extra)
-        params["channel"] = msg.channel
-        if msg.text is not None:
-            params["text"] = msg.text
         try:
-            await self.web.call("chat.postMessage", json=True, **params)
-            self._post(SendResult(msg, None))
+            answer = await send(self.web, msg.method, msg.channel, msg.text, dict(msg.extra))
+            self._post(SendResult(msg, None, answer))
         except WebError as exc:
             self._post(SendResult(msg, exc))
         except Exception as exc:  # noqa: BLE001 - the message must leave the in-flight set
-            self._post(SendResult(msg, WebError("chat.postMessage", f"{type(exc).__name__}: {exc}")))
+            self._post(SendResult(msg, WebError(msg.method, f"{type(exc).__name__}: {exc}")))
 
     def handle_sent(self, item: SendResult) -> None:
         now = self._clock()
@@ -405,19 +409,26 @@ class Connector:
         if error is None:
             self.outbox.delivered(msg)
             self.recorder.message_sent(now - msg.queued_at)
+            self._settled(msg, True, item.response, None)
         elif error.auth:
             self.outbox.unsend(msg)
             self._token_rejected(error, now)
         elif error.status == 429 or error.error == "ratelimited":
             wait = self.outbox.retry(msg, now, after=error.retry_after or 1.0, web_wide=True)
-            log.warning("Slack rate limit on chat.postMessage; pausing sends for %g s", wait)
+            log.warning("Slack rate limit on %s; pausing sends for %g s", error.method, wait)
         elif error.permanent:
             self.outbox.dropped(msg)
             self.recorder.message_failed(error.error)
-            log.error("plugin %s: message to %s dropped: %s", msg.plugin, msg.channel, error.error)
+            what = "message" if msg.method == "chat.postMessage" else msg.method
+            log.error("plugin %s: %s to %s dropped: %s", msg.plugin, what, msg.channel, error)
+            self._settled(msg, False, None, error.error)
         else:
             wait = self.outbox.retry(msg, now)
-            log.warning("sending to %s failed (%s); retrying in %g s", msg.channel, error.error, wait)
+            log.warning("%s to %s failed (%s); retrying in %g s", msg.method, msg.channel, error.error, wait)
+
+    def _settled(self, msg: Message, ok: bool, response: dict | None, error: str | None) -> None:
+        if msg.callback is not None and self.on_result is not None:
+            self.on_result(msg, ok, response, error)
 
     # -- directory look-ups (results come back through the inbox) ------------------
     def open_dm(self, user: str, result: Callable[..., Any]) -> None:

@@ -107,14 +107,30 @@ class SlackWeb:
                 ctype = "application/x-www-form-urlencoded"
         except (TypeError, ValueError) as exc:   # the request itself cannot be encoded
             raise WebError(method, f"bad request: {type(exc).__name__}: {exc}") from None
+        status, headers, answer = await self._post(method, self.base_url + method, body,
+                                                   {**self._headers, "Content-Type": ctype})
+        return _answer(method, status, headers, answer)
+
+    async def upload(self, url: str, filename: str, data: bytes) -> None:
+        """POST a file's bytes to the upload URL files.getUploadURLExternal gave (not a Web API
+        method: no token needed, the answer is HTTP 200 and plain text); WebError otherwise."""
+        status, headers, _ = await self._post("files.upload", url, data,
+                                              {"User-Agent": self._headers["User-Agent"],
+                                               "Content-Type": "application/octet-stream"})
+        if status != 200:
+            raise WebError("files.upload", f"upload of {filename} answered HTTP {status}",
+                           _seconds(headers.get("Retry-After")), status, transport=status >= 500)
+
+    async def _post(self, method: str, url: str, body: bytes,
+                    headers: dict[str, str]) -> tuple[int, Mapping[str, str], bytes]:
+        """One POST on the session: its status, headers and body; WebError when none came."""
         if self._closed:
             raise WebError(method, "client closed", transport=True)
         self._in_flight += 1
         try:
-            async with self._open().post(self.base_url + method, data=body,
-                                         headers={**self._headers, "Content-Type": ctype},
-                                         proxy=self._proxy, proxy_headers=self._proxy_headers) as resp:
-                return _answer(method, resp.status, resp.headers, await resp.read())
+            async with self._open().post(url, data=body, headers=headers, proxy=self._proxy,
+                                         proxy_headers=self._proxy_headers) as resp:
+                return resp.status, resp.headers, await resp.read()
         except asyncio.TimeoutError:
             raise WebError(method, f"no answer within {self._timeout.total:g} s", transport=True) from None
         except (aiohttp.ClientError, OSError) as exc:

@@ -197,7 +197,18 @@ class FakeSlackControls:
 
     @reading("journal.web_calls")
     def web_calls(self, method: str | None = None) -> list[dict]:
-        """Every Web API call as `{"method", "params", "token_kind"}`."""
+        """Every Web API call as `{"method", "params", "token_kind", "received_at"}` (the fake's
+        `time.monotonic()` at its arrival, comparable with sent messages' `received_at`)."""
+
+    @reading("journal.api_calls")
+    def api_calls(self, method: str | None = None) -> list[dict]:
+        """Web API calls the fake accepted (answered `ok: true`), in arrival order, each
+        its arguments plus `"method"`: `api_calls("reactions.add")[0]["name"]`."""
+
+    @reading("journal.files")
+    def uploaded_files(self) -> list[dict]:
+        """Files completed with files.completeUploadExternal: `id`, `filename`, `title`,
+        `channel`, `thread_ts`, `initial_comment`, `size` and the bytes as `content_base64`."""
 
     @reading("journal.acks")
     def acks(self) -> list[dict]:

@@ -32,6 +32,8 @@ class Journal:
         self._rejected: list[dict] = []
         self._edits: list[dict] = []
         self._calls: list[dict] = []
+        self._accepted: list[dict] = []      # calls the fake answered ok: the api_calls read-back
+        self._files: list[dict] = []
         self._call_counts: Counter[str] = Counter()
         self._frames: dict[str, list[str | bytes]] = {mode: [] for mode in MODES}
         self._pending: dict[str, dict] = {}
@@ -68,10 +70,21 @@ class Journal:
             self._edits.append(record)
             self._changed()
 
-    def web_call(self, method: str, params: dict, token_kind: str | None) -> None:
+    def web_call(self, method: str, params: dict, token_kind: str | None, received_at: float) -> None:
         with self._cond:
-            self._calls.append({"method": method, "params": params, "token_kind": token_kind})
+            self._calls.append({"method": method, "params": params, "token_kind": token_kind,
+                                "received_at": received_at})
             self._call_counts[method] += 1
+            self._changed()
+
+    def api_call(self, method: str, params: dict) -> None:
+        with self._cond:
+            self._accepted.append({"method": method, **params})
+            self._changed()
+
+    def file(self, record: dict) -> None:
+        with self._cond:
+            self._files.append(record)
             self._changed()
 
     def frame(self, mode: str, data: str | bytes) -> None:
@@ -158,6 +171,14 @@ class Journal:
     def web_calls(self, method: str | None = None) -> list[dict]:
         with self._cond:
             return [dict(c) for c in self._calls if method is None or c["method"] == method]
+
+    def api_calls(self, method: str | None = None) -> list[dict]:
+        with self._cond:
+            return [dict(c) for c in self._accepted if method is None or c["method"] == method]
+
+    def files(self) -> list[dict]:
+        with self._cond:
+            return [dict(f) for f in self._files]
 
     def web_call_counts(self) -> dict[str, int]:
         with self._cond:

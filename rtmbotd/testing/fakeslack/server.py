@@ -20,6 +20,7 @@ from rtmbotd.testing.fakeslack.controls import ACTION, CONTROLS, Control, FakeSl
 from rtmbotd.testing.fakeslack.hub import Hub
 from rtmbotd.testing.fakeslack.journal import Journal
 from rtmbotd.testing.fakeslack.webapi import WebApi
+from rtmbotd.testing.fakeslack.writes import UPLOAD_PATH
 from rtmbotd.testing.fakeslack.workspace import Workspace
 
 __all__ = ["FakeSlack", "FakeSlackClient"]
@@ -105,6 +106,7 @@ class FakeSlack(FakeSlackControls):
         app.router.add_get("/link/", self.hub.handle_socket_mode)
         app.router.add_get("/link", self.hub.handle_socket_mode)
         app.router.add_post("/_response_url/{token}", self.web_api.handle_response_url)
+        app.router.add_post(UPLOAD_PATH, self.web_api.writes.handle_upload)
         app.add_routes(ControlApi(self).routes())
         return app
 

@@ -10,7 +10,9 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from rtmbotd.testing.fakeslack.errors import WebApiError
 from rtmbotd.testing.fakeslack.hub import Hub
+from rtmbotd.testing.fakeslack.writes import WriteMethods
 from rtmbotd.testing.fakeslack.workspace import (
     BOT_ID, BOT_NAME, BOT_USER_ID, CONVERSATION_TYPES, TEAM_DOMAIN, TEAM_ID, TEAM_NAME,
     Channel, CursorError, paginate)
@@ -21,16 +23,6 @@ MAX_TEXT = 40_000
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 APP_METHOD = "apps.connections.open"
-
-
-class WebApiError(Exception):
-    """An `{"ok": false, "error": …}` answer, with its HTTP status and Retry-After."""
-
-    def __init__(self, error: str, *, status: int = 200, retry_after: int | None = None) -> None:
-        super().__init__(error)
-        self.error = error
-        self.status = status
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -112,6 +104,8 @@ class WebApi:
             "users.list": self.users_list,
             "users.info": self.users_info,
         }
+        self.writes = WriteMethods(self)
+        self.methods.update(self.writes.methods())
 
     # -- failure injection (loop thread) ---------------------------------------------------------
 
@@ -154,7 +148,7 @@ class WebApi:
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
             token = auth[7:].strip()
-        self.journal.web_call(method, params, token_kind(token))
+        self.journal.web_call(method, params, token_kind(token), received_at)
         if self.down:
             return self._answer({"ok": False, "error": "service_unavailable"}, status=503)
         failure = self._take_failure(method)
@@ -168,9 +162,11 @@ class WebApi:
         if auth_error is not None:
             return self._answer({"ok": False, "error": auth_error})
         try:
-            return self._answer(await implementation(Call(params, request.host, received_at)))
+            answer = await implementation(Call(params, request.host, received_at))
         except WebApiError as exc:
             return self._error(exc)
+        self.journal.api_call(method, params)
+        return self._answer(answer)
 
     async def handle_response_url(self, request: web.Request) -> web.Response:
         """POST /_response_url/<token>: a slash command's reply, recorded as a sent message."""
@@ -182,7 +178,7 @@ class WebApi:
             body = None
         if channel is None or not isinstance(body, dict):
             return self._answer({"ok": False, "error": "invalid_response_url"}, status=404)
-        self.journal.web_call("response_url", body, None)
+        self.journal.web_call("response_url", body, None, received_at)
         self.journal.message({
             "channel": channel, "text": body.get("text") or "", "ts": self.workspace.next_ts(),
             "via": "response_url", "thread_ts": body.get("thread_ts"),
@@ -279,10 +275,10 @@ class WebApi:
         return {"ok": True, "channel": channel.id, "ts": ts, "message": message}
 
     async def chat_update(self, call: Call) -> dict:
-        channel = self._channel(call.params.get("channel"))
         ts = call.params.get("ts")
         if not ts:
             raise WebApiError("message_not_found")
+        channel = self.writes.writable(call.params.get("channel"), call)
         text = call.params.get("text") or ""
         self.journal.edit({"action": "update", "channel": channel.id, "ts": ts, "text": text,
                            "blocks": _json_field(call.params.get("blocks"), "invalid_blocks")})
@@ -290,10 +286,10 @@ class WebApi:
                 "message": {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "text": text}}
 
     async def chat_delete(self, call: Call) -> dict:
-        channel = self._channel(call.params.get("channel"))
         ts = call.params.get("ts")
         if not ts:
             raise WebApiError("message_not_found")
+        channel = self.writes.writable(call.params.get("channel"), call)
         self.journal.edit({"action": "delete", "channel": channel.id, "ts": ts, "text": None,
                            "blocks": None})
         return {"ok": True, "channel": channel.id, "ts": ts}
