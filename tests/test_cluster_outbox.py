@@ -251,3 +251,27 @@ def test_the_writer_tries_a_busy_claim_again(nodes, monkeypatch, caplog) -> None
     wait_until(lambda: got, 20, "the claim once n1's write ended")
     assert texts(got[0]) == ["late"]
     journal.close(5)
+
+
+def test_a_claim_kept_waiting_by_a_hung_node_does_not_hold_back_the_claimers_own_rows(nodes) -> None:  # noqa: ANN001
+    """n1 hung (SIGSTOP) inside its own outbox write keeps its locks: n2's claim of it waits,
+    but n2's own rows are still written and, once delivered, deleted (a bench found a
+    delivered message's row left behind, so sent again after a restart)."""
+    one, two = nodes
+    register(one, "n1", "s1", age=7.0)
+    journal, box = wired(two, "n2", "s2")
+    journal.node_until = float("inf")
+    claimed: list = []
+    with one._backend.transaction(one._outbox_lock()) as conn:     # n1 stopped mid-write, its row held
+        conn.execute(text("SELECT 1 FROM rtmbot_nodes WHERE name = 'n1' FOR SHARE"))
+        journal.writer.claim("n1", lambda name, rows: claimed.append(rows))
+        track(journal, box, "own", 0.0)
+        journal.flush(HOLD)
+        wait_until(lambda: texts(two.outbox_rows("s2")) == ["own"], 20, "n2's own row written meanwhile")
+        [(msg, _)] = box.ready(1.0, socket=False, web=True)
+        box.delivered(msg)
+        journal.flush(1.0)
+        wait_until(lambda: two.outbox_rows("s2") == [], 20, "the delivered message's row deleted meanwhile")
+        assert claimed == []
+    wait_until(lambda: claimed, 20, "the claim once n1's transaction ended")
+    journal.close(5)
