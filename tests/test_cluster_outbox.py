@@ -16,6 +16,7 @@ from rtmbotd.outbox.journal import HOLD, Journal
 from rtmbotd.router import Output
 from rtmbotd.store import Store
 from rtmbotd.store.errors import OutboxTakenError, StoreBusyError
+from rtmbotd.store.values import to_json
 from rtmbotd.testing.waiting import wait_until
 from tests.test_store import pg_schema_url, postgres_url  # noqa: F401  (fixtures)
 
@@ -274,4 +275,51 @@ def test_a_claim_kept_waiting_by_a_hung_node_does_not_hold_back_the_claimers_own
         wait_until(lambda: two.outbox_rows("s2") == [], 20, "the delivered message's row deleted meanwhile")
         assert claimed == []
     wait_until(lambda: claimed, 20, "the claim once n1's transaction ended")
+    journal.close(5)
+
+
+def test_a_claimed_row_is_passed_on_whole_with_fields_the_claimer_does_not_know(nodes) -> None:  # noqa: ANN001
+    """Web API write outputs save "method" and "callback": a claim moves the record as it is."""
+    one, two = nodes
+    record = {"channel": "C1", "text": None, "plugin": "p", "extra": {"name": "eyes", "timestamp": "1.2"},
+              "method": "reactions.add", "callback": {"plugin": "p", "token": 7}, "later": [1, {"x": None}]}
+    one.write_outbox([(1, "C1", to_json(record, "the message"))], session="s1")
+    register(one, "n1", "s1", age=7.0)
+    [(_, claimed)] = two.claim_outbox("n1", "n2", "s2")
+    assert claimed == record
+    journal = Journal(two, owner="n2", session="s2")
+    journal.adopt([(5, claimed)], whose="node n1")
+    assert journal._entries[5].record == record                     # kept whole while it is tracked
+    journal.close(5)
+
+
+def test_a_taken_message_waiting_in_the_router_is_not_sent_after_the_takeover(nodes) -> None:  # noqa: ANN001
+    """n1 hung while a saved message waited for the directory (a #name); n2 took the row
+    and sends it: once n1's directory lists, n1 must not send it too."""
+    from types import SimpleNamespace
+
+    from rtmbotd.cluster.outbox import OutboxTaken, SharedOutbox
+    from rtmbotd.router import Router
+    from rtmbotd.slack.directory import Directory
+
+    one, two = nodes
+    journal, box = wired(one, "n1", "s1")
+    journal.node_until = float("inf")
+    directory = Directory()
+    router = Router(box, directory, open_dm=lambda user: None)
+    router.route(journal.track(Output("#general", "waits for the listing", {}, "p"), 0.0), 0.0)
+    journal.flush(HOLD)
+    wait_until(lambda: journal.writer.idle and one.outbox_rows(), 20, "the row committed")
+    register(one, "n1", "s1", age=7.0)                              # n1 hung; n2 takes its row
+    assert texts(two.claim_outbox("n1", "n2", "s2")) == ["waits for the listing"]
+    register(one, "n1", "s1b")                                      # n1 back as a new session
+    done: list = []
+    journal.session_lost("s1b", lambda seqs: done.append(seqs))
+    wait_until(lambda: done, 20, "the takeover")
+    shared = SharedOutbox.__new__(SharedOutbox)
+    shared.daemon = SimpleNamespace(journal=journal, outbox=box, router=router)
+    shared.handle_taken(OutboxTaken(frozenset(done[0])))
+    directory.load([{"id": "C1", "name": "general"}], [])
+    router.directory_loaded(1.0)
+    assert [m.text for m, _ in box.ready(1.0, socket=False, web=True)] == []
     journal.close(5)

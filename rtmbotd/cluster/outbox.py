@@ -89,7 +89,12 @@ class SharedOutbox:
             daemon.router.route(out, now)
 
     def handle_taken(self, item: OutboxTaken) -> None:
-        self.daemon.outbox.discard(self.daemon.journal.taken(set(item.seqs)))
+        seqs = set(item.seqs)
+        self.daemon.outbox.discard(self.daemon.journal.taken(seqs))
+        waiting = self.daemon.router.discard(seqs)      # waiting for a #name or a DM: not ours to send either
+        if waiting:
+            log.warning("outbox: %d message(s) waiting for a channel name or a DM are another node's to send now",
+                        waiting)
 
     # -- the loop's own hooks ---------------------------------------------------------
     def event(self, data: Any) -> None:
