@@ -66,7 +66,8 @@ class SharedOutbox:
                         "them, the ones never saved stay here", self.name)
             journal.session_lost(ours, lambda seqs: self.daemon.inbox.put_threadsafe(OutboxTaken(frozenset(seqs))))
         journal.node_until = item.node_until
-        self.rate.set_members(len(item.members))
+        if item.members:        # a failed round (PostgreSQL unreachable) lists none: keep the last count
+            self.rate.set_members(len(item.members))
 
     def handle_session_lost(self, item: SessionLost) -> None:
         """Our rows may be another node's now: hold every saved message until the writer says."""
