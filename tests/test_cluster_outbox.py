@@ -278,17 +278,22 @@ def test_a_claim_kept_waiting_by_a_hung_node_does_not_hold_back_the_claimers_own
     journal.close(5)
 
 
-def test_a_claimed_row_is_passed_on_whole_with_fields_the_claimer_does_not_know(nodes) -> None:  # noqa: ANN001
-    """Web API write outputs save "method" and "callback": a claim moves the record as it is."""
+def test_a_claimed_row_is_passed_on_whole_with_its_method_and_callback(nodes) -> None:  # noqa: ANN001
+    """Web API write outputs save "method" and "callback": a claim moves the record as it is,
+    and the claimer routes it as that write, with that callback."""
+    from rtmbotd.outbox.journal import record_of
+
     one, two = nodes
-    record = {"channel": "C1", "text": None, "plugin": "p", "extra": {"name": "eyes", "timestamp": "1.2"},
-              "method": "reactions.add", "callback": {"plugin": "p", "token": 7}, "later": [1, {"x": None}]}
+    out = Output("C1", None, {"name": "eyes", "timestamp": "1.2"}, "p", method="reactions.add",
+                 callback={"callback": "done", "output": {"channel": "C1", "method": "reactions.add", "x": [1, None]}})
+    record = record_of(out)
     one.write_outbox([(1, "C1", to_json(record, "the message"))], session="s1")
     register(one, "n1", "s1", age=7.0)
     [(_, claimed)] = two.claim_outbox("n1", "n2", "s2")
     assert claimed == record
     journal = Journal(two, owner="n2", session="s2")
-    journal.adopt([(5, claimed)], whose="node n1")
+    [routed] = journal.adopt([(5, claimed)], whose="node n1")
+    assert (routed.method, routed.callback, routed.extra) == (out.method, out.callback, out.extra)
     assert journal._entries[5].record == record                     # kept whole while it is tracked
     journal.close(5)
 
