@@ -328,3 +328,24 @@ def test_a_taken_message_waiting_in_the_router_is_not_sent_after_the_takeover(no
     router.directory_loaded(1.0)
     assert [m.text for m, _ in box.ready(1.0, socket=False, web=True)] == []
     journal.close(5)
+
+
+def test_a_claimer_whose_own_heartbeat_is_old_claims_later_not_never(nodes, monkeypatch, caplog) -> None:  # noqa: ANN001
+    """A claim tried while the claimer's own heartbeat looks stale (PostgreSQL slow, the
+    node just resumed) must be tried again, not taken as done: else nobody delivers the rows."""
+    monkeypatch.setattr("rtmbotd.outbox.writer.RETRY_BASE", 0.05)
+    one, two = nodes
+    one.write_outbox([row(1, "C1", "dead's")], session="s1")
+    register(one, "n1", "s1", age=20.0)
+    register(two, "n2", "s2", age=7.0)                   # the claimer's own heartbeat is old for now
+    with pytest.raises(StoreBusyError):
+        two.claim_outbox("n1", "n2", "s2")
+    journal = Journal(two, owner="n2", session="s2")
+    got: list = []
+    caplog.set_level(logging.INFO, "rtmbotd.outbox.writer")
+    journal.writer.claim("n1", lambda name, rows: got.append(rows))
+    wait_until(lambda: got or "too old" in caplog.text, 20, "a first try while n2's heartbeat is old")
+    register(two, "n2", "s2")                            # its next heartbeat
+    wait_until(lambda: got, 20, "the claim once n2's heartbeat is fresh")
+    assert texts(got[0]) == ["dead's"]
+    journal.close(5)
