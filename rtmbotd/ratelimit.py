@@ -8,10 +8,10 @@ class RateLimiter:
     A rate of 0 means unlimited.
     """
 
-    def __init__(self, rate: float, burst: int, now: float) -> None:
+    def __init__(self, rate: float, burst: int, now: float, tokens: float | None = None) -> None:
         self.rate = float(rate)
         self.burst = max(1, int(burst))
-        self._tokens = float(self.burst)
+        self._tokens = float(self.burst) if tokens is None else min(float(self.burst), float(tokens))
         self._stamp = now
 
     def _refill(self, now: float) -> None:

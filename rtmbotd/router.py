@@ -216,6 +216,15 @@ class Router:
         self.outbox.enqueue(channel, out.text, out.plugin, now, out.extra, tag=out.tag, method=out.method,
                             callback=out.callback)
 
+    def discard(self, tags: set) -> int:
+        """Cluster: forget waiting outputs whose rows another node took (it sends them);
+        a DM being opened stays asked for. Returns how many were forgotten."""
+        before = self.waiting
+        self._waiting_listing = [out for out in self._waiting_listing if out.tag not in tags]
+        for user, outs in self._waiting_dm.items():
+            self._waiting_dm[user] = [out for out in outs if out.tag not in tags]
+        return before - self.waiting
+
     def directory_loaded(self, now: float) -> None:
         waiting, self._waiting_listing = self._waiting_listing, []
         self._listing_plugins.clear()

@@ -16,6 +16,7 @@ from rtmbotd.outbox.journal import HOLD, Journal
 from rtmbotd.router import Output
 from rtmbotd.store import Store
 from rtmbotd.store.errors import OutboxTakenError, StoreBusyError
+from rtmbotd.store.values import to_json
 from rtmbotd.testing.waiting import wait_until
 from tests.test_store import pg_schema_url, postgres_url  # noqa: F401  (fixtures)
 
@@ -250,4 +251,101 @@ def test_the_writer_tries_a_busy_claim_again(nodes, monkeypatch, caplog) -> None
         assert got == []
     wait_until(lambda: got, 20, "the claim once n1's write ended")
     assert texts(got[0]) == ["late"]
+    journal.close(5)
+
+
+def test_a_claim_kept_waiting_by_a_hung_node_does_not_hold_back_the_claimers_own_rows(nodes) -> None:  # noqa: ANN001
+    """n1 hung (SIGSTOP) inside its own outbox write keeps its locks: n2's claim of it waits,
+    but n2's own rows are still written and, once delivered, deleted (a bench found a
+    delivered message's row left behind, so sent again after a restart)."""
+    one, two = nodes
+    register(one, "n1", "s1", age=7.0)
+    journal, box = wired(two, "n2", "s2")
+    journal.node_until = float("inf")
+    claimed: list = []
+    with one._backend.transaction(one._outbox_lock()) as conn:     # n1 stopped mid-write, its row held
+        conn.execute(text("SELECT 1 FROM rtmbot_nodes WHERE name = 'n1' FOR SHARE"))
+        journal.writer.claim("n1", lambda name, rows: claimed.append(rows))
+        track(journal, box, "own", 0.0)
+        journal.flush(HOLD)
+        wait_until(lambda: texts(two.outbox_rows("s2")) == ["own"], 20, "n2's own row written meanwhile")
+        [(msg, _)] = box.ready(1.0, socket=False, web=True)
+        box.delivered(msg)
+        journal.flush(1.0)
+        wait_until(lambda: two.outbox_rows("s2") == [], 20, "the delivered message's row deleted meanwhile")
+        assert claimed == []
+    wait_until(lambda: claimed, 20, "the claim once n1's transaction ended")
+    journal.close(5)
+
+
+def test_a_claimed_row_is_passed_on_whole_with_its_method_and_callback(nodes) -> None:  # noqa: ANN001
+    """Web API write outputs save "method" and "callback": a claim moves the record as it is,
+    and the claimer routes it as that write, with that callback."""
+    from rtmbotd.outbox.journal import record_of
+
+    one, two = nodes
+    out = Output("C1", None, {"name": "eyes", "timestamp": "1.2"}, "p", method="reactions.add",
+                 callback={"callback": "done", "output": {"channel": "C1", "method": "reactions.add", "x": [1, None]}})
+    record = record_of(out)
+    one.write_outbox([(1, "C1", to_json(record, "the message"))], session="s1")
+    register(one, "n1", "s1", age=7.0)
+    [(_, claimed)] = two.claim_outbox("n1", "n2", "s2")
+    assert claimed == record
+    journal = Journal(two, owner="n2", session="s2")
+    [routed] = journal.adopt([(5, claimed)], whose="node n1")
+    assert (routed.method, routed.callback, routed.extra) == (out.method, out.callback, out.extra)
+    assert journal._entries[5].record == record                     # kept whole while it is tracked
+    journal.close(5)
+
+
+def test_a_taken_message_waiting_in_the_router_is_not_sent_after_the_takeover(nodes) -> None:  # noqa: ANN001
+    """n1 hung while a saved message waited for the directory (a #name); n2 took the row
+    and sends it: once n1's directory lists, n1 must not send it too."""
+    from types import SimpleNamespace
+
+    from rtmbotd.cluster.outbox import OutboxTaken, SharedOutbox
+    from rtmbotd.router import Router
+    from rtmbotd.slack.directory import Directory
+
+    one, two = nodes
+    journal, box = wired(one, "n1", "s1")
+    journal.node_until = float("inf")
+    directory = Directory()
+    router = Router(box, directory, open_dm=lambda user: None)
+    router.route(journal.track(Output("#general", "waits for the listing", {}, "p"), 0.0), 0.0)
+    journal.flush(HOLD)
+    wait_until(lambda: journal.writer.idle and one.outbox_rows(), 20, "the row committed")
+    register(one, "n1", "s1", age=7.0)                              # n1 hung; n2 takes its row
+    assert texts(two.claim_outbox("n1", "n2", "s2")) == ["waits for the listing"]
+    register(one, "n1", "s1b")                                      # n1 back as a new session
+    done: list = []
+    journal.session_lost("s1b", lambda seqs: done.append(seqs))
+    wait_until(lambda: done, 20, "the takeover")
+    shared = SharedOutbox.__new__(SharedOutbox)
+    shared.daemon = SimpleNamespace(journal=journal, outbox=box, router=router)
+    shared.handle_taken(OutboxTaken(frozenset(done[0])))
+    directory.load([{"id": "C1", "name": "general"}], [])
+    router.directory_loaded(1.0)
+    assert [m.text for m, _ in box.ready(1.0, socket=False, web=True)] == []
+    journal.close(5)
+
+
+def test_a_claimer_whose_own_heartbeat_is_old_claims_later_not_never(nodes, monkeypatch, caplog) -> None:  # noqa: ANN001
+    """A claim tried while the claimer's own heartbeat looks stale (PostgreSQL slow, the
+    node just resumed) must be tried again, not taken as done: else nobody delivers the rows."""
+    monkeypatch.setattr("rtmbotd.outbox.writer.RETRY_BASE", 0.05)
+    one, two = nodes
+    one.write_outbox([row(1, "C1", "dead's")], session="s1")
+    register(one, "n1", "s1", age=20.0)
+    register(two, "n2", "s2", age=7.0)                   # the claimer's own heartbeat is old for now
+    with pytest.raises(StoreBusyError):
+        two.claim_outbox("n1", "n2", "s2")
+    journal = Journal(two, owner="n2", session="s2")
+    got: list = []
+    caplog.set_level(logging.INFO, "rtmbotd.outbox.writer")
+    journal.writer.claim("n1", lambda name, rows: got.append(rows))
+    wait_until(lambda: got or "too old" in caplog.text, 20, "a first try while n2's heartbeat is old")
+    register(two, "n2", "s2")                            # its next heartbeat
+    wait_until(lambda: got, 20, "the claim once n2's heartbeat is fresh")
+    assert texts(got[0]) == ["dead's"]
     journal.close(5)

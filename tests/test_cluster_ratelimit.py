@@ -94,8 +94,52 @@ def test_postgresql_unreachable_means_the_local_share() -> None:
     shared.set_members(3)
     slots = shared.limiter_for("C1", 50.0, 3.0, 4)
     shared.granted(item)
-    # Its share: 1/s with a burst of max(1, 4 // 3) = 1.
-    assert slots.next_allowed(50.0) == 50.0
-    slots.take(50.0)
+    # Its share: 1/s with a burst of max(1, 4 // 3) = 1, starting empty.
     assert slots.next_allowed(50.0) == pytest.approx(51.0)
+    slots.take(51.0)
+    assert slots.next_allowed(51.0) == pytest.approx(52.0)
     assert slots.next_allowed(50.0 + FALLBACK_FOR) == math.inf      # the database is tried again
+
+
+def test_postgresql_failing_mid_burst_never_lets_the_nodes_exceed_the_limit_together() -> None:
+    """Three nodes spent the shared burst; PostgreSQL fails at once: their local shares
+    together stay within RATE_LIMIT / RATE_BURST (full buckets would send another burst)."""
+    rate, burst, nodes = 1.0, 4, 3
+    sent = [0.0] * burst                                           # the shared schedule's burst, at t=0
+    failed = SlotReserved("C1", None, 0.0 + 60.0)
+    limiters = []
+    for _ in range(nodes):
+        shared = SharedRate("postgresql://unused/", lambda item: None)
+        shared.ask = lambda channel, rate, burst: None             # type: ignore[method-assign]
+        shared.set_members(nodes)
+        slots = shared.limiter_for("C1", 0.0, rate, burst)
+        shared.granted(failed)
+        limiters.append(slots)
+    for step in range(1, 2001):                                    # 20 s in steps of 10 ms
+        now = step / 100
+        for slots in limiters:
+            if slots.next_allowed(now) <= now:
+                slots.take(now)
+                sent.append(now)
+    assert len(sent) > burst + 10                                  # the share does send
+    for i, at in enumerate(sent):                                  # a token bucket of rate, burst holds
+        assert i + 1 <= burst + at * rate + 1e-9, (i, at, sent[:12])
+
+
+def test_a_failed_round_keeps_the_last_member_count_for_the_local_share() -> None:
+    """While PostgreSQL is unreachable the coordinator's state lists no members: each
+    node must keep dividing the limit by the last count, not take all of it."""
+    from types import SimpleNamespace
+
+    from rtmbotd.cluster.coordinator import ClusterState, Member
+    from rtmbotd.cluster.outbox import SharedOutbox
+
+    shared = SharedOutbox.__new__(SharedOutbox)
+    shared.name = "n1"
+    shared.daemon = SimpleNamespace(journal=SimpleNamespace(session="s1", node_until=0.0))
+    shared.rate = SharedRate("postgresql://unused/", lambda item: None)
+    members = tuple(Member(f"n{i}", f"s{i}") for i in (1, 2, 3))
+    shared.handle_state(ClusterState("follower", "n2", 0, 0.0, 5.0, members))
+    assert shared.rate.members == 3
+    shared.handle_state(ClusterState("follower", None, 0, 6.0, 6.0, (), "PostgreSQL unreachable (x), retrying"))
+    assert shared.rate.members == 3

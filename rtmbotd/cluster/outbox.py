@@ -66,7 +66,8 @@ class SharedOutbox:
                         "them, the ones never saved stay here", self.name)
             journal.session_lost(ours, lambda seqs: self.daemon.inbox.put_threadsafe(OutboxTaken(frozenset(seqs))))
         journal.node_until = item.node_until
-        self.rate.set_members(len(item.members))
+        if item.members:        # a failed round (PostgreSQL unreachable) lists none: keep the last count
+            self.rate.set_members(len(item.members))
 
     def handle_session_lost(self, item: SessionLost) -> None:
         """Our rows may be another node's now: hold every saved message until the writer says."""
@@ -89,7 +90,12 @@ class SharedOutbox:
             daemon.router.route(out, now)
 
     def handle_taken(self, item: OutboxTaken) -> None:
-        self.daemon.outbox.discard(self.daemon.journal.taken(set(item.seqs)))
+        seqs = set(item.seqs)
+        self.daemon.outbox.discard(self.daemon.journal.taken(seqs))
+        waiting = self.daemon.router.discard(seqs)      # waiting for a #name or a DM: not ours to send either
+        if waiting:
+            log.warning("outbox: %d message(s) waiting for a channel name or a DM are another node's to send now",
+                        waiting)
 
     # -- the loop's own hooks ---------------------------------------------------------
     def event(self, data: Any) -> None:

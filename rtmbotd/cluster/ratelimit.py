@@ -14,8 +14,9 @@ channel overlaps it with the plugin's work). A slot not used within one interval
 lapses and another is asked for: a stale slot would let a later burst exceed the limit.
 
 PostgreSQL unreachable: each node falls back to its share of the limit, RATE_LIMIT /
-live nodes with a burst of max(1, RATE_BURST // live nodes), and tries the database
-again after FALLBACK_FOR seconds.
+live nodes (as last counted while PostgreSQL answered) with a burst of max(1,
+RATE_BURST // live nodes), starting empty (the shared burst may be spent), and tries
+the database again after FALLBACK_FOR seconds.
 """
 from __future__ import annotations
 
@@ -102,7 +103,9 @@ class ChannelSlots:
     def _fallback(self, now: float) -> RateLimiter:
         members = self._shared.members
         if self._local is None or members != self._local_members:
-            self._local = RateLimiter(self.rate / members, max(1, self.burst // members), now)
+            # Empty at first: the shared schedule may have spent the burst a moment ago, and
+            # every node falling back with a full bucket would send it again at once.
+            self._local = RateLimiter(self.rate / members, max(1, self.burst // members), now, tokens=0.0)
             self._local_members = members
         return self._local
 

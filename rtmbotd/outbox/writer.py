@@ -36,6 +36,10 @@ class OutboxWriter:
         self._session = session      # cluster: every write checks this node's row names it
         self._seqs = seqs            # cluster: hands out `n` fresh seqs for claimed rows
         self._claims: list[tuple[str, Callable[[str, list[tuple[int, dict]]], None]]] = []
+        # A claim that must wait (the dead node hung inside its own write, a driver error)
+        # is tried again from `_claim_at` on, with its own backoff: our own rows never wait on it.
+        self._claim_at = 0.0
+        self._claim_delay = RETRY_BASE
         self._takeover: tuple[str, Callable[[set[int]], None]] | None = None
         self._taken = False          # a write found this node's rows claimed: wait for session_lost
         self._pending: dict[int, dict | None] = {}
@@ -97,6 +101,7 @@ class OutboxWriter:
         with self._cond:
             if all(name != dead_name for name, _ in self._claims):
                 self._claims.append((dead_name, done))
+                self._claim_at = 0.0                 # a new one is tried at once
             self._wake()
 
     def session_lost(self, session: str, done: Callable[[set[int]], None]) -> None:
@@ -108,7 +113,16 @@ class OutboxWriter:
             self._wake()
 
     def _has_work(self) -> bool:
-        return bool(self._takeover or self._read or (not self._taken and (self._pending or self._claims)))
+        return bool(self._takeover or self._read or (not self._taken and (self._pending or self._claim_due())))
+
+    def _claim_due(self) -> bool:
+        return bool(self._claims) and self._clock() >= self._claim_at
+
+    def _idle_wait(self) -> float | None:
+        """How long the idle thread may sleep: until a waiting claim is due, else until woken."""
+        if self._claims and not self._taken:
+            return max(0.0, self._claim_at - self._clock())
+        return None
 
     def _take_over(self) -> tuple[Callable[[set[int]], None], set[int]]:
         """With the lock held, no write running: what was committed is the claimer's now."""
@@ -136,7 +150,7 @@ class OutboxWriter:
         while True:
             with self._cond:
                 while not self._has_work() and not self._closing:
-                    self._cond.wait()
+                    self._cond.wait(self._idle_wait())
                 if not self._has_work():
                     return
                 if self._takeover is not None:
@@ -148,7 +162,8 @@ class OutboxWriter:
                         self._cond.acquire()
                     continue
                 read, batch, new = self._read, {}, set()
-                claim = self._claims[0] if read is None and self._claims else None
+                # Our own rows first: a claim may have to wait a long time (see _claim_at).
+                claim = self._claims[0] if read is None and not self._pending and self._claim_due() else None
                 if read is None and claim is None:
                     batch, self._pending = self._pending, {}
                     new = {seq for seq, change in batch.items() if change is not DELETE} - self._stored
@@ -164,6 +179,8 @@ class OutboxWriter:
             finally:
                 with self._cond:
                     self._busy = False
+            if ok is None:
+                continue                             # a claim that waits: retried on its own clock
             if ok:
                 delay = RETRY_BASE
                 continue
@@ -200,21 +217,27 @@ class OutboxWriter:
         done(rows)
         return True
 
-    def _claim(self, dead_name: str, done: Callable[[str, list[tuple[int, dict]]], None]) -> bool:
+    def _claim(self, dead_name: str, done: Callable[[str, list[tuple[int, dict]]], None]) -> bool | None:
+        """True: claimed; False: fenced (OutboxTakenError); None: try again later (`_claim_at`)."""
         try:
             rows = self._store.claim_outbox(dead_name, self._owner, self._session, seqs=self._seqs)
         except OutboxTakenError as exc:
             self._fenced(exc)
             return False
-        except StoreBusyError as exc:
-            log.info("outbox: %s", exc)
-            return False
-        except Exception as exc:  # noqa: BLE001 - StoreError or a driver bug: retry
-            log.error("outbox: cannot take over node %s's messages yet (%s); retrying", dead_name, exc)
-            return False
+        except Exception as exc:  # noqa: BLE001 - StoreBusyError, StoreError or a driver bug: retry
+            if isinstance(exc, StoreBusyError):
+                log.info("outbox: %s", exc)
+            else:
+                log.error("outbox: cannot take over node %s's messages yet (%s); retrying", dead_name, exc)
+            with self._cond:
+                self._claims = [c for c in self._claims if c[0] != dead_name] + [(dead_name, done)]   # others first
+                self._claim_at = self._clock() + self._claim_delay
+                self._claim_delay = min(RETRY_CAP, self._claim_delay * 2)
+            return None
         with self._cond:
             self._claims = [c for c in self._claims if c[0] != dead_name]
             self._stored.update(seq for seq, _ in rows)
+            self._claim_delay = RETRY_BASE
         done(dead_name, rows)
         return True
 

@@ -279,8 +279,8 @@ class Store:
         is `me`'s already; its session becomes 'claimed by <me>', so the dead process, if it
         was only hung, finds its session replaced and writes nothing more. [] when it is
         alive or was taken already; StoreBusyError, never a wait, while it is inside its
-        own outbox write (hung there) or its row is locked (another claimer, its restore):
-        try again later."""
+        own outbox write (hung there), its row is locked (another claimer, its restore) or
+        `me`'s own heartbeat is older than `node_ttl`: try again later."""
         if self.dialect != "postgresql":
             raise StoreError(f"{self._backend.where}: claiming another node's outbox needs PostgreSQL")
 
@@ -294,8 +294,9 @@ class Store:
             if mine is None or mine[0] != session:
                 raise OutboxTakenError(f"{self._backend.where}: node {me!r} is not this process any more "
                                        f"({mine[0] if mine else 'no node row'}); it claims nothing")
-            if not mine[1]:
-                return []                                  # this node may be declared dead itself
+            if not mine[1]:        # this node may be declared dead itself: not now, but later (not [])
+                raise StoreBusyError(f"{self._backend.where}: node {me!r}'s own heartbeat is too old to claim "
+                                     f"node {dead_name!r}'s outbox; claiming it waits")
             if conn.execute(select(nodes.c.name).where(nodes.c.name == dead_name)
                             .with_for_update(skip_locked=True)).first() is None:
                 raise StoreBusyError(f"{self._backend.where}: node {dead_name!r}'s row is locked (another claimer, "
