@@ -23,7 +23,7 @@ from typing import Any, Callable
 from rtmbotd.cluster import registry
 from rtmbotd.cluster.fencing import valid_until
 from rtmbotd.cluster.registry import NodeInfo, NodeRow
-from rtmbotd.cluster.timing import CONNECT_TIMEOUT, HEARTBEAT, STATEMENT_TIMEOUT
+from rtmbotd.cluster.timing import CONNECT_TIMEOUT, HEARTBEAT, NAME_GRACE, STATEMENT_TIMEOUT
 from rtmbotd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -198,11 +198,23 @@ class Coordinator:
         with self._info_lock:
             return self._info
 
+    @staticmethod
+    def _lock_name(conn, name: str) -> bool:
+        """The name lock; a holder killed a moment ago (kill -9, then an instant restart)
+        still has its backend for a few milliseconds after its socket closed: try again
+        for NAME_GRACE seconds before calling the name taken."""
+        deadline = time.monotonic() + NAME_GRACE
+        while not registry.lock_name(conn, name):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
     def _connect(self, fresh: bool) -> None:
         """Open the connection, take the name lock, and make the row ours."""
         conn = self._conn = self._engine.connect()
         info = self._info_now()
-        if not registry.lock_name(conn, info.name):
+        if not self._lock_name(conn, info.name):
             other = next((r for r in registry.nodes(conn) if r.name == info.name), None)
             self._disconnect()
             where = f" (host {other.host}, pid {other.pid})" if other else ""

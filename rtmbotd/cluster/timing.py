@@ -9,3 +9,4 @@ NODE_TTL = 6.0
 LEASE_TTL = 6.0
 CONNECT_TIMEOUT = 3          # s libpq waits for the server (a whole round must fit in a lease)
 STATEMENT_TIMEOUT = 3.0      # s a coordination statement may run
+NAME_GRACE = 2.0             # s a restart waits for a NODE_NAME whose holder was just killed
