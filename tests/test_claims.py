@@ -223,6 +223,20 @@ def test_the_engine_fails_fast(postgres_url):  # noqa: F811
         engine.dispose()
 
 
+def test_the_coordinators_engine_keeps_the_urls_server_options(postgres_url):  # noqa: F811
+    """A STORE_URL's `options` (a schema of the bot's own: -csearch_path) hold for the
+    cluster's own connections too, or heartbeat and lease go to another schema's tables
+    than the outbox's (its rows then "belong to another process")."""
+    from rtmbotd.cluster.coordinator import STATEMENT_TIMEOUT, make_engine
+    engine = make_engine(resolve_url(postgres_url + "?options=-csearch_path%3Dx"))
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW search_path").scalar() == "x"
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == f"{STATEMENT_TIMEOUT:g}s"
+    finally:
+        engine.dispose()
+
+
 def test_event_claims_wire_the_queue_to_its_worker(cluster_url):
     posted = Posted()
     claims = EventClaims(resolve_url(cluster_url), "node-a", posted)

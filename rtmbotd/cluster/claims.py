@@ -201,16 +201,16 @@ def claims_engine(url: Any, node: str = "") -> Any:
     a claim instead of 5-6 ms on a busy disk; a PostgreSQL crash can forget the claims of
     its last moment, so a retry of those may be answered twice, as during an outage."""
     from sqlalchemy import create_engine
-    options = [url.query["options"]] if isinstance(url.query.get("options"), str) else []
-    options.append(f"-c statement_timeout={int(CLAIM_TIMEOUT * 1000)}")
-    options.append("-c synchronous_commit=off")
-    connect_args = {"options": " ".join(options), "keepalives": 1, "keepalives_idle": 2,
+
+    from rtmbotd.store.url import server_options
+    bare, options = server_options(url, f"-c statement_timeout={int(CLAIM_TIMEOUT * 1000)}",
+                                   "-c synchronous_commit=off")
+    connect_args = {"options": options, "keepalives": 1, "keepalives_idle": 2,
                     "keepalives_interval": 1, "keepalives_count": 2, "tcp_user_timeout": 3000,
                     "application_name": f"rtmbotd-claims {node}".strip()[:63]}   # in pg_stat_activity
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT
-    return create_engine(url.difference_update_query(["options"]), connect_args=connect_args,
-                         pool_size=1, max_overflow=0, pool_pre_ping=False)
+    return create_engine(bare, connect_args=connect_args, pool_size=1, max_overflow=0, pool_pre_ping=False)
 
 
 class ClaimWorker:
