@@ -12,8 +12,8 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
-from rtmbotd.cluster.claims import (ClaimAnswer, ClaimQueue, ClaimsDown, ClaimsUp, ClaimWorker, EventClaims,
-                                    KEEP_FOR, claims_engine)
+from rtmbotd.cluster.claims import (KEEP_FOR, UNCHECKED_KEPT, ClaimAnswer, ClaimQueue, ClaimsDown, ClaimsUp,
+                                    ClaimWorker, EventClaims, claims_engine)
 from rtmbotd.slack.protocol import Event
 from rtmbotd.store import Store
 from rtmbotd.store.url import resolve_url
@@ -31,12 +31,16 @@ class Sent:
     def __init__(self) -> None:
         self.claims: list[tuple[int, str]] = []
         self.probes = 0
+        self.late: list[list[str]] = []
 
     def claim(self, ticket: int, event_id: str) -> None:
         self.claims.append((ticket, event_id))
 
     def probe(self) -> None:
         self.probes += 1
+
+    def claim_late(self, event_ids: list[str]) -> None:
+        self.late.append(event_ids)
 
 
 @pytest.fixture
@@ -46,7 +50,7 @@ def sent() -> Sent:
 
 @pytest.fixture
 def q(sent: Sent) -> ClaimQueue:
-    return ClaimQueue(sent.claim, sent.probe, timeout=1.0)
+    return ClaimQueue(sent.claim, sent.probe, timeout=1.0, late=sent.claim_late)
 
 
 # -- the loop's queue -------------------------------------------------------------------------
@@ -97,6 +101,29 @@ def test_a_failed_claim_dispatches_and_opens_the_breaker_until_the_worker_is_bac
     q.worker_up()
     q.worker_down(ClaimsDown("refused"))
     assert q.admit(event(3), now=0.2) == [event(3)] and len(sent.claims) == 1
+
+
+def test_events_dispatched_unchecked_are_claimed_once_the_worker_is_back(q, sent):
+    q.admit(event(1), now=0.0)
+    q.admit(event(2), now=0.5)
+    assert q.tick(1.0) == [event(1)]                                  # no answer in time
+    q.answered(ClaimAnswer(sent.claims[1][0], None, "OperationalError: gone"))   # failed
+    q.admit(event(3), now=1.2)                                        # the breaker is open
+    q.admit(event(4, event_id=None), now=1.3)                         # nothing to claim
+    assert sent.late == []
+    q.worker_up()
+    assert sent.late == [["Ev1", "Ev2", "Ev3"]]
+    q.worker_up()                                                     # once
+    assert len(sent.late) == 1
+
+
+def test_the_ids_kept_for_a_late_claim_are_bounded(q, sent):
+    q.worker_down(ClaimsDown("refused"))
+    for n in range(UNCHECKED_KEPT + 5):
+        q.admit(event(n), now=0.0)
+    q.worker_up()
+    [late] = sent.late
+    assert len(late) == UNCHECKED_KEPT and late[-1] == f"Ev{UNCHECKED_KEPT + 4}"
 
 
 def test_flush_hands_over_everything_waiting(q, sent):
@@ -155,11 +182,17 @@ def rows(url: str) -> dict[str, tuple[str, float]]:
         engine.dispose()
 
 
-def test_one_event_id_is_taken_by_exactly_one_node(cluster_url, workers):
-    a, posted_a = workers(cluster_url, "node-a")
-    b, posted_b = workers(cluster_url, "node-b")
+def two_nodes(url: str, workers) -> tuple[ClaimWorker, Posted, ClaimWorker, Posted]:
+    """Workers of node-a and node-b, both connected."""
+    a, posted_a = workers(url, "node-a")
+    b, posted_b = workers(url, "node-b")
     posted_a.next(ClaimsUp)
     posted_b.next(ClaimsUp)
+    return a, posted_a, b, posted_b
+
+
+def test_one_event_id_is_taken_by_exactly_one_node(cluster_url, workers):
+    a, posted_a, b, posted_b = two_nodes(cluster_url, workers)
     a.claim(1, "EvSAME")
     assert posted_a.next(ClaimAnswer) == ClaimAnswer(1, True)
     b.claim(7, "EvSAME")
@@ -171,6 +204,17 @@ def test_one_event_id_is_taken_by_exactly_one_node(cluster_url, workers):
     found = rows(cluster_url)
     assert {e: n for e, (n, _) in found.items()} == {"EvSAME": "node-a", "EvOTHER": "node-b"}
     assert all(abs(s - time.time()) < 600 for _, s in found.values())     # Unix seconds (PostgreSQL's clock)
+
+
+def test_a_late_claim_writes_the_ids_and_leaves_another_nodes_alone(cluster_url, workers):
+    a, posted_a, b, posted_b = two_nodes(cluster_url, workers)
+    b.claim(1, "EvB")
+    posted_b.next(ClaimAnswer)
+    a.late(["EvA1", "EvB", "EvA2"])              # handled unchecked by node-a during an outage
+    wait_until(lambda: {"EvA1", "EvA2"} <= set(rows(cluster_url)), T, "the late claims written")
+    assert {e: n for e, (n, _) in rows(cluster_url).items()} == {"EvA1": "node-a", "EvA2": "node-a", "EvB": "node-b"}
+    b.claim(2, "EvA1")                           # Slack's retry of it, on another node
+    assert posted_b.next(ClaimAnswer) == ClaimAnswer(2, False)
 
 
 def test_rows_older_than_an_hour_are_deleted_by_any_node(cluster_url, workers):

@@ -164,6 +164,18 @@ def test_postgresql_stopped_events_are_still_answered_and_claims_resume_once_it_
     fake.redeliver(back)
     wait_until(lambda: cluster.taken() > taken, T, "the retry found claimed")
     assert_answered_once(cluster.answers(), ["before", *texts, "back"])
+
+    # The events answered unchecked during the outage are claimed once it is back: Slack's
+    # later retries of them (it retries for minutes) are not answered a second time.
+    during = [event_ids(fake, "echo " + t)[0] for t in texts]
+    wait_until(lambda: set(during) <= set(cluster.claimed()), T, "the outage's events claimed afterwards")
+    taken = cluster.taken()
+    for event_id in during:
+        fake.redeliver(event_id)
+    wait_until(lambda: cluster.taken() >= taken + len(during), T, "every late retry found claimed")
+    fake.message("echo last")
+    fake.wait_for_messages(3 + len(texts), timeout=T)
+    assert_answered_once(cluster.answers(), ["before", *texts, "back", "last"])
     assert cluster.alive()
     for node in cluster.nodes:
         wait_until(lambda: "event dedup off" not in node.notify.statuses()[-1], T, "STATUS without it again")
