@@ -46,8 +46,9 @@ UNCHECKED_KEPT = 10000  # event_ids dispatched unchecked, claimed once PostgreSQ
 _CLAIM_SQL = ("INSERT INTO rtmbot_events (event_id, node, seen_at) "
               "VALUES (:event_id, :node, extract(epoch from clock_timestamp())) "
               "ON CONFLICT (event_id) DO NOTHING RETURNING 1")
-_LATE_CLAIM_SQL = ("INSERT INTO rtmbot_events (event_id, node, seen_at) "
-                   "VALUES (:event_id, :node, extract(epoch from clock_timestamp())) ON CONFLICT (event_id) DO NOTHING")
+_LATE_CLAIM_SQL = ("INSERT INTO rtmbot_events (event_id, node, seen_at) "    # one statement for them all
+                   "SELECT unnest(CAST(:event_ids AS text[])), :node, extract(epoch from clock_timestamp()) "
+                   "ON CONFLICT (event_id) DO NOTHING")
 _PURGE_SQL = "DELETE FROM rtmbot_events WHERE seen_at < extract(epoch from clock_timestamp()) - :keep"
 _PROBE_SQL = "SELECT 1 FROM rtmbot_events LIMIT 1"
 
@@ -323,7 +324,7 @@ class ClaimWorker:
         self._post(ClaimAnswer(ticket, row is not None))
 
     def _claim_late(self, event_ids: tuple[str, ...]) -> None:
-        self._connection().execute(self._late_sql, [{"event_id": e, "node": self.node} for e in event_ids])
+        self._connection().execute(self._late_sql, {"event_ids": list(event_ids), "node": self.node})
         log.debug("event claims: %d event id(s) handled unchecked claimed afterwards", len(event_ids))
 
     def _purge(self) -> None:
