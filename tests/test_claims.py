@@ -12,6 +12,7 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
+from rtmbotd.cluster import claims as claims_module
 from rtmbotd.cluster.claims import (KEEP_FOR, UNCHECKED_KEPT, ClaimAnswer, ClaimQueue, ClaimsDown, ClaimsUp,
                                     ClaimWorker, EventClaims, claims_engine)
 from rtmbotd.slack.protocol import Event
@@ -217,18 +218,53 @@ def test_a_late_claim_writes_the_ids_and_leaves_another_nodes_alone(cluster_url,
     assert posted_b.next(ClaimAnswer) == ClaimAnswer(2, False)
 
 
-def test_rows_older_than_an_hour_are_deleted_by_any_node(cluster_url, workers):
-    engine = create_engine(resolve_url(cluster_url), isolation_level="AUTOCOMMIT")
+def purging(url: str, workers, rows_sql: str) -> tuple[ClaimWorker, Posted]:
+    """Rows inserted (`rows_sql`, `:age` an age past KEEP_FOR), then a worker started: it purges at once."""
+    engine = create_engine(resolve_url(url), isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(text("INSERT INTO rtmbot_events VALUES ('EvOLD', 'gone', extract(epoch from now()) - :age), "
-                          "('EvNEW', 'gone', extract(epoch from now()) - 60)"), {"age": KEEP_FOR + 60})
+        conn.execute(text("INSERT INTO rtmbot_events " + rows_sql), {"age": KEEP_FOR + 60})
     engine.dispose()
-    worker, posted = workers(cluster_url, "node-a")
+    worker, posted = workers(url, "node-a")
     posted.next(ClaimsUp)
+    return worker, posted
+
+
+def test_rows_older_than_an_hour_are_deleted_by_any_node(cluster_url, workers):
+    worker, posted = purging(cluster_url, workers, "VALUES ('EvOLD', 'gone', extract(epoch from now()) - :age), "
+                                                   "('EvNEW', 'gone', extract(epoch from now()) - 60)")
     wait_until(lambda: "EvOLD" not in rows(cluster_url), T, "the old row deleted")
     assert "EvNEW" in rows(cluster_url)
     worker.claim(1, "EvOLD")              # forgotten: a very late retry is handled again
     assert posted.next(ClaimAnswer) == ClaimAnswer(1, True)
+
+
+def test_a_backlog_of_old_rows_is_purged_in_batches_one_after_another(cluster_url, workers, monkeypatch):
+    monkeypatch.setattr(claims_module, "PURGE_BATCH", 2)
+    purging(cluster_url, workers, "SELECT 'EvOLD' || n, 'gone', extract(epoch from now()) - :age "
+                                  "FROM generate_series(1, 5) AS n")
+    # (all five within T, less than PURGE_EVERY: the batches after a full one come a second apart)
+    wait_until(lambda: not rows(cluster_url), T, "every old row deleted, two at a time")
+
+
+def test_a_purge_skips_rows_another_node_is_deleting_and_never_opens_the_breaker(cluster_url, workers):
+    """Every node purges once a minute: one waiting on another's row locks must not run into
+    its statement_timeout, which took the worker down and sent the next events unchecked."""
+    engine = create_engine(resolve_url(cluster_url))
+    try:
+        with engine.connect() as other:            # another node's purge, in the middle of its DELETE
+            other.execute(text("INSERT INTO rtmbot_events VALUES ('EvOLD', 'gone', extract(epoch from now()) - :age),"
+                               " ('EvOLD2', 'gone', extract(epoch from now()) - :age)"), {"age": KEEP_FOR + 60})
+            other.commit()
+            other.execute(text("SELECT 1 FROM rtmbot_events WHERE event_id = 'EvOLD' FOR UPDATE"))
+            worker, posted = workers(cluster_url, "node-a")          # purges at once
+            posted.next(ClaimsUp)
+            wait_until(lambda: "EvOLD2" not in rows(cluster_url), T, "the unlocked old row deleted")
+            worker.claim(1, "EvNEW")
+            assert posted.next(ClaimAnswer) == ClaimAnswer(1, True)
+            assert not [item for item in posted.seen if isinstance(item, ClaimsDown)]
+            other.rollback()
+    finally:
+        engine.dispose()
 
 
 def test_without_the_table_claims_go_unchecked_and_resume_once_it_is_there(pg_schema_url, workers):  # noqa: F811

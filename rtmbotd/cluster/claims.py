@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 CLAIM_TIMEOUT = 1.0     # s an event waits for its claim before it is dispatched unchecked
 RETRY_EVERY = 2.0       # s between the worker's tries to reach PostgreSQL again after a failure
 PURGE_EVERY = 60.0      # s between deletions of old rows (by any node)
+PURGE_BATCH = 5000      # rows one purge statement deletes at most; a full batch: the next one a second later
 KEEP_FOR = 3600.0       # s a claimed event_id is kept (Slack's last retry comes after ~5 min)
 CONNECT_TIMEOUT = 2     # s; libpq's minimum that means anything
 UNCHECKED_KEPT = 10000  # event_ids dispatched unchecked, claimed once PostgreSQL answers (memory bound)
@@ -49,7 +50,9 @@ _CLAIM_SQL = ("INSERT INTO rtmbot_events (event_id, node, seen_at) "
 _LATE_CLAIM_SQL = ("INSERT INTO rtmbot_events (event_id, node, seen_at) "    # one statement for them all
                    "SELECT unnest(CAST(:event_ids AS text[])), :node, extract(epoch from clock_timestamp()) "
                    "ON CONFLICT (event_id) DO NOTHING")
-_PURGE_SQL = "DELETE FROM rtmbot_events WHERE seen_at < extract(epoch from clock_timestamp()) - :keep"
+# In batches, skipping rows another node's purge holds: never a wait into statement_timeout.
+_PURGE_SQL = ("DELETE FROM rtmbot_events WHERE event_id IN (SELECT event_id FROM rtmbot_events "
+              "WHERE seen_at < extract(epoch from clock_timestamp()) - :keep LIMIT :batch FOR UPDATE SKIP LOCKED)")
 _PROBE_SQL = "SELECT 1 FROM rtmbot_events LIMIT 1"
 
 
@@ -286,7 +289,8 @@ class ClaimWorker:
                     self._attempt(self._reconnect)
                 elif not self._down and now >= purge_at:
                     purge_at = now + PURGE_EVERY
-                    self._attempt(self._purge)
+                    if self._attempt(self._purge):
+                        purge_at = now + 1.0
                 wait = (self._retry_at if self._down else purge_at) - self._clock()
                 try:
                     request = self._requests.get(timeout=max(0.0, wait))
@@ -327,21 +331,25 @@ class ClaimWorker:
         self._connection().execute(self._late_sql, {"event_ids": list(event_ids), "node": self.node})
         log.debug("event claims: %d event id(s) handled unchecked claimed afterwards", len(event_ids))
 
-    def _purge(self) -> None:
-        deleted = self._connection().execute(self._purge_sql, {"keep": KEEP_FOR}).rowcount
+    def _purge(self) -> bool:
+        """One batch of old rows; True when it was full (more may be left)."""
+        deleted = self._connection().execute(self._purge_sql, {"keep": KEEP_FOR, "batch": PURGE_BATCH}).rowcount
         if deleted:
             log.debug("event claims: %d event id(s) older than %.0f s deleted", deleted, KEEP_FOR)
+        return deleted >= PURGE_BATCH
 
     def _reconnect(self) -> None:
         self._connection().execute(self._probe_sql).first()
         self._down = False
         self._post(ClaimsUp())
 
-    def _attempt(self, step: Callable[[], None]) -> None:
+    def _attempt(self, step: Callable[[], Any]) -> Any:
+        """`step()`'s result; None when it failed (the worker is down then)."""
         try:
-            step()
+            return step()
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
+            return None
 
     def _failed(self, exc: Exception) -> None:
         self._disconnect()
