@@ -235,3 +235,30 @@ def test_a_stalled_postgresql_costs_an_event_one_second_not_its_answer(cluster, 
     [resumed] = event_ids(fake, "echo resumed")
     wait_until(lambda: resumed in cluster.claimed(), T, "claims written again")
     assert cluster.alive()
+
+
+def test_rtm_claims_nothing_and_a_reload_to_socket_mode_starts_the_claims(fake, pg, tmp_path):  # noqa: F811
+    """Over RTM only the leader connects: no claims thread or connection (nor an `event dedup
+    off` in STATUS while PostgreSQL is away); a reload to Socket Mode starts them."""
+    c = Cluster(tmp_path, fake, pg.new_database(), n=1, mode="rtm", plugins={"echo": ECHO},
+                settings={"echo": {"node": "n1"}})
+    try:
+        node = c.start()["n1"]
+        c.wait_leader()
+        fake.wait_for_connections(1, "rtm", timeout=T)
+        backends = f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() " \
+                   f"AND application_name = 'rtmbotd-claims n1'"
+        assert node.say("echo over rtm") == ["n1: over rtm"]
+        assert pg.query(c.store_url, backends)[0][0] == 0
+        node.settings.update({"SLACK_APP_TOKEN": "xapp-e2e", "CONNECTION": "socket_mode"})
+        node.write_config()
+        node.signal(signal.SIGHUP)
+        fake.wait_for_connections(1, "socket_mode", timeout=T)
+        wait_until(lambda: pg.query(c.store_url, backends)[0][0] == 1, T, "the claims connection")
+        fake.message("echo over socket mode")
+        wait_until(lambda: "n1: over socket mode" in [m["text"] for m in fake.sent_messages()], T, "the answer")
+        [event_id] = event_ids(fake, "echo over socket mode")
+        wait_until(lambda: pg.query(c.store_url, f"SELECT node FROM rtmbot_events WHERE event_id = '{event_id}'")
+                   == [("n1",)], T, "its claim")
+    finally:
+        c.stop()
