@@ -179,7 +179,7 @@ class Daemon:
         self._early_signals.clear()
         if self.notifier.watchdog_interval:
             self._watchdog_at = self.clock()     # systemd's watchdog runs from exec, not READY
-        if self.config.cluster:
+        if self.config.cluster and self.config.connection == "socket_mode":   # RTM: the leader's link only
             self._start_claims()
         self._build(self.config.path)
         self.inbox.start()
@@ -447,6 +447,8 @@ class Daemon:
             log.warning("STORE_URL / STORE_SYNCHRONOUS changed: takes effect at the next restart")
         if (config.cluster, config.node_name) != (self.config.cluster, self.config.node_name):
             log.warning("CLUSTER / NODE_NAME changed: takes effect at the next restart")
+        if self.config.cluster and config.connection == "socket_mode" and self.claims is None:
+            self._start_claims()          # cluster: reloaded from RTM to Socket Mode
         if self.cluster:
             self.cluster.coordinator.update(plugins=tuple(sorted(plugins.plugins)))
         self.config = config

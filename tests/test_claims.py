@@ -12,8 +12,9 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
-from rtmbotd.cluster.claims import (ClaimAnswer, ClaimQueue, ClaimsDown, ClaimsUp, ClaimWorker, EventClaims,
-                                    KEEP_FOR, claims_engine)
+from rtmbotd.cluster import claims as claims_module
+from rtmbotd.cluster.claims import (KEEP_FOR, UNCHECKED_KEPT, ClaimAnswer, ClaimQueue, ClaimsDown, ClaimsUp,
+                                    ClaimWorker, EventClaims, claims_engine)
 from rtmbotd.slack.protocol import Event
 from rtmbotd.store import Store
 from rtmbotd.store.url import resolve_url
@@ -31,12 +32,16 @@ class Sent:
     def __init__(self) -> None:
         self.claims: list[tuple[int, str]] = []
         self.probes = 0
+        self.late: list[list[str]] = []
 
     def claim(self, ticket: int, event_id: str) -> None:
         self.claims.append((ticket, event_id))
 
     def probe(self) -> None:
         self.probes += 1
+
+    def claim_late(self, event_ids: list[str]) -> None:
+        self.late.append(event_ids)
 
 
 @pytest.fixture
@@ -46,7 +51,7 @@ def sent() -> Sent:
 
 @pytest.fixture
 def q(sent: Sent) -> ClaimQueue:
-    return ClaimQueue(sent.claim, sent.probe, timeout=1.0)
+    return ClaimQueue(sent.claim, sent.probe, timeout=1.0, late=sent.claim_late)
 
 
 # -- the loop's queue -------------------------------------------------------------------------
@@ -97,6 +102,29 @@ def test_a_failed_claim_dispatches_and_opens_the_breaker_until_the_worker_is_bac
     q.worker_up()
     q.worker_down(ClaimsDown("refused"))
     assert q.admit(event(3), now=0.2) == [event(3)] and len(sent.claims) == 1
+
+
+def test_events_dispatched_unchecked_are_claimed_once_the_worker_is_back(q, sent):
+    q.admit(event(1), now=0.0)
+    q.admit(event(2), now=0.5)
+    assert q.tick(1.0) == [event(1)]                                  # no answer in time
+    q.answered(ClaimAnswer(sent.claims[1][0], None, "OperationalError: gone"))   # failed
+    q.admit(event(3), now=1.2)                                        # the breaker is open
+    q.admit(event(4, event_id=None), now=1.3)                         # nothing to claim
+    assert sent.late == []
+    q.worker_up()
+    assert sent.late == [["Ev1", "Ev2", "Ev3"]]
+    q.worker_up()                                                     # once
+    assert len(sent.late) == 1
+
+
+def test_the_ids_kept_for_a_late_claim_are_bounded(q, sent):
+    q.worker_down(ClaimsDown("refused"))
+    for n in range(UNCHECKED_KEPT + 5):
+        q.admit(event(n), now=0.0)
+    q.worker_up()
+    [late] = sent.late
+    assert len(late) == UNCHECKED_KEPT and late[-1] == f"Ev{UNCHECKED_KEPT + 4}"
 
 
 def test_flush_hands_over_everything_waiting(q, sent):
@@ -155,11 +183,17 @@ def rows(url: str) -> dict[str, tuple[str, float]]:
         engine.dispose()
 
 
-def test_one_event_id_is_taken_by_exactly_one_node(cluster_url, workers):
-    a, posted_a = workers(cluster_url, "node-a")
-    b, posted_b = workers(cluster_url, "node-b")
+def two_nodes(url: str, workers) -> tuple[ClaimWorker, Posted, ClaimWorker, Posted]:
+    """Workers of node-a and node-b, both connected."""
+    a, posted_a = workers(url, "node-a")
+    b, posted_b = workers(url, "node-b")
     posted_a.next(ClaimsUp)
     posted_b.next(ClaimsUp)
+    return a, posted_a, b, posted_b
+
+
+def test_one_event_id_is_taken_by_exactly_one_node(cluster_url, workers):
+    a, posted_a, b, posted_b = two_nodes(cluster_url, workers)
     a.claim(1, "EvSAME")
     assert posted_a.next(ClaimAnswer) == ClaimAnswer(1, True)
     b.claim(7, "EvSAME")
@@ -173,18 +207,64 @@ def test_one_event_id_is_taken_by_exactly_one_node(cluster_url, workers):
     assert all(abs(s - time.time()) < 600 for _, s in found.values())     # Unix seconds (PostgreSQL's clock)
 
 
-def test_rows_older_than_an_hour_are_deleted_by_any_node(cluster_url, workers):
-    engine = create_engine(resolve_url(cluster_url), isolation_level="AUTOCOMMIT")
+def test_a_late_claim_writes_the_ids_and_leaves_another_nodes_alone(cluster_url, workers):
+    a, posted_a, b, posted_b = two_nodes(cluster_url, workers)
+    b.claim(1, "EvB")
+    posted_b.next(ClaimAnswer)
+    a.late(["EvA1", "EvB", "EvA2"])              # handled unchecked by node-a during an outage
+    wait_until(lambda: {"EvA1", "EvA2"} <= set(rows(cluster_url)), T, "the late claims written")
+    assert {e: n for e, (n, _) in rows(cluster_url).items()} == {"EvA1": "node-a", "EvA2": "node-a", "EvB": "node-b"}
+    b.claim(2, "EvA1")                           # Slack's retry of it, on another node
+    assert posted_b.next(ClaimAnswer) == ClaimAnswer(2, False)
+
+
+def purging(url: str, workers, rows_sql: str) -> tuple[ClaimWorker, Posted]:
+    """Rows inserted (`rows_sql`, `:age` an age past KEEP_FOR), then a worker started: it purges at once."""
+    engine = create_engine(resolve_url(url), isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(text("INSERT INTO rtmbot_events VALUES ('EvOLD', 'gone', extract(epoch from now()) - :age), "
-                          "('EvNEW', 'gone', extract(epoch from now()) - 60)"), {"age": KEEP_FOR + 60})
+        conn.execute(text("INSERT INTO rtmbot_events " + rows_sql), {"age": KEEP_FOR + 60})
     engine.dispose()
-    worker, posted = workers(cluster_url, "node-a")
+    worker, posted = workers(url, "node-a")
     posted.next(ClaimsUp)
+    return worker, posted
+
+
+def test_rows_older_than_an_hour_are_deleted_by_any_node(cluster_url, workers):
+    worker, posted = purging(cluster_url, workers, "VALUES ('EvOLD', 'gone', extract(epoch from now()) - :age), "
+                                                   "('EvNEW', 'gone', extract(epoch from now()) - 60)")
     wait_until(lambda: "EvOLD" not in rows(cluster_url), T, "the old row deleted")
     assert "EvNEW" in rows(cluster_url)
     worker.claim(1, "EvOLD")              # forgotten: a very late retry is handled again
     assert posted.next(ClaimAnswer) == ClaimAnswer(1, True)
+
+
+def test_a_backlog_of_old_rows_is_purged_in_batches_one_after_another(cluster_url, workers, monkeypatch):
+    monkeypatch.setattr(claims_module, "PURGE_BATCH", 2)
+    purging(cluster_url, workers, "SELECT 'EvOLD' || n, 'gone', extract(epoch from now()) - :age "
+                                  "FROM generate_series(1, 5) AS n")
+    # (all five within T, less than PURGE_EVERY: the batches after a full one come a second apart)
+    wait_until(lambda: not rows(cluster_url), T, "every old row deleted, two at a time")
+
+
+def test_a_purge_skips_rows_another_node_is_deleting_and_never_opens_the_breaker(cluster_url, workers):
+    """Every node purges once a minute: one waiting on another's row locks must not run into
+    its statement_timeout, which took the worker down and sent the next events unchecked."""
+    engine = create_engine(resolve_url(cluster_url))
+    try:
+        with engine.connect() as other:            # another node's purge, in the middle of its DELETE
+            other.execute(text("INSERT INTO rtmbot_events VALUES ('EvOLD', 'gone', extract(epoch from now()) - :age),"
+                               " ('EvOLD2', 'gone', extract(epoch from now()) - :age)"), {"age": KEEP_FOR + 60})
+            other.commit()
+            other.execute(text("SELECT 1 FROM rtmbot_events WHERE event_id = 'EvOLD' FOR UPDATE"))
+            worker, posted = workers(cluster_url, "node-a")          # purges at once
+            posted.next(ClaimsUp)
+            wait_until(lambda: "EvOLD2" not in rows(cluster_url), T, "the unlocked old row deleted")
+            worker.claim(1, "EvNEW")
+            assert posted.next(ClaimAnswer) == ClaimAnswer(1, True)
+            assert not [item for item in posted.seen if isinstance(item, ClaimsDown)]
+            other.rollback()
+    finally:
+        engine.dispose()
 
 
 def test_without_the_table_claims_go_unchecked_and_resume_once_it_is_there(pg_schema_url, workers):  # noqa: F811
@@ -219,6 +299,20 @@ def test_the_engine_fails_fast(postgres_url):  # noqa: F811
             assert conn.exec_driver_sql("SHOW search_path").scalar() == "x"
             assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
         assert engine.pool.size() == 1
+    finally:
+        engine.dispose()
+
+
+def test_the_coordinators_engine_keeps_the_urls_server_options(postgres_url):  # noqa: F811
+    """A STORE_URL's `options` (a schema of the bot's own: -csearch_path) hold for the
+    cluster's own connections too, or heartbeat and lease go to another schema's tables
+    than the outbox's (its rows then "belong to another process")."""
+    from rtmbotd.cluster.coordinator import STATEMENT_TIMEOUT, make_engine
+    engine = make_engine(resolve_url(postgres_url + "?options=-csearch_path%3Dx"))
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW search_path").scalar() == "x"
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == f"{STATEMENT_TIMEOUT:g}s"
     finally:
         engine.dispose()
 

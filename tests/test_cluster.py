@@ -132,11 +132,8 @@ def test_the_name_lock_refuses_a_second_live_holder_and_goes_with_its_connection
                 assert not registry.lock_name(b, "n1")
                 assert registry.lock_name(b, "n2")
             a.invalidate()                   # the holder's connection is gone (kill -9)
-
-        def free_again() -> bool:            # its backend ends (and frees the lock) a moment later
-            with other.connect() as b:
-                return registry.lock_name(b, "n1")
-        wait_until(free_again, 30, "the name lock to go with its holder's connection")
+        with other.connect() as b:           # its backend ends (and frees the lock) a moment later
+            wait_until(lambda: registry.lock_name(b, "n1"), 30, "the lock freed with its connection")
     finally:
         engine.dispose()
         other.dispose()

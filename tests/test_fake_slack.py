@@ -400,6 +400,21 @@ def test_socket_mode_redelivers_once_after_ack_timeout(fake):
     assert left["envelope_id"] == first["envelope_id"] and left["timed_out"] is True
 
 
+def test_an_unacked_slash_command_or_interactive_payload_is_not_retried(fake):
+    """Slack retries Events API envelopes only: a slash command or an interactive payload
+    left unacked fails for the user, it never comes again (so it needs no event_id claim)."""
+    fake.ack_timeout = 0.2
+    with open_socket_mode(fake) as (ws, _):
+        fake.push_slash_command("/deploy", "prod")
+        assert recv_json(ws)["type"] == "slash_commands"
+        fake.push_interactive({"type": "block_actions", "actions": [{"action_id": "go"}]})
+        assert recv_json(ws)["type"] == "interactive"
+        fake.wait_until(lambda: sum(u["timed_out"] for u in fake.unacked()) >= 2, timeout=T)
+        fake.message("next")                    # the next frame is this event, not a retry
+        assert recv_json(ws)["type"] == "events_api"
+    assert fake.redeliveries() == []
+
+
 def test_socket_mode_envelopes_round_robin(fake):
     with open_socket_mode(fake) as (a, _), open_socket_mode(fake) as (b, hello_b):
         assert hello_b["num_connections"] == 2

@@ -17,6 +17,8 @@ While PostgreSQL cannot answer (down, or no answer within `CLAIM_TIMEOUT`) event
 dispatched unchecked: replies stay available, a Slack retry landing on another node may
 be answered twice. The breaker keeps an outage from costing every event the timeout:
 no claim is sent until the worker, retrying every `RETRY_EVERY`, reaches the table again.
+The event_ids dispatched unchecked (the last `UNCHECKED_KEPT`) are claimed when it does,
+so Slack's later retries of them (for minutes) are not answered a second time.
 Events without an event_id (slash commands, interactive payloads) are not claimed:
 Slack never retries them under a shared id.
 """
@@ -37,13 +39,20 @@ log = logging.getLogger(__name__)
 CLAIM_TIMEOUT = 1.0     # s an event waits for its claim before it is dispatched unchecked
 RETRY_EVERY = 2.0       # s between the worker's tries to reach PostgreSQL again after a failure
 PURGE_EVERY = 60.0      # s between deletions of old rows (by any node)
+PURGE_BATCH = 5000      # rows one purge statement deletes at most; a full batch: the next one a second later
 KEEP_FOR = 3600.0       # s a claimed event_id is kept (Slack's last retry comes after ~5 min)
 CONNECT_TIMEOUT = 2     # s; libpq's minimum that means anything
+UNCHECKED_KEPT = 10000  # event_ids dispatched unchecked, claimed once PostgreSQL answers (memory bound)
 
 _CLAIM_SQL = ("INSERT INTO rtmbot_events (event_id, node, seen_at) "
               "VALUES (:event_id, :node, extract(epoch from clock_timestamp())) "
               "ON CONFLICT (event_id) DO NOTHING RETURNING 1")
-_PURGE_SQL = "DELETE FROM rtmbot_events WHERE seen_at < extract(epoch from clock_timestamp()) - :keep"
+_LATE_CLAIM_SQL = ("INSERT INTO rtmbot_events (event_id, node, seen_at) "    # one statement for them all
+                   "SELECT unnest(CAST(:event_ids AS text[])), :node, extract(epoch from clock_timestamp()) "
+                   "ON CONFLICT (event_id) DO NOTHING")
+# In batches, skipping rows another node's purge holds: never a wait into statement_timeout.
+_PURGE_SQL = ("DELETE FROM rtmbot_events WHERE event_id IN (SELECT event_id FROM rtmbot_events "
+              "WHERE seen_at < extract(epoch from clock_timestamp()) - :keep LIMIT :batch FOR UPDATE SKIP LOCKED)")
 _PROBE_SQL = "SELECT 1 FROM rtmbot_events LIMIT 1"
 
 
@@ -84,15 +93,18 @@ class _Waiting:
 class ClaimQueue:
     """Events in arrival order until each may be dispatched; owned by the loop.
 
-    `send(ticket, event_id)` hands a claim to the worker (never blocks). Each method
-    returns the events now due for dispatch, in order: an event waits for the ones
-    before it, so a plugin sees its events in the order Slack sent them.
+    `send(ticket, event_id)` hands a claim to the worker (never blocks); `late(event_ids)`
+    the ids dispatched unchecked, once the worker is back. Each method returns the events
+    now due for dispatch, in order: an event waits for the ones before it, so a plugin
+    sees its events in the order Slack sent them.
     """
 
     def __init__(self, send: Callable[[int, str], None], probe: Callable[[], None],
-                 timeout: float = CLAIM_TIMEOUT) -> None:
+                 timeout: float = CLAIM_TIMEOUT, late: Callable[[list[str]], None] | None = None) -> None:
         self._send = send
         self._probe = probe
+        self._late = late
+        self._unchecked: deque[str] = deque(maxlen=UNCHECKED_KEPT)
         self.timeout = timeout
         self._waiting: deque[_Waiting] = deque()
         self._by_ticket: dict[int, _Waiting] = {}
@@ -106,8 +118,11 @@ class ClaimQueue:
         """A new event (seen for the first time by this node)."""
         self._tickets += 1
         item = _Waiting(self._tickets, event, now + self.timeout)
-        if event.event_id is None or self.down is not None:
+        if event.event_id is None:
             item.verdict = True
+        elif self.down is not None:
+            item.verdict = True
+            self._unchecked.append(event.event_id)
         else:
             self._by_ticket[item.ticket] = item
             self._send(item.ticket, event.event_id)
@@ -121,6 +136,7 @@ class ClaimQueue:
         if answer.first is None:
             self._open(answer.error or "no answer")
             item.verdict = True
+            self._unchecked.append(item.event.event_id)
         else:
             item.verdict = answer.first
             if not answer.first:
@@ -136,6 +152,9 @@ class ClaimQueue:
         if self.down is not None:
             log.info("event claims: PostgreSQL answers again; Socket Mode events are checked cluster-wide again")
             self.down = None
+        if self._unchecked and self._late is not None:
+            self._late(list(self._unchecked))
+        self._unchecked.clear()
         return []
 
     def tick(self, now: float) -> list[Event]:
@@ -148,6 +167,7 @@ class ClaimQueue:
                 self._by_ticket.pop(item.ticket, None)
                 item.verdict = True
                 expired = True
+                self._unchecked.append(item.event.event_id)     # (its claim may still land: harmless)
         if expired:
             self._open(f"no answer within {self.timeout:g} s")
             self._probe()
@@ -193,6 +213,11 @@ _STOP = object()
 _PROBE = object()
 
 
+@dataclass(frozen=True)
+class _Late:
+    event_ids: tuple[str, ...]
+
+
 def claims_engine(url: Any, node: str = "") -> Any:
     """An engine of one connection for `url` (the store's resolved URL) that fails fast:
     short connect timeout, TCP keepalives and user timeout, statement_timeout.
@@ -201,16 +226,16 @@ def claims_engine(url: Any, node: str = "") -> Any:
     a claim instead of 5-6 ms on a busy disk; a PostgreSQL crash can forget the claims of
     its last moment, so a retry of those may be answered twice, as during an outage."""
     from sqlalchemy import create_engine
-    options = [url.query["options"]] if isinstance(url.query.get("options"), str) else []
-    options.append(f"-c statement_timeout={int(CLAIM_TIMEOUT * 1000)}")
-    options.append("-c synchronous_commit=off")
-    connect_args = {"options": " ".join(options), "keepalives": 1, "keepalives_idle": 2,
+
+    from rtmbotd.store.url import server_options
+    bare, options = server_options(url, f"-c statement_timeout={int(CLAIM_TIMEOUT * 1000)}",
+                                   "-c synchronous_commit=off")
+    connect_args = {"options": options, "keepalives": 1, "keepalives_idle": 2,
                     "keepalives_interval": 1, "keepalives_count": 2, "tcp_user_timeout": 3000,
                     "application_name": f"rtmbotd-claims {node}".strip()[:63]}   # in pg_stat_activity
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT
-    return create_engine(url.difference_update_query(["options"]), connect_args=connect_args,
-                         pool_size=1, max_overflow=0, pool_pre_ping=False)
+    return create_engine(bare, connect_args=connect_args, pool_size=1, max_overflow=0, pool_pre_ping=False)
 
 
 class ClaimWorker:
@@ -241,6 +266,10 @@ class ClaimWorker:
     def probe(self) -> None:
         self._requests.put(_PROBE)
 
+    def late(self, event_ids: list[str]) -> None:
+        """Claim ids already dispatched unchecked (their answer does not matter any more)."""
+        self._requests.put(_Late(tuple(event_ids)))
+
     def close(self, timeout: float = 2.0) -> None:
         self._requests.put(_STOP)
         self._thread.join(timeout)
@@ -249,6 +278,7 @@ class ClaimWorker:
     def _run(self) -> None:
         from sqlalchemy import text
         self._claim_sql, self._purge_sql, self._probe_sql = text(_CLAIM_SQL), text(_PURGE_SQL), text(_PROBE_SQL)
+        self._late_sql = text(_LATE_CLAIM_SQL)
         self._engine = claims_engine(self.url, self.node)
         self._attempt(self._reconnect)        # connected before the first event needs it
         purge_at = self._clock()
@@ -259,7 +289,8 @@ class ClaimWorker:
                     self._attempt(self._reconnect)
                 elif not self._down and now >= purge_at:
                     purge_at = now + PURGE_EVERY
-                    self._attempt(self._purge)
+                    if self._attempt(self._purge):
+                        purge_at = now + 1.0
                 wait = (self._retry_at if self._down else purge_at) - self._clock()
                 try:
                     request = self._requests.get(timeout=max(0.0, wait))
@@ -270,6 +301,9 @@ class ClaimWorker:
                 if request is _PROBE:
                     if not self._down:
                         self._attempt(self._reconnect)
+                elif isinstance(request, _Late):
+                    if not self._down:
+                        self._attempt(lambda: self._claim_late(request.event_ids))
                 else:
                     self._claim(*request)
         finally:
@@ -293,21 +327,29 @@ class ClaimWorker:
             return
         self._post(ClaimAnswer(ticket, row is not None))
 
-    def _purge(self) -> None:
-        deleted = self._connection().execute(self._purge_sql, {"keep": KEEP_FOR}).rowcount
+    def _claim_late(self, event_ids: tuple[str, ...]) -> None:
+        self._connection().execute(self._late_sql, {"event_ids": list(event_ids), "node": self.node})
+        log.debug("event claims: %d event id(s) handled unchecked claimed afterwards", len(event_ids))
+
+    def _purge(self) -> bool:
+        """One batch of old rows; True when it was full (more may be left)."""
+        deleted = self._connection().execute(self._purge_sql, {"keep": KEEP_FOR, "batch": PURGE_BATCH}).rowcount
         if deleted:
             log.debug("event claims: %d event id(s) older than %.0f s deleted", deleted, KEEP_FOR)
+        return deleted >= PURGE_BATCH
 
     def _reconnect(self) -> None:
         self._connection().execute(self._probe_sql).first()
         self._down = False
         self._post(ClaimsUp())
 
-    def _attempt(self, step: Callable[[], None]) -> None:
+    def _attempt(self, step: Callable[[], Any]) -> Any:
+        """`step()`'s result; None when it failed (the worker is down then)."""
         try:
-            step()
+            return step()
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
+            return None
 
     def _failed(self, exc: Exception) -> None:
         self._disconnect()
@@ -341,7 +383,7 @@ class EventClaims(ClaimQueue):
     def __init__(self, url: Any, node: str, post_threadsafe: Callable[[Any], None],
                  timeout: float = CLAIM_TIMEOUT) -> None:
         self.worker = ClaimWorker(url, node, post_threadsafe)
-        super().__init__(self.worker.claim, self.worker.probe, timeout)
+        super().__init__(self.worker.claim, self.worker.probe, timeout, late=self.worker.late)
         self.worker.start()
 
     def handle(self, item: ClaimAnswer | ClaimsDown | ClaimsUp) -> list[Event]:

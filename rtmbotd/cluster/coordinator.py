@@ -91,10 +91,12 @@ class ForeignNode:
 def make_engine(url: Any) -> Any:
     """An engine of one connection for the coordinator: short timeouts, TCP keepalives."""
     from sqlalchemy import create_engine
+
+    from rtmbotd.store.url import server_options
+    url, options = server_options(url, f"-c statement_timeout={int(STATEMENT_TIMEOUT * 1000)}",
+                                  f"-c lock_timeout={int(STATEMENT_TIMEOUT * 1000)}")   # after the URL's own
     connect_args = {"connect_timeout": CONNECT_TIMEOUT, "keepalives": 1, "keepalives_idle": 2,
-                    "keepalives_interval": 1, "keepalives_count": 3,
-                    "options": f"-c statement_timeout={int(STATEMENT_TIMEOUT * 1000)} "
-                               f"-c lock_timeout={int(STATEMENT_TIMEOUT * 1000)}"}
+                    "keepalives_interval": 1, "keepalives_count": 3, "options": options}
     if url.get_backend_name() == "postgresql" and "psycopg" in url.drivername:
         connect_args["tcp_user_timeout"] = int(STATEMENT_TIMEOUT * 1000)
     return create_engine(url, pool_size=1, max_overflow=0, isolation_level="AUTOCOMMIT",

@@ -28,7 +28,7 @@ from rtmbotd.store.errors import (StoreBusyError, StoreCorruptError, StoreError,
                                   filesystem_problem, is_transient, translate)
 from rtmbotd.store.schema import (MIGRATIONS, Migration, compatible_from, newest, refuse_newer, stored_version,
                                   upgrade)
-from rtmbotd.store.url import SYNCHRONOUS_LEVELS, display_url, sqlite_path
+from rtmbotd.store.url import SYNCHRONOUS_LEVELS, display_url, server_options, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -246,15 +246,15 @@ class PostgresBackend(Backend):
 
     def __init__(self, url: URL, synchronous: str, lock_timeout: float) -> None:
         # Server settings travel in libpq's `options`, merged with any the URL gives.
-        options = [url.query.get("options", "")] if isinstance(url.query.get("options"), str) else []
-        options.append(f"-c lock_timeout={int(lock_timeout * 1000)}")
+        settings = [f"-c lock_timeout={int(lock_timeout * 1000)}"]
         if synchronous == "OFF":
-            options.append("-c synchronous_commit=off")
-        connect_args: dict[str, object] = {"options": " ".join(o for o in options if o)}
+            settings.append("-c synchronous_commit=off")
+        bare, options = server_options(url, *settings)
+        connect_args: dict[str, object] = {"options": options}
         if "connect_timeout" not in url.query:
             # libpq waits forever by default: a host that drops packets would hang the start.
             connect_args["connect_timeout"] = CONNECT_TIMEOUT
-        engine = create_engine(url.difference_update_query(["options"]), connect_args=connect_args,
+        engine = create_engine(bare, connect_args=connect_args,
                                pool_size=5, max_overflow=20, pool_timeout=lock_timeout, pool_pre_ping=True)
         super().__init__(url, engine, lock_timeout)
         self.synchronous = synchronous

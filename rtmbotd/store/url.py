@@ -86,3 +86,12 @@ def display_url(url: URL) -> str:
     if shown.database:   # a path that is not UTF-8 (surrogate-escaped) cannot be %-quoted
         shown = shown._replace(database=os.fsencode(shown.database).decode("utf-8", "replace"))
     return shown.render_as_string(hide_password=False)
+
+
+def server_options(url: URL, *settings: str) -> tuple[URL, str]:
+    """`url` without libpq's `options` query, and those options with `settings` appended:
+    for `connect_args={"options": ...}`, which would otherwise replace the URL's own
+    (a STORE_URL's `-csearch_path` must hold on every connection the daemon opens)."""
+    given = url.query.get("options")
+    options = [given] if isinstance(given, str) and given else []
+    return url.difference_update_query(["options"]), " ".join([*options, *settings])

@@ -3,26 +3,22 @@ on one fake Slack and a real PostgreSQL; every event is answered once cluster-wi
 when Slack retries it on another node's connection, a node is SIGSTOPped holding it, or
 PostgreSQL is stopped and started again.
 
-(A minimal local helper starts the nodes; the cluster core's tests/e2e/cluster_harness.py
-does the same for the leader tests.)
+The nodes and the server come from tests/e2e/cluster_harness.py: the cluster tests' own
+PostgreSQL server (`pg`), a fresh database per test, so stopping it disturbs no other test.
 """
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from rtmbotd.store.url import resolve_url
-from tests.e2e.harness import REPO, Rtmbotd, wait_until
-from tests.test_store import pg_schema_url, postgres_url  # noqa: F401  (fixtures)
+from tests.e2e.cluster_harness import Cluster
+from tests.e2e.harness import wait_until
+from tests.e2e.test_cluster_core import pg  # noqa: F401  (the cluster tests' PostgreSQL server)
 
-NODES = ("node1", "node2", "node3")
+NODES = ("n1", "n2", "n3")
 T = 60.0
 ECHO = """
 outputs = []
@@ -35,59 +31,43 @@ def process_message(data):
 TAKEN = r"already handled in the cluster"
 
 
-class Cluster:
-    """Three nodes of one bot, each in its own folder with its own config and log."""
+class EventsCluster(Cluster):
+    """The harness's cluster of echo nodes, with what these tests read of it."""
 
-    def __init__(self, tmp_path: Path, fake, store_url: str) -> None:
-        self.fake = fake
-        self.store_url = store_url
-        self.nodes: dict[str, Rtmbotd] = {}
-        for name in NODES:
-            folder = tmp_path / name
-            folder.mkdir()
-            self.nodes[name] = Rtmbotd(folder, fake, mode="socket_mode", plugins={"echo": ECHO}, settings={
-                "CLUSTER": True, "NODE_NAME": name, "STORE_URL": store_url, "DEBUG": True, "echo": {"node": name}})
+    def __init__(self, tmp_path, fake, pg) -> None:  # noqa: F811
+        super().__init__(tmp_path, fake, pg.new_database(), n=len(NODES), mode="socket_mode", plugins={"echo": ECHO},
+                         settings=lambda name: {"DEBUG": True, "echo": {"node": name}})
+        self.fake, self.pg = fake, pg
 
-    def start(self) -> "Cluster":
-        for node in self.nodes.values():
-            node.start()
+    def start(self) -> "EventsCluster":
+        super().start()
         self.fake.wait_for_connections(len(self.nodes), "socket_mode", timeout=T)
         return self
-
-    def stop(self) -> None:
-        for node in self.nodes.values():
-            if node.proc is not None and node.proc.poll() is None:
-                node.proc.send_signal(signal.SIGCONT)       # a stopped node cannot stop
-            node.stop()
 
     def answers(self) -> list[str]:
         return [m["text"] for m in self.fake.sent_messages()]
 
     def taken(self) -> int:
         """Events some node read and left alone: another node (or an earlier try) had them."""
-        return sum(node.log().count(TAKEN) for node in self.nodes.values())
+        return sum(node.log().count(TAKEN) for node in self.nodes)
 
     def alive(self) -> bool:
-        return all(node.proc.poll() is None for node in self.nodes.values())
+        return all(node.alive() for node in self.nodes)
 
     def claimed(self) -> dict[str, str]:
-        engine = create_engine(resolve_url(self.store_url))
-        try:
-            with engine.connect() as conn:
-                return dict(conn.execute(text("SELECT event_id, node FROM rtmbot_events")).all())
-        finally:
-            engine.dispose()
+        return dict(self.pg.query(self.store_url, "SELECT event_id, node FROM rtmbot_events"))
 
 
 @pytest.fixture
-def cluster(tmp_path, fake, pg_schema_url):  # noqa: F811
+def cluster(tmp_path, fake, pg):  # noqa: F811
     fake.echo_own_messages = False        # only the users' events travel (the bot's echoes are claimed too)
-    nodes = Cluster(tmp_path, fake, pg_schema_url)
+    nodes = EventsCluster(tmp_path, fake, pg)
     yield nodes
+    pg.start()           # a test that stopped it leaves it running for the next
     nodes.stop()
-    for name, node in nodes.nodes.items():
+    for node in nodes.nodes:
         if node.proc is not None and node.proc.returncode not in (0, None):
-            print(f"--- {name} ---\n{node.log()[-5000:]}")
+            print(f"--- {node.name} (exit {node.proc.returncode}):\n{node.log()[-5000:]}")
 
 
 def event_ids(fake, text: str) -> list[str]:
@@ -132,7 +112,7 @@ def test_events_spread_over_the_nodes_and_retries_on_other_nodes_are_answered_on
 
 def test_a_node_stopped_holding_an_envelope_does_not_answer_it_after_the_retry(cluster, fake):
     cluster.start()
-    stopped = cluster.nodes["node1"]
+    stopped = cluster["n1"]
     fake.ack_timeout = 2.0
     stopped.signal(signal.SIGSTOP)
     texts = [f"while stopped {n}" for n in range(3)]     # round robin: one of them reaches node1
@@ -141,7 +121,7 @@ def test_a_node_stopped_holding_an_envelope_does_not_answer_it_after_the_retry(c
     fake.wait_for_messages(len(texts), timeout=T)        # node1's one: retried on another node after 2 s
     [held] = [r for r in fake.redeliveries()]
     by_node = assert_answered_once(cluster.answers(), texts)
-    assert "node1" not in by_node
+    assert "n1" not in by_node
     [held_event] = [d["event_id"] for d in fake.deliveries() if d["envelope_id"] == held["envelope_id"]]
     first, retry = fake.deliveries(held_event)
     assert (first["retry_attempt"], retry["retry_attempt"]) == (0, 1) and first["connection"] != retry["connection"]
@@ -155,26 +135,9 @@ def test_a_node_stopped_holding_an_envelope_does_not_answer_it_after_the_retry(c
     assert cluster.alive()
 
 
-class PostgresServer:
-    """The test PostgreSQL, stopped and started with scripts/postgres-test-server (its own data dir)."""
-
-    def __init__(self, url: str) -> None:
-        self.env = dict(os.environ, RTMBOTD_PG_PORT=str(make_url(url).port or 5432))
-
-    def _run(self, *args: str) -> None:
-        subprocess.run(["bash", str(REPO / "scripts" / "postgres-test-server"), *args], env=self.env,
-                       check=True, capture_output=True, timeout=300)
-
-    def stop(self) -> None:
-        self._run("stop")
-
-    def start(self) -> None:
-        self._run()
-
-
 def test_postgresql_stopped_events_are_still_answered_and_claims_resume_once_it_is_back(
-        cluster, fake, postgres_url):  # noqa: F811
-    server = PostgresServer(postgres_url)
+        cluster, fake, pg):  # noqa: F811
+    server = pg
     cluster.start()
     fake.message("echo before")
     fake.wait_for_messages(1, timeout=T)
@@ -184,14 +147,14 @@ def test_postgresql_stopped_events_are_still_answered_and_claims_resume_once_it_
         for t in texts:
             fake.message("echo " + t)
         fake.wait_for_messages(1 + len(texts), timeout=T)         # unchecked, not lost
-        for node in cluster.nodes.values():
+        for node in cluster.nodes:
             wait_until(lambda: any("event dedup off (PostgreSQL unreachable)" in s for s in node.notify.statuses()),
                        T, "STATUS says the events are not checked")
             assert node.log().count("event claims: PostgreSQL unreachable") <= 1     # once per outage
         assert cluster.alive()
     finally:
         server.start()
-    for node in cluster.nodes.values():
+    for node in cluster.nodes:
         node.wait_log("event claims: PostgreSQL answers again", timeout=T)
     fake.message("echo back")
     fake.wait_for_messages(2 + len(texts), timeout=T)
@@ -201,19 +164,29 @@ def test_postgresql_stopped_events_are_still_answered_and_claims_resume_once_it_
     fake.redeliver(back)
     wait_until(lambda: cluster.taken() > taken, T, "the retry found claimed")
     assert_answered_once(cluster.answers(), ["before", *texts, "back"])
+
+    # The events answered unchecked during the outage are claimed once it is back: Slack's
+    # later retries of them (it retries for minutes) are not answered a second time.
+    during = [event_ids(fake, "echo " + t)[0] for t in texts]
+    wait_until(lambda: set(during) <= set(cluster.claimed()), T, "the outage's events claimed afterwards")
+    taken = cluster.taken()
+    for event_id in during:
+        fake.redeliver(event_id)
+    wait_until(lambda: cluster.taken() >= taken + len(during), T, "every late retry found claimed")
+    fake.message("echo last")
+    fake.wait_for_messages(3 + len(texts), timeout=T)
+    assert_answered_once(cluster.answers(), ["before", *texts, "back", "last"])
     assert cluster.alive()
-    for node in cluster.nodes.values():
+    for node in cluster.nodes:
         wait_until(lambda: "event dedup off" not in node.notify.statuses()[-1], T, "STATUS without it again")
 
 
-def stall_claims(store_url: str, names) -> list[int]:
+def stall_claims(cluster: EventsCluster, names) -> list[int]:
     """SIGSTOP the server processes of the nodes' claims connections (a stalled database)."""
-    engine = create_engine(resolve_url(store_url), isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE application_name = ANY(:names)"),
-                            {"names": [f"rtmbotd-claims {n}" for n in names]}).scalars().all()
-    engine.dispose()
-    assert len(pids) >= len(names)          # (a backend of an earlier test's node may still be leaving)
+    wanted = ", ".join(f"'rtmbotd-claims {n}'" for n in names)
+    pids = [pid for (pid,) in cluster.pg.query(cluster.store_url, "SELECT pid FROM pg_stat_activity WHERE "
+                                               f"datname = current_database() AND application_name IN ({wanted})")]
+    assert len(pids) == len(names), pids
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     return pids
@@ -225,10 +198,10 @@ def resume(pids: list[int]) -> None:
 
 
 def test_an_event_acked_while_its_claim_is_out_is_answered_by_a_stopping_node(cluster, fake):
-    del cluster.nodes["node2"], cluster.nodes["node3"]
+    cluster.nodes = cluster.nodes[:1]           # one node: n1
     cluster.start()
-    node = cluster.nodes["node1"]
-    pids = stall_claims(cluster.store_url, ["node1"])
+    node = cluster["n1"]
+    pids = stall_claims(cluster, ["n1"])
     try:
         fake.message("echo just before the stop")
         wait_until(lambda: fake.acks() and not fake.unacked(), T, "the envelope acked")
@@ -237,28 +210,55 @@ def test_an_event_acked_while_its_claim_is_out_is_answered_by_a_stopping_node(cl
         assert node.wait_exit(T) == 0
     finally:
         resume(pids)
-    assert cluster.answers() == ["node1: just before the stop"]
+    assert cluster.answers() == ["n1: just before the stop"]
 
 
 def test_a_stalled_postgresql_costs_an_event_one_second_not_its_answer(cluster, fake):
     """The claims connections' server processes SIGSTOPped (a stalled database): each node
     answers unchecked after the 1 s wait, the events after that at once; continued, claims resume."""
     cluster.start()
-    pids = stall_claims(cluster.store_url, NODES)
+    pids = stall_claims(cluster, NODES)
     try:
         texts = [f"stalled {n}" for n in range(6)]
         for t in texts:
             fake.message("echo " + t)
         fake.wait_for_messages(len(texts), timeout=T)
         assert_answered_once(cluster.answers(), texts)
-        for node in cluster.nodes.values():
+        for node in cluster.nodes:
             node.wait_log(r"event claims: PostgreSQL unreachable \(no answer within 1 s\)", timeout=T)
     finally:
         resume(pids)
-    for node in cluster.nodes.values():
+    for node in cluster.nodes:
         node.wait_log("event claims: PostgreSQL answers again", timeout=T)
     fake.message("echo resumed")
     fake.wait_for_messages(len(texts) + 1, timeout=T)
     [resumed] = event_ids(fake, "echo resumed")
     wait_until(lambda: resumed in cluster.claimed(), T, "claims written again")
     assert cluster.alive()
+
+
+def test_rtm_claims_nothing_and_a_reload_to_socket_mode_starts_the_claims(fake, pg, tmp_path):  # noqa: F811
+    """Over RTM only the leader connects: no claims thread or connection (nor an `event dedup
+    off` in STATUS while PostgreSQL is away); a reload to Socket Mode starts them."""
+    c = Cluster(tmp_path, fake, pg.new_database(), n=1, mode="rtm", plugins={"echo": ECHO},
+                settings={"echo": {"node": "n1"}})
+    try:
+        node = c.start()["n1"]
+        c.wait_leader()
+        fake.wait_for_connections(1, "rtm", timeout=T)
+        backends = f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() " \
+                   f"AND application_name = 'rtmbotd-claims n1'"
+        assert node.say("echo over rtm") == ["n1: over rtm"]
+        assert pg.query(c.store_url, backends)[0][0] == 0
+        node.settings.update({"SLACK_APP_TOKEN": "xapp-e2e", "CONNECTION": "socket_mode"})
+        node.write_config()
+        node.signal(signal.SIGHUP)
+        fake.wait_for_connections(1, "socket_mode", timeout=T)
+        wait_until(lambda: pg.query(c.store_url, backends)[0][0] == 1, T, "the claims connection")
+        fake.message("echo over socket mode")
+        wait_until(lambda: "n1: over socket mode" in [m["text"] for m in fake.sent_messages()], T, "the answer")
+        [event_id] = event_ids(fake, "echo over socket mode")
+        wait_until(lambda: pg.query(c.store_url, f"SELECT node FROM rtmbot_events WHERE event_id = '{event_id}'")
+                   == [("n1",)], T, "its claim")
+    finally:
+        c.stop()

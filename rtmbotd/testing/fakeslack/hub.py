@@ -363,8 +363,9 @@ class Hub:
     def _on_ack_timeout(self, envelope_id: str) -> None:
         self._ack_timers.pop(envelope_id, None)
         pending = self.journal.timed_out(envelope_id)
-        if pending is None or pending["retry_attempt"] >= 1 or envelope_id in self._retried:
-            return
+        if (pending is None or pending["type"] != "events_api" or pending["retry_attempt"] >= 1
+                or envelope_id in self._retried):
+            return                # Slack retries Events API envelopes only, never a slash command
         self._retried.add(envelope_id)
         self._spawn(self._retry(pending["envelope"], "timeout"))
 

@@ -145,6 +145,7 @@ class Journal:
             pending = self._pending.get(envelope_id)
             if pending is not None:
                 pending["timed_out"] = True
+                self._changed()          # a wait on `unacked()` sees it
             return pending
 
     def redelivered(self, envelope_id: str, retry_envelope_id: str | None, reason: str) -> None:
