@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import signal
-import time
 
 import pytest
 
@@ -80,10 +79,8 @@ def test_a_killed_nodes_queued_replies_are_delivered_once_each_by_the_others(clu
     dead.wait_exit()
     wait_until(lambda: rows_of(pg, c, "n1") == 0, 60, "n1's rows claimed by a live node")
     assert session_of(pg, c, "n1").startswith("claimed by n")
-    back = time.monotonic()
     fake.set_web_api_down(False)
-    fake.wait_for_messages(15, channel="C1GENERAL", timeout=30)
-    assert time.monotonic() - back < 30 + 5          # the issue's bound, with the wait's own slack
+    fake.wait_for_messages(15, channel="C1GENERAL", timeout=30)   # the issue's bound: 30 s after Slack is back
     wait_until(lambda: all(rows_of(pg, c, n.name) == 0 for n in c.nodes), 30, "every row deleted once delivered")
     assert_each_once_in_order(fake, ["n1", "n2", "n3"])
 
