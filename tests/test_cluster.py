@@ -10,7 +10,7 @@ from rtmbotd.cluster import registry
 from rtmbotd.cluster.coordinator import ClusterState, Coordinator, DuplicateNodeError, JobRuns, make_engine
 from rtmbotd.cluster.fencing import valid_until
 from rtmbotd.cluster.registry import NodeInfo
-from rtmbotd.cluster.timing import LEASE_TTL, NODE_TTL
+from rtmbotd.cluster.timing import LEASE_DEFER, LEASE_TTL, NODE_TTL
 from rtmbotd.runtime.scheduler import Scheduler
 from rtmbotd.store import Store
 from rtmbotd.store.url import resolve_url
@@ -154,6 +154,28 @@ def test_the_lease_is_taken_only_when_lapsed_and_each_new_holder_gets_a_new_epoc
             assert registry.take_lease(conn, "n1", "s1").holder == "n2"     # resumed: a follower
             registry.release(conn, "n2", "s2", stopped=False)
             assert registry.take_lease(conn, "n3", "s3").epoch == first.epoch + 2   # at once after a release
+    finally:
+        engine.dispose()
+
+
+def test_a_lapsed_lease_goes_to_the_older_live_node_first_a_newer_one_takes_it_after_the_deferral(url):
+    engine = make_engine(url)
+    lapse = "UPDATE rtmbot_lease SET expires_at = extract(epoch from clock_timestamp()) - :ago, session = :old"
+    try:
+        with engine.connect() as conn:
+            registry.register(conn, info("n1"), "s1")
+            registry.register(conn, info("n2"), "s0")
+            assert registry.take_lease(conn, "n2", "s0").holder == "n2"
+            registry.register(conn, info("n2"), "s2")        # n2 killed -9 and restarted at once
+            conn.execute(text("UPDATE rtmbot_nodes SET started_at = started_at + 100 WHERE name = 'n2'"))
+            conn.execute(text(lapse), {"ago": 0.1, "old": "s0"})
+            assert registry.take_lease(conn, "n2", "s2") == registry.LeaseRound(None, 1, None)   # n1 is older
+            taken = registry.take_lease(conn, "n1", "s1")
+            assert (taken.holder, taken.epoch) == ("n1", 2)
+            registry.release(conn, "n1", "s1", stopped=False)  # the holder resigning: n2 need not wait
+            assert registry.take_lease(conn, "n2", "s2").holder == "n2"
+            conn.execute(text(lapse), {"ago": LEASE_DEFER + 0.5, "old": "s9"})   # n1 live but not taking it
+            assert registry.take_lease(conn, "n2", "s2").epoch == 4                # nobody waits forever
     finally:
         engine.dispose()
 
