@@ -51,6 +51,44 @@ def test_a_job_runs_only_on_a_valid_lease_and_its_outputs_need_the_same_epoch():
     assert not node.job_fenced(None, 110.0)   # not a job
 
 
+def test_a_queued_job_output_goes_only_under_its_lease_and_is_dropped_once_it_is_gone():
+    from rtmbotd.cluster.node import ClusterNode
+    from rtmbotd.outbox.queue import Message
+    node = ClusterNode.__new__(ClusterNode)
+    node._job_outputs = {}
+    dropped = []
+
+    class Journal:
+        queued = {1: ["part1"], 2: ["part2"]}
+        holds = queued.__contains__
+
+        def drop(self, seqs):
+            return [p for seq in seqs for p in self.queued.pop(seq, [])]
+
+    class Outbox:
+        discard = dropped.extend
+
+    class Daemon:
+        cluster_state = ClusterState("leader", "n1", 7, lease_until=106.0, node_until=106.0)
+        journal, outbox = Journal(), Outbox()
+    node.daemon = Daemon()
+    fence = node.fence(lambda msg, now: True)
+    node.job_output(1, 7)
+    job, reply = Message(1, "C1", "tick", "ticker", tag=1), Message(2, "C1", "hi", "echo", tag=2)
+    assert fence(job, 105.0) and fence(reply, 105.0)
+    assert not fence(job, 106.5) and fence(reply, 106.5)        # resumed after SIGSTOP: the lease lapsed
+    lapsed = ClusterState("follower", None, 0, 107.0, 107.0, problem="PostgreSQL unreachable (x)")
+    node._drop_fenced_outputs(lapsed, 107.0)                     # unknown: held, not dropped
+    assert dropped == [] and node._job_outputs == {1: 7}
+    renewed = ClusterState("leader", "n1", 7, lease_until=114.0, node_until=114.0)
+    Daemon.cluster_state = renewed
+    node._drop_fenced_outputs(renewed, 108.0)
+    assert fence(job, 108.0) and dropped == []                 # the same lease again: it goes
+    Daemon.cluster_state = follows = ClusterState("follower", "n2", 0, 109.0, 115.0)
+    node._drop_fenced_outputs(follows, 109.0)
+    assert dropped == ["part1"] and node._job_outputs == {}      # another leads: dropped, never sent
+
+
 def test_status_words_name_the_own_role_first_and_follow_a_lapse_between_rounds():
     from rtmbotd.cluster.node import ClusterNode
     node = ClusterNode.__new__(ClusterNode)

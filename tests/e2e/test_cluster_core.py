@@ -204,6 +204,58 @@ def test_sigstop_of_the_leader_then_sigcont_runs_no_job_on_the_old_one(cluster, 
     assert old.alive()
 
 
+BURST = """
+outputs = []
+crontable = [[0.2, "burst"]]
+count = [0]
+
+def burst():
+    count[0] += 1
+    outputs.append([config["channel"], "burst %d from %s" % (count[0], config["node"])])
+"""
+
+
+def test_job_outputs_queued_when_the_leader_hung_are_not_sent_by_it_after_sigcont(cluster, fake, pg):
+    # RATE_LIMIT 1 and a job every 0.2 s: the leader's channel always has job outputs
+    # waiting, the newest not yet saved as rows (so no other node can claim them).
+    c = cluster(n=2, settings=lambda name: {"RATE_LIMIT": 1, "RATE_BURST": 1, "burst": {
+        "node": name, "channel": "C1GENERAL" if name == "n1" else "D1ALICE"}})
+    old, new = c["n1"], c["n2"]
+    for node in c.nodes:
+        node.write_plugin("burst", BURST)
+    old.start()
+    wait_until(lambda: old.role() == "leader", 60, lambda: old.status())
+    new.start()
+    assert c.wait_leader() is old
+
+    def bursts() -> list[str]:
+        return [m["text"] for m in fake.sent_messages("C1GENERAL") if m["text"].startswith("burst ")]
+    wait_until(lambda: len(bursts()) >= 3, 60, lambda: f"3 job outputs from n1: {bursts()}")
+    old.signal(signal.SIGSTOP)
+    wait_until(lambda: new.role() == "leader", 60, lambda: new.status())
+
+    def claimed_and_sent() -> bool:
+        [(session,)] = pg.query(c.store_url, "SELECT session FROM rtmbot_nodes WHERE name = 'n1'")
+        [(left,)] = pg.query(c.store_url, "SELECT count(*) FROM rtmbot_outbox_rows WHERE record LIKE '%from n1%'")
+        return session.startswith("claimed by") and left == 0
+    wait_until(claimed_and_sent, 90, lambda: "n1's saved job outputs claimed and sent by n2")
+    before = len(bursts())
+    seen = len(old.notify)
+    old.signal(signal.SIGCONT)
+    wait_until(lambda: any(s.startswith("follower (leader: n2)") for s in old.notify.statuses()[seen:]), 60,
+               lambda: f"n1 says it follows; it says {old.status()!r}")
+    pings = iter(range(1000))
+
+    def n1_answered() -> bool:     # its queue to C1GENERAL is FIFO: anything it held went first
+        if any(m["text"].startswith("ping ") and m["text"].endswith(" from n1") for m in fake.sent_messages("C1GENERAL")):
+            return True
+        fake.message(f"ping {next(pings)}", channel="C1GENERAL")
+        return False
+    wait_until(n1_answered, 90, "an answer from n1", interval=1.0)
+    assert bursts()[before:] == []          # the hung leader's queued job outputs: none sent after it continued
+    old.wait_log(r"queued job output\(s\) dropped: the lease they ran under is gone", timeout=30)
+
+
 # -- RTM: only the leader connects ------------------------------------------------------------------------
 
 
