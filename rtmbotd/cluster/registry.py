@@ -69,6 +69,21 @@ def lock_name(conn: Connection, name: str) -> bool:
                              {"ns": _NAME_LOCK_NAMESPACE, "key": _name_key(name)}).scalar())
 
 
+def evict_stale_holder(conn: Connection, name: str, wait: float = 2.0) -> bool:
+    """End the server process holding `name`'s lock when its node stopped heartbeating and
+    the connection has been idle for NODE_TTL: the host lost power or its network, and the
+    server, not told, would keep the lock for hours (TCP keepalive). True when one ended."""
+    return bool(conn.execute(text(
+        "SELECT bool_or(pg_terminate_backend(l.pid, CAST(:wait_ms AS bigint)))"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.pid <> pg_backend_pid()"
+        " AND l.classid = CAST(CAST(:ns AS bigint) AS oid) AND l.objid = CAST(CAST(:key AS bigint) AS oid)"
+        " AND a.state = 'idle' AND a.state_change < clock_timestamp() - make_interval(secs => :ttl)"
+        f" AND EXISTS (SELECT 1 FROM rtmbot_nodes WHERE name = :name AND heartbeat_at < {NOW} - :ttl)"),
+        {"ns": _NAME_LOCK_NAMESPACE, "key": _name_key(name) & 0xFFFFFFFF, "name": name, "ttl": NODE_TTL,
+         "wait_ms": int(wait * 1000)}).scalar())
+
+
 def register(conn: Connection, info: NodeInfo, session: str, role: str = "follower") -> float:
     """Write this process's row (a new `session`); returns seconds until it could be called dead."""
     params = _info_params(info) | {"session": session, "role": role, "ttl": NODE_TTL}

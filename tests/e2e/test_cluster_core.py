@@ -395,3 +395,42 @@ def test_a_reload_changes_that_node_only(cluster, fake):
     done = n2.cli("cluster", "status")
     assert {line.split()[0] for line in done.stdout.splitlines()[1:3]} == {"n1", "n2"}, done.stdout
     assert "reload" not in c["n1"].log().lower()
+
+
+def test_a_node_whose_name_lock_outlived_its_host_starts_again(cluster, fake, pg):
+    # Power loss: no FIN reaches the server, which keeps the dead host's connection, and
+    # with it the NODE_NAME lock, until TCP keepalive gives up (hours). Here a connection
+    # of the test's holds the lock, idle, after n1 was killed, as that backend would.
+    from sqlalchemy import create_engine, text
+
+    from rtmbotd.cluster.registry import _NAME_LOCK_NAMESPACE, _name_key
+    from rtmbotd.cluster.timing import NODE_TTL
+    c = cluster(n=1).start()
+    node = c.nodes[0]
+    c.wait_leader()
+    node.signal(signal.SIGKILL)
+    node.wait_exit()
+    engine = create_engine(c.store_url.replace("postgresql://", "postgresql+psycopg://", 1),
+                           isolation_level="AUTOCOMMIT")
+    lingering = engine.connect()
+    try:
+        assert lingering.execute(text("SELECT pg_try_advisory_lock(:ns, :key)"),
+                                 {"ns": _NAME_LOCK_NAMESPACE, "key": _name_key("n1")}).scalar()
+        [(pid,)] = lingering.execute(text("SELECT pg_backend_pid()")).all()
+
+        def stale() -> bool:
+            [(idle, beat)] = pg.query(c.store_url, "SELECT extract(epoch from clock_timestamp() - state_change),"
+                                      " extract(epoch from clock_timestamp()) - (SELECT heartbeat_at FROM"
+                                      f" rtmbot_nodes WHERE name = 'n1') FROM pg_stat_activity WHERE pid = {pid}")
+            return idle > NODE_TTL + 1 and beat > NODE_TTL + 1
+        wait_until(stale, 60, "the lingering connection idle and n1's heartbeat lapsed")
+        seen = len(node.notify)
+        node.start()                      # refused with exit 78 before: "NODE_NAME n1 is in use"
+        wait_until(lambda: any(s.startswith("leader") for s in node.notify.statuses()[seen:]), 60,
+                   lambda: node.status())
+        node.wait_log(r"NODE_NAME n1 was still locked by an idle connection", timeout=30)
+        assert node.alive()
+        assert not pg.query(c.store_url, f"SELECT 1 FROM pg_stat_activity WHERE pid = {pid}")
+    finally:
+        lingering.invalidate()
+        engine.dispose()
