@@ -216,9 +216,10 @@ def burst():
 
 
 def test_job_outputs_queued_when_the_leader_hung_are_not_sent_by_it_after_sigcont(cluster, fake, pg):
-    # RATE_LIMIT 1 and a job every 0.2 s: the leader's channel always has job outputs
-    # waiting, the newest not yet saved as rows (so no other node can claim them).
-    c = cluster(n=2, settings=lambda name: {"RATE_LIMIT": 1, "RATE_BURST": 1, "burst": {
+    # RATE_LIMIT 3 and a job every 0.2 s (with the ticker, 6 outputs a second): the leader's
+    # channel always has job outputs waiting, the newest not yet saved as rows (so no other
+    # node can claim them); the claimer still drains the saved ones beside its own ticks.
+    c = cluster(n=2, settings=lambda name: {"RATE_LIMIT": 3, "RATE_BURST": 1, "burst": {
         "node": name, "channel": "C1GENERAL" if name == "n1" else "D1ALICE"}})
     old, new = c["n1"], c["n2"]
     for node in c.nodes:
@@ -238,7 +239,7 @@ def test_job_outputs_queued_when_the_leader_hung_are_not_sent_by_it_after_sigcon
         [(session,)] = pg.query(c.store_url, "SELECT session FROM rtmbot_nodes WHERE name = 'n1'")
         [(left,)] = pg.query(c.store_url, "SELECT count(*) FROM rtmbot_outbox_rows WHERE record LIKE '%from n1%'")
         return session.startswith("claimed by") and left == 0
-    wait_until(claimed_and_sent, 90, lambda: "n1's saved job outputs claimed and sent by n2")
+    wait_until(claimed_and_sent, 120, lambda: "n1's saved job outputs claimed and sent by n2")
     before = len(bursts())
     seen = len(old.notify)
     old.signal(signal.SIGCONT)
