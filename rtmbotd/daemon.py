@@ -208,6 +208,7 @@ class Daemon:
         self.journal = Journal(self.store, **shared)
         if self.cluster:
             self._share_outbox()
+            self.outbox.fence = self.cluster.fence(self.outbox.fence)
         self.outbox.on_enqueued = self.journal.enqueued
         self.outbox.on_settled = self.journal.settled
         self._to_restore = self.journal.restore(lambda rows: self.inbox.put_threadsafe(OutboxRead(rows)))
@@ -578,7 +579,8 @@ class Daemon:
     # -- plugin results -----------------------------------------------------------
     def handle_report(self, item: PluginReport) -> None:
         now = self.clock()
-        if self.cluster and self.cluster.job_fenced(self.host.job_token(item.job_key), now):
+        token = self.host.job_token(item.job_key) if self.cluster else None
+        if self.cluster and self.cluster.job_fenced(token, now):
             if item.outputs:   # the lease it ran under is gone: another node runs the jobs now
                 log.warning("plugin %s: %d job output(s) dropped: this node no longer leads", item.worker.unit.name,
                             len(item.outputs))
@@ -586,6 +588,8 @@ class Daemon:
         self.host.reported(item)
         for out in item.outputs:         # parsed to plain data on the plugin's thread
             out = self.journal.track(out, now, stuck=self.connector.link is None)
+            if token is not None:        # cluster: a job's output goes out only under its lease
+                self.cluster.job_output(out.tag, token)
             try:
                 self.router.route(out, now)
             except Exception:  # noqa: BLE001 - a bad output costs only itself

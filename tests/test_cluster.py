@@ -10,7 +10,7 @@ from rtmbotd.cluster import registry
 from rtmbotd.cluster.coordinator import ClusterState, Coordinator, DuplicateNodeError, JobRuns, make_engine
 from rtmbotd.cluster.fencing import valid_until
 from rtmbotd.cluster.registry import NodeInfo
-from rtmbotd.cluster.timing import LEASE_TTL, NODE_TTL
+from rtmbotd.cluster.timing import LEASE_DEFER, LEASE_TTL, NODE_TTL
 from rtmbotd.runtime.scheduler import Scheduler
 from rtmbotd.store import Store
 from rtmbotd.store.url import resolve_url
@@ -49,6 +49,44 @@ def test_a_job_runs_only_on_a_valid_lease_and_its_outputs_need_the_same_epoch():
     Daemon.cluster_state = ClusterState("leader", "n1", 8, lease_until=120.0, node_until=120.0)
     assert node.job_fenced(7, 110.0)          # ran under epoch 7; the lease is another holding now
     assert not node.job_fenced(None, 110.0)   # not a job
+
+
+def test_a_queued_job_output_goes_only_under_its_lease_and_is_dropped_once_it_is_gone():
+    from rtmbotd.cluster.node import ClusterNode
+    from rtmbotd.outbox.queue import Message
+    node = ClusterNode.__new__(ClusterNode)
+    node._job_outputs = {}
+    dropped = []
+
+    class Journal:
+        queued = {1: ["part1"], 2: ["part2"]}
+        holds = queued.__contains__
+
+        def drop(self, seqs):
+            return [p for seq in seqs for p in self.queued.pop(seq, [])]
+
+    class Outbox:
+        discard = dropped.extend
+
+    class Daemon:
+        cluster_state = ClusterState("leader", "n1", 7, lease_until=106.0, node_until=106.0)
+        journal, outbox = Journal(), Outbox()
+    node.daemon = Daemon()
+    fence = node.fence(lambda msg, now: True)
+    node.job_output(1, 7)
+    job, reply = Message(1, "C1", "tick", "ticker", tag=1), Message(2, "C1", "hi", "echo", tag=2)
+    assert fence(job, 105.0) and fence(reply, 105.0)
+    assert not fence(job, 106.5) and fence(reply, 106.5)        # resumed after SIGSTOP: the lease lapsed
+    lapsed = ClusterState("follower", None, 0, 107.0, 107.0, problem="PostgreSQL unreachable (x)")
+    node._drop_fenced_outputs(lapsed, 107.0)                     # unknown: held, not dropped
+    assert dropped == [] and node._job_outputs == {1: 7}
+    renewed = ClusterState("leader", "n1", 7, lease_until=114.0, node_until=114.0)
+    Daemon.cluster_state = renewed
+    node._drop_fenced_outputs(renewed, 108.0)
+    assert fence(job, 108.0) and dropped == []                 # the same lease again: it goes
+    Daemon.cluster_state = follows = ClusterState("follower", "n2", 0, 109.0, 115.0)
+    node._drop_fenced_outputs(follows, 109.0)
+    assert dropped == ["part1"] and node._job_outputs == {}      # another leads: dropped, never sent
 
 
 def test_status_words_name_the_own_role_first_and_follow_a_lapse_between_rounds():
@@ -154,6 +192,28 @@ def test_the_lease_is_taken_only_when_lapsed_and_each_new_holder_gets_a_new_epoc
             assert registry.take_lease(conn, "n1", "s1").holder == "n2"     # resumed: a follower
             registry.release(conn, "n2", "s2", stopped=False)
             assert registry.take_lease(conn, "n3", "s3").epoch == first.epoch + 2   # at once after a release
+    finally:
+        engine.dispose()
+
+
+def test_a_lapsed_lease_goes_to_the_older_live_node_first_a_newer_one_takes_it_after_the_deferral(url):
+    engine = make_engine(url)
+    lapse = "UPDATE rtmbot_lease SET expires_at = extract(epoch from clock_timestamp()) - :ago, session = :old"
+    try:
+        with engine.connect() as conn:
+            registry.register(conn, info("n1"), "s1")
+            registry.register(conn, info("n2"), "s0")
+            assert registry.take_lease(conn, "n2", "s0").holder == "n2"
+            registry.register(conn, info("n2"), "s2")        # n2 killed -9 and restarted at once
+            conn.execute(text("UPDATE rtmbot_nodes SET started_at = started_at + 100 WHERE name = 'n2'"))
+            conn.execute(text(lapse), {"ago": 0.1, "old": "s0"})
+            assert registry.take_lease(conn, "n2", "s2") == registry.LeaseRound(None, 1, None)   # n1 is older
+            taken = registry.take_lease(conn, "n1", "s1")
+            assert (taken.holder, taken.epoch) == ("n1", 2)
+            registry.release(conn, "n1", "s1", stopped=False)  # the holder resigning: n2 need not wait
+            assert registry.take_lease(conn, "n2", "s2").holder == "n2"
+            conn.execute(text(lapse), {"ago": LEASE_DEFER + 0.5, "old": "s9"})   # n1 live but not taking it
+            assert registry.take_lease(conn, "n2", "s2").epoch == 4                # nobody waits forever
     finally:
         engine.dispose()
 

@@ -216,7 +216,12 @@ class Coordinator:
         """Open the connection, take the name lock, and make the row ours."""
         conn = self._conn = self._engine.connect()
         info = self._info_now()
-        if not self._lock_name(conn, info.name):
+        held = self._lock_name(conn, info.name)
+        if not held and registry.evict_stale_holder(conn, info.name):
+            held = registry.lock_name(conn, info.name)
+            log.warning("cluster: NODE_NAME %s was still locked by an idle connection of a node that stopped "
+                        "heartbeating (its host lost power?); the server ended that connection", info.name)
+        if not held:
             other = next((r for r in registry.nodes(conn) if r.name == info.name), None)
             self._disconnect()
             where = f" (host {other.host}, pid {other.pid})" if other else ""

@@ -12,12 +12,13 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from rtmbotd import __version__
 from rtmbotd.cluster.coordinator import (ClusterState, Coordinator, ForeignNode, JobRuns, NodesDead, SessionLost,
                                          make_engine)
 from rtmbotd.cluster.registry import NodeInfo
+from rtmbotd.outbox.queue import Message
 
 if TYPE_CHECKING:
     from rtmbotd.daemon import Daemon
@@ -44,6 +45,7 @@ class ClusterNode:
         self._identity: tuple[str | None, str | None] = (None, None)
         self.app_id: str | None = None      # from Socket Mode's hello
         self._shown: str | None = None      # the role words STATUS last showed
+        self._job_outputs: dict[int, int] = {}   # a job output's journal seq: the epoch the job ran under
 
     # -- start and stop ---------------------------------------------------------------
     def join(self) -> None:
@@ -73,6 +75,7 @@ class ClusterNode:
             self._identity = ids
             changes.update(team_id=ids[0], app_id=ids[1])
         self.coordinator.update(**changes)
+        self._drop_fenced_outputs(item, now)
         self.tick(now)
 
     def tick(self, now: float) -> None:
@@ -121,6 +124,35 @@ class ClusterNode:
     def job_fenced(self, token: int | None, now: float) -> bool:
         """A job's outputs are dropped when the lease it ran under is no longer ours."""
         return token is not None and self.jobs_gate(now) != token
+
+    # -- job outputs queued in the outbox: fenced until they go -------------------------
+    def job_output(self, tag: int, token: int) -> None:
+        """A job's output, queued under lease epoch `token`: it goes out only while we lead
+        under that epoch (a leader resumed after SIGSTOP sends none of its queue before
+        the next round), and is dropped once a round says that lease is gone."""
+        self._job_outputs[tag] = token
+
+    def fence(self, inner: Callable[[Message, float], bool] | None) -> Callable[[Message, float], bool]:
+        """The outbox's fence: a job's output needs its lease, then `inner` decides."""
+        def may_send(msg: Message, now: float) -> bool:
+            token = self._job_outputs.get(msg.tag)
+            if token is not None and self.jobs_gate(now) != token:
+                return False
+            return inner is None or inner(msg, now)
+        return may_send
+
+    def _drop_fenced_outputs(self, item: ClusterState, now: float) -> None:
+        if not self._job_outputs or item.problem:
+            return                      # PostgreSQL unreachable: the lease may still be ours, hold
+        journal = self.daemon.journal
+        ours = item.epoch if item.leading(now) else None
+        lost = [tag for tag, token in self._job_outputs.items() if token != ours]
+        self._job_outputs = {tag: token for tag, token in self._job_outputs.items()
+                             if token == ours and journal.holds(tag)}
+        parts = journal.drop(lost)
+        if parts:
+            self.daemon.outbox.discard(parts)
+            log.warning("cluster: %d queued job output(s) dropped: the lease they ran under is gone", len(parts))
 
     def _hold_rtm(self, now: float) -> None:
         daemon = self.daemon

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
-from rtmbotd.cluster.timing import LEASE_TTL, NODE_TTL
+from rtmbotd.cluster.timing import LEASE_DEFER, LEASE_TTL, NODE_TTL
 
 NOW = "CAST(extract(epoch from clock_timestamp()) AS double precision)"
 LEASE_NAME = "leader"
@@ -69,6 +69,21 @@ def lock_name(conn: Connection, name: str) -> bool:
                              {"ns": _NAME_LOCK_NAMESPACE, "key": _name_key(name)}).scalar())
 
 
+def evict_stale_holder(conn: Connection, name: str, wait: float = 2.0) -> bool:
+    """End the server process holding `name`'s lock when its node stopped heartbeating and
+    the connection has been idle for NODE_TTL: the host lost power or its network, and the
+    server, not told, would keep the lock for hours (TCP keepalive). True when one ended."""
+    return bool(conn.execute(text(
+        "SELECT bool_or(pg_terminate_backend(l.pid, CAST(:wait_ms AS bigint)))"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.pid <> pg_backend_pid()"
+        " AND l.classid = CAST(CAST(:ns AS bigint) AS oid) AND l.objid = CAST(CAST(:key AS bigint) AS oid)"
+        " AND a.state = 'idle' AND a.state_change < clock_timestamp() - make_interval(secs => :ttl)"
+        f" AND EXISTS (SELECT 1 FROM rtmbot_nodes WHERE name = :name AND heartbeat_at < {NOW} - :ttl)"),
+        {"ns": _NAME_LOCK_NAMESPACE, "key": _name_key(name) & 0xFFFFFFFF, "name": name, "ttl": NODE_TTL,
+         "wait_ms": int(wait * 1000)}).scalar())
+
+
 def register(conn: Connection, info: NodeInfo, session: str, role: str = "follower") -> float:
     """Write this process's row (a new `session`); returns seconds until it could be called dead."""
     params = _info_params(info) | {"session": session, "role": role, "ttl": NODE_TTL}
@@ -105,17 +120,28 @@ class LeaseRound:
     remaining: float | None
 
 
+# A lapsed lease is ours to take when no other live node started before us (the lease's
+# last holder aside: it may be resigning), or when it has lain lapsed for LEASE_DEFER: a
+# node restarted at once after kill -9 leaves it to the follower that outlived it, and
+# nobody waits on an older node that is hung or slow.
+_MAY_TAKE = (f"expires_at <= {NOW} - :defer OR NOT EXISTS (SELECT 1 FROM rtmbot_nodes o, rtmbot_nodes me"
+             f" WHERE me.name = :name AND me.session = :session AND o.name <> :name AND o.role <> 'stopped'"
+             f" AND o.heartbeat_at > {NOW} - :node_ttl AND o.session IS DISTINCT FROM rtmbot_lease.session"
+             f" AND (o.started_at, o.name) < (me.started_at, me.name))")
+
+
 def take_lease(conn: Connection, name: str, session: str, want: bool = True) -> LeaseRound:
-    """Renew the lease if we hold it, take it if it lapsed (a new holder: epoch + 1), and
-    say who holds it otherwise. `want=False` (stopping) only reads."""
-    params = {"lease": LEASE_NAME, "name": name, "session": session, "ttl": LEASE_TTL}
+    """Renew the lease if we hold it, take it if it lapsed and it is our turn (a new
+    holder: epoch + 1), and say who holds it otherwise. `want=False` (stopping) only reads."""
+    params = {"lease": LEASE_NAME, "name": name, "session": session, "ttl": LEASE_TTL, "defer": LEASE_DEFER,
+              "node_ttl": NODE_TTL}
     if want:
         for _ in range(2):
             row = conn.execute(text(
                 f"UPDATE rtmbot_lease SET holder = :name, session = :session,"
                 f" epoch = CASE WHEN session = :session THEN epoch ELSE epoch + 1 END,"
                 f" expires_at = {NOW} + :ttl"
-                f" WHERE name = :lease AND (session = :session OR expires_at <= {NOW})"
+                f" WHERE name = :lease AND (session = :session OR (expires_at <= {NOW} AND ({_MAY_TAKE})))"
                 f" RETURNING epoch, expires_at - {NOW}"), params).first()
             if row is not None:
                 return LeaseRound(name, int(row[0]), float(row[1]))

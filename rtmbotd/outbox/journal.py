@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from rtmbotd.errors import StoreError
 from rtmbotd.outbox.queue import Message
@@ -180,6 +180,21 @@ class Journal:
             return False
         entry = self._entries.get(msg.tag)
         return entry is None or not entry.saved or now < self.node_until or not self.writer.may_exist(msg.tag)
+
+    def holds(self, seq: int) -> bool:
+        """Output `seq` is still unsettled here."""
+        return seq in self._entries
+
+    def drop(self, seqs: Iterable[int]) -> list[Message]:
+        """Cluster: outputs given up here (a job's whose lease is gone): their queued parts,
+        for the outbox to drop; their rows are deleted."""
+        parts: list[Message] = []
+        for seq in seqs:
+            entry = self._entries.get(seq)
+            if entry is not None:
+                parts.extend(entry.parts)
+                self._forget(entry)
+        return parts
 
     def hold_saved(self) -> None:
         """Hold every message that may have a row until `taken` says whose it is."""
