@@ -559,6 +559,10 @@ class Daemon:
             return
         if not self._seen.first_time(event):      # a redelivery, or two links overlapping
             return
+        if self.shared_outbox and not self.connector.is_own(event.kind, event.data):
+            # cluster: the reply's send slot is reserved now, beside the claim below and
+            # the plugins' work, so a reply waits for neither round trip in turn
+            self.shared_outbox.event(event.data)
         if self.claims is not None and isinstance(link, SocketModeLink):   # cluster: once cluster-wide
             self._handle_events(self.claims.admit(event, self.clock()))
             return
@@ -573,8 +577,6 @@ class Daemon:
         self.directory.apply(event.data)
         if not self.connector.is_own(event.kind, event.data):
             self.host.dispatch(event.kind, event.data)
-            if self.shared_outbox:          # cluster: the reply's send slot is reserved meanwhile
-                self.shared_outbox.event(event.data)
 
     # -- plugin results -----------------------------------------------------------
     def handle_report(self, item: PluginReport) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from rtmbotd.cluster import registry
 from rtmbotd.cluster.fencing import valid_until
 from rtmbotd.cluster.registry import NodeInfo, NodeRow
-from rtmbotd.cluster.timing import CONNECT_TIMEOUT, HEARTBEAT, NAME_GRACE, STATEMENT_TIMEOUT
+from rtmbotd.cluster.timing import CONNECT_TIMEOUT, HEARTBEAT, NAME_GRACE, NODE_TTL, STATEMENT_TIMEOUT
 from rtmbotd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -200,28 +200,30 @@ class Coordinator:
         with self._info_lock:
             return self._info
 
-    @staticmethod
-    def _lock_name(conn, name: str) -> bool:
-        """The name lock; a holder killed a moment ago (kill -9, then an instant restart)
-        still has its backend for a few milliseconds after its socket closed: try again
-        for NAME_GRACE seconds before calling the name taken."""
-        deadline = time.monotonic() + NAME_GRACE
+    name_wait = NODE_TTL + NAME_GRACE     # s a start tries for a NODE_NAME that is locked
+
+    def _lock_name(self, conn, name: str) -> bool:
+        """The name lock. Its holder may be a process just killed: its backend frees the
+        lock a moment after the socket closes, or, stuck in a statement or cut off with its
+        host, only when ended. So: try for NODE_TTL + NAME_GRACE, ending the holder once
+        its node's heartbeat is older than NODE_TTL; a live node with this name keeps its
+        heartbeat fresh, and the name stays refused."""
+        deadline = time.monotonic() + self.name_wait
         while not registry.lock_name(conn, name):
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(0.1)
+            if registry.evict_stale_holder(conn, name):
+                log.warning("cluster: NODE_NAME %s was still locked by a connection of a node that stopped "
+                            "heartbeating (killed, or its host lost power); the server ended that connection", name)
+            else:
+                time.sleep(0.2)
         return True
 
     def _connect(self, fresh: bool) -> None:
         """Open the connection, take the name lock, and make the row ours."""
         conn = self._conn = self._engine.connect()
         info = self._info_now()
-        held = self._lock_name(conn, info.name)
-        if not held and registry.evict_stale_holder(conn, info.name):
-            held = registry.lock_name(conn, info.name)
-            log.warning("cluster: NODE_NAME %s was still locked by an idle connection of a node that stopped "
-                        "heartbeating (its host lost power?); the server ended that connection", info.name)
-        if not held:
+        if not self._lock_name(conn, info.name):
             other = next((r for r in registry.nodes(conn) if r.name == info.name), None)
             self._disconnect()
             where = f" (host {other.host}, pid {other.pid})" if other else ""

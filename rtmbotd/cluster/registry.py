@@ -70,15 +70,16 @@ def lock_name(conn: Connection, name: str) -> bool:
 
 
 def evict_stale_holder(conn: Connection, name: str, wait: float = 2.0) -> bool:
-    """End the server process holding `name`'s lock when its node stopped heartbeating and
-    the connection has been idle for NODE_TTL: the host lost power or its network, and the
-    server, not told, would keep the lock for hours (TCP keepalive). True when one ended."""
+    """End the server process holding `name`'s lock when its node stopped heartbeating
+    (NODE_TTL by PostgreSQL's clock: dead by the cluster's own rule). The host lost power or
+    its network, and the server, not told, would keep the lock for hours (TCP keepalive); or
+    the process was killed while its backend waited inside a statement (a backend notices
+    its client is gone only when it next talks to it). True when one ended."""
     return bool(conn.execute(text(
         "SELECT bool_or(pg_terminate_backend(l.pid, CAST(:wait_ms AS bigint)))"
         " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
         " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.pid <> pg_backend_pid()"
         " AND l.classid = CAST(CAST(:ns AS bigint) AS oid) AND l.objid = CAST(CAST(:key AS bigint) AS oid)"
-        " AND a.state = 'idle' AND a.state_change < clock_timestamp() - make_interval(secs => :ttl)"
         f" AND EXISTS (SELECT 1 FROM rtmbot_nodes WHERE name = :name AND heartbeat_at < {NOW} - :ttl)"),
         {"ns": _NAME_LOCK_NAMESPACE, "key": _name_key(name) & 0xFFFFFFFF, "name": name, "ttl": NODE_TTL,
          "wait_ms": int(wait * 1000)}).scalar())
