@@ -32,6 +32,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from rtmbotd.cluster import registry
 from rtmbotd.slack.protocol import Event
 
 log = logging.getLogger(__name__)
@@ -361,12 +362,7 @@ class ClaimWorker:
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.invalidate()
-                conn.close()
-            except Exception:  # noqa: BLE001 - it is gone either way
-                pass
+        registry.drop_connection(conn)
 
 
 def _describe(exc: BaseException) -> str:

@@ -238,12 +238,7 @@ class Coordinator:
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.invalidate()
-                conn.close()
-            except Exception:  # noqa: BLE001 - it is gone either way
-                pass
+        registry.drop_connection(conn)
 
     def _round(self, sent: float) -> None:
         if self._conn is None:

@@ -57,6 +57,17 @@ class NodeRow:
         return self.role != "stopped" and self.age <= NODE_TTL
 
 
+def drop_connection(conn: Connection | None) -> None:
+    """Throw `conn` away, never back into its pool (its session may hold locks or a half
+    statement): what closing a dead connection raises does not matter, it is gone either way."""
+    if conn is not None:
+        try:
+            conn.invalidate()
+            conn.close()
+        except Exception:  # noqa: BLE001 - it is gone either way
+            pass
+
+
 def _name_key(name: str) -> int:
     key = zlib.crc32(name.encode("utf-8"))
     return key - (1 << 32) if key >= (1 << 31) else key     # int4 is signed
